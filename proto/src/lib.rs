@@ -1,0 +1,19 @@
+//! The goroscope wire contract and the transport setup both ends of it share.
+//!
+//! - [`v1`]: the generated `goroscope.v1` messages and tonic services (ingest, query).
+//! - [`identity`]: SPIFFE-style identities carried in certificates, and their parsing.
+//! - [`tls`]: loading PEM material and building the rustls / tonic TLS configurations.
+//! - [`settings`]: the layered settings loader both daemons share.
+#![forbid(unsafe_code)]
+
+pub mod identity;
+pub mod settings;
+pub mod tls;
+
+/// The `goroscope.v1` package, generated from `proto/goroscope/v1/*.proto`.
+pub mod v1 {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("goroscope.v1");
+}
+
+pub use identity::{Identity, Role};
