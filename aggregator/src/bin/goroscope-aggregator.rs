@@ -1,0 +1,116 @@
+//! `goroscope-aggregator`: parses flags, loads settings, runs until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use goroscope_aggregator::config::AggregatorConfig;
+use tokio_util::sync::CancellationToken;
+
+/// The goroscope aggregator: mTLS gRPC ingest from collectors, RocksDB storage, queries.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Settings file (TOML); see deploy/aggregator.example.toml.
+    #[arg(long, short = 'c', env = "GOROSCOPE_AGGREGATOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on, overriding the settings (for example 0.0.0.0:7443).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Database directory, overriding the settings.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Log filter, overriding the settings (for example "info,goroscope_aggregator=debug").
+    #[arg(long)]
+    log: Option<String>,
+    /// Time open requests get to finish after SIGTERM.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    grace: Duration,
+}
+
+/// Exit code for usage and configuration errors (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut overrides = Vec::new();
+    if let Some(listen) = &args.listen {
+        overrides.push(("listen", listen.clone()));
+    }
+    if let Some(dir) = &args.data_dir {
+        overrides.push(("data_dir", dir.display().to_string()));
+    }
+    if let Some(log) = &args.log {
+        overrides.push(("log", log.clone()));
+    }
+    let config = match AggregatorConfig::load(args.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("goroscope-aggregator: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let filter = match tracing_subscriber::EnvFilter::try_new(&config.log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("goroscope-aggregator: setting log = {:?}: {e}", config.log);
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("goroscope-aggregator: start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, args.grace)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("goroscope-aggregator: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: AggregatorConfig, grace: Duration) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let data_dir = config.data_dir.clone();
+    let server = tokio::spawn(goroscope_aggregator::run(config, shutdown.clone(), move |addr| {
+        tracing::info!(%addr, data_dir = %data_dir.display(), "aggregator listening");
+    }));
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result?,
+        signal = shutdown_signal() => {
+            signal?;
+            tracing::info!("shutting down");
+        }
+    }
+    shutdown.cancel();
+    match tokio::time::timeout(grace, server).await {
+        Ok(result) => result?,
+        Err(_) => {
+            tracing::warn!(grace = %humantime::format_duration(grace), "requests still open after the grace period; exiting");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        r = tokio::signal::ctrl_c() => r?,
+    }
+    Ok(())
+}

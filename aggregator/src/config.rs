@@ -1,0 +1,209 @@
+//! Aggregator settings: defaults, then the TOML file, then `GOROSCOPE_AGGREGATOR_*`
+//! environment variables (`__` between nested keys), then command-line flags.
+//! `deploy/aggregator.example.toml` documents every key.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use goroscope_proto::tls::TlsFiles;
+use serde::Deserialize;
+
+pub use goroscope_proto::settings::SettingsError;
+
+pub const ENV_PREFIX: &str = "GOROSCOPE_AGGREGATOR";
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AggregatorConfig {
+    /// Address the gRPC server listens on (ingest and query).
+    pub listen: SocketAddr,
+    /// Directory of the embedded RocksDB database.
+    pub data_dir: PathBuf,
+    /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
+    pub log: String,
+    pub tls: TlsConfig,
+    pub limits: Limits,
+    pub storage: StorageConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The fleet CA certificate that client certificates must chain to.
+    pub ca: PathBuf,
+    /// The aggregator's certificate and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Open connections, at most; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// Time a client has to finish the TLS handshake.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// Time a collector has to send its Hello after opening the stream.
+    #[serde(with = "humantime_serde")]
+    pub hello_timeout: Duration,
+    /// Largest message accepted from a client, in bytes.
+    pub max_message_bytes: usize,
+    /// Series one ingest stream may declare, at most.
+    pub max_series_per_stream: usize,
+    /// Time one query may take.
+    #[serde(with = "humantime_serde")]
+    pub query_timeout: Duration,
+    /// Concurrent requests per connection, at most.
+    pub max_concurrent_requests: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Wait for the write-ahead log to reach the disk before acknowledging a batch.
+    pub sync_writes: bool,
+    /// Samples one range query may return, at most.
+    pub max_query_samples: usize,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        AggregatorConfig {
+            listen: "127.0.0.1:7443".parse().expect("literal socket address"),
+            data_dir: PathBuf::from("goroscope-data"),
+            log: "info".into(),
+            tls: TlsConfig::default(),
+            limits: Limits::default(),
+            storage: StorageConfig::default(),
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        let files = TlsFiles::in_dir(Path::new("certs"), "aggregator-localhost");
+        TlsConfig {
+            ca: files.ca,
+            cert: files.cert,
+            key: files.key,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 4096,
+            handshake_timeout: Duration::from_secs(10),
+            hello_timeout: Duration::from_secs(10),
+            max_message_bytes: 16 * 1024 * 1024,
+            max_series_per_stream: 1_000_000,
+            query_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 64,
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            sync_writes: true,
+            max_query_samples: 1_000_000,
+        }
+    }
+}
+
+impl AggregatorConfig {
+    /// Loads the layers; `overrides` are (key, value) pairs from command-line flags.
+    pub fn load(
+        file: Option<&Path>,
+        overrides: &[(&str, String)],
+    ) -> Result<AggregatorConfig, SettingsError> {
+        let config: AggregatorConfig = goroscope_proto::settings::load(file, ENV_PREFIX, overrides)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        use goroscope_proto::settings::invalid;
+        let l = &self.limits;
+        if l.max_connections == 0 {
+            return Err(invalid("limits.max_connections", &l.max_connections, "must be at least 1"));
+        }
+        if l.handshake_timeout.is_zero() {
+            return Err(invalid("limits.handshake_timeout", "0s", "must be longer than 0s"));
+        }
+        if l.hello_timeout.is_zero() {
+            return Err(invalid("limits.hello_timeout", "0s", "must be longer than 0s"));
+        }
+        if l.query_timeout.is_zero() {
+            return Err(invalid("limits.query_timeout", "0s", "must be longer than 0s"));
+        }
+        if !(1024..=256 * 1024 * 1024).contains(&l.max_message_bytes) {
+            return Err(invalid(
+                "limits.max_message_bytes",
+                &l.max_message_bytes,
+                "must be between 1024 and 268435456",
+            ));
+        }
+        if l.max_series_per_stream == 0 {
+            return Err(invalid("limits.max_series_per_stream", &0, "must be at least 1"));
+        }
+        if l.max_concurrent_requests == 0 {
+            return Err(invalid("limits.max_concurrent_requests", &0, "must be at least 1"));
+        }
+        if self.storage.max_query_samples == 0 {
+            return Err(invalid("storage.max_query_samples", &0, "must be at least 1"));
+        }
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "\"\"", "must name a directory"));
+        }
+        Ok(())
+    }
+
+    pub fn tls_files(&self) -> TlsFiles {
+        TlsFiles {
+            ca: self.tls.ca.clone(),
+            cert: self.tls.cert.clone(),
+            key: self.tls.key.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_parses_and_matches_the_defaults_it_documents() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/aggregator.example.toml");
+        let config = AggregatorConfig::load(Some(&path), &[]).unwrap();
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.storage, StorageConfig::default());
+    }
+
+    #[test]
+    fn flags_override_the_file_and_bad_values_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1\"\n[limits]\nmax_connections = 5\n").unwrap();
+        let config =
+            AggregatorConfig::load(Some(&path), &[("listen", "127.0.0.1:2".into())]).unwrap();
+        assert_eq!(config.listen.port(), 2);
+        assert_eq!(config.limits.max_connections, 5);
+
+        std::fs::write(&path, "[limits]\nmax_connections = 0\n").unwrap();
+        let err = AggregatorConfig::load(Some(&path), &[]).unwrap_err().to_string();
+        assert!(err.contains("limits.max_connections") && err.contains('0'), "{err}");
+
+        std::fs::write(&path, "listen = \"nowhere\"\n").unwrap();
+        let err = AggregatorConfig::load(Some(&path), &[]).unwrap_err().to_string();
+        assert!(err.contains("listen") && err.contains("nowhere"), "{err}");
+
+        std::fs::write(&path, "lisen = \"127.0.0.1:1\"\n").unwrap();
+        let err = AggregatorConfig::load(Some(&path), &[]).unwrap_err().to_string();
+        assert!(err.contains("lisen"), "{err}");
+    }
+}

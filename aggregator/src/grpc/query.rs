@@ -1,0 +1,159 @@
+//! The `Query` service: what operators ask. Reads run off the async threads, each under
+//! the configured query timeout.
+
+use std::time::Duration;
+
+use goroscope_proto::Role;
+use goroscope_proto::tls::require_role;
+use goroscope_proto::v1::{self, query_server::Query};
+use tonic::{Request, Response, Status};
+
+use crate::storage::{Selector, Storage, TargetRecord};
+
+pub struct QueryService {
+    storage: Storage,
+    timeout: Duration,
+}
+
+impl QueryService {
+    pub fn new(storage: Storage, timeout: Duration) -> QueryService {
+        QueryService { storage, timeout }
+    }
+
+    /// Runs blocking storage work on the blocking pool, bounded by the query timeout.
+    async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
+    where
+        F: FnOnce(Storage) -> Result<T, Status> + Send + 'static,
+        T: Send + 'static,
+    {
+        let storage = self.storage.clone();
+        match tokio::time::timeout(self.timeout, tokio::task::spawn_blocking(move || f(storage)))
+            .await
+        {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(Status::internal(format!("query task failed: {join}"))),
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "query took longer than {}",
+                humantime::format_duration(self.timeout)
+            ))),
+        }
+    }
+}
+
+fn selector(matchers: Vec<v1::LabelMatcher>) -> Result<Selector, Status> {
+    let mut out = Vec::with_capacity(matchers.len());
+    for (i, m) in matchers.into_iter().enumerate() {
+        if m.name.is_empty() {
+            return Err(Status::invalid_argument(format!("matchers[{i}].name is empty")));
+        }
+        out.push((m.name, m.value));
+    }
+    Ok(Selector { matchers: out })
+}
+
+fn target_id(t: &TargetRecord) -> v1::TargetId {
+    v1::TargetId {
+        host: t.key.host.clone(),
+        pid: t.key.pid,
+        start_ticks: t.key.start_ticks,
+    }
+}
+
+fn labels(t: &TargetRecord) -> Vec<v1::Label> {
+    t.labels
+        .iter()
+        .map(|(name, value)| v1::Label {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
+impl From<TargetRecord> for v1::TargetInfo {
+    fn from(t: TargetRecord) -> v1::TargetInfo {
+        v1::TargetInfo {
+            id: Some(target_id(&t)),
+            labels: labels(&t),
+            coverage: Some(v1::Coverage {
+                proc: t.coverage.proc,
+                buildinfo: t.coverage.buildinfo,
+                expvar: t.coverage.expvar,
+                pprof: t.coverage.pprof,
+                debug_addr: t.coverage.debug_addr.clone(),
+            }),
+            start_time_ms: t.start_time_ms,
+            first_seen_ms: t.first_seen_ms,
+            last_seen_ms: t.last_seen_ms,
+            exited: t.exited,
+            latest: t
+                .latest
+                .iter()
+                .map(|(metric, &(ts, value))| v1::MetricValue {
+                    metric: metric.clone(),
+                    value,
+                    timestamp_ms: ts,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Query for QueryService {
+    async fn list_targets(
+        &self,
+        request: Request<v1::ListTargetsRequest>,
+    ) -> Result<Response<v1::ListTargetsResponse>, Status> {
+        require_role(&request, Role::Operator)?;
+        let req = request.into_inner();
+        let selector = selector(req.matchers)?;
+        let targets = self
+            .blocking(move |s| Ok(s.list_targets(&selector, req.seen_since_ms)))
+            .await?;
+        Ok(Response::new(v1::ListTargetsResponse {
+            targets: targets.into_iter().map(Into::into).collect(),
+        }))
+    }
+
+    async fn query_range(
+        &self,
+        request: Request<v1::QueryRangeRequest>,
+    ) -> Result<Response<v1::QueryRangeResponse>, Status> {
+        require_role(&request, Role::Operator)?;
+        let req = request.into_inner();
+        if req.metric.is_empty() {
+            return Err(Status::invalid_argument("metric is empty"));
+        }
+        if req.start_ms > req.end_ms {
+            return Err(Status::invalid_argument(format!(
+                "start_ms {} is after end_ms {}",
+                req.start_ms, req.end_ms
+            )));
+        }
+        let selector = selector(req.matchers)?;
+        let series = self
+            .blocking(move |s| {
+                s.query_range(&req.metric, &selector, req.start_ms, req.end_ms)
+                    .map_err(Status::from)
+            })
+            .await?;
+        Ok(Response::new(v1::QueryRangeResponse {
+            series: series
+                .into_iter()
+                .map(|sd| v1::Series {
+                    target: Some(target_id(&sd.target)),
+                    labels: labels(&sd.target),
+                    metric: sd.metric,
+                    samples: sd
+                        .points
+                        .into_iter()
+                        .map(|(timestamp_ms, value)| v1::Sample {
+                            timestamp_ms,
+                            value,
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,114 @@
+//! Key and value encodings of the column families (see the table in `storage/mod.rs`).
+//!
+//! Integers are big-endian so that RocksDB's bytewise order is numeric order; signed
+//! timestamps have their sign bit flipped for the same reason.
+
+/// `head` key: series id, then timestamp.
+pub fn head_key(series: u64, ts_ms: i64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&series.to_be_bytes());
+    key[8..].copy_from_slice(&ordered_i64(ts_ms).to_be_bytes());
+    key
+}
+
+/// Splits a `head` key into series id and timestamp.
+pub fn split_head_key(key: &[u8]) -> Option<(u64, i64)> {
+    let series = u64::from_be_bytes(key.get(..8)?.try_into().ok()?);
+    let ts = u64::from_be_bytes(key.get(8..16)?.try_into().ok()?);
+    (key.len() == 16).then_some((series, unordered_i64(ts)))
+}
+
+/// `head` value: the sample, an IEEE 754 double, little-endian.
+pub fn head_value(value: f64) -> [u8; 8] {
+    value.to_le_bytes()
+}
+
+pub fn decode_head_value(bytes: &[u8]) -> Option<f64> {
+    Some(f64::from_le_bytes(bytes.try_into().ok()?))
+}
+
+/// `series` key: the series id.
+pub fn series_key(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+pub fn decode_series_key(key: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(key.try_into().ok()?))
+}
+
+/// `targets` key: host, NUL, pid, start ticks. A host name holds no NUL (identities
+/// allow only letters, digits, '.', '-' and '_'), so the encoding is unambiguous.
+pub fn target_key(host: &str, pid: u32, start_ticks: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(host.len() + 13);
+    key.extend_from_slice(host.as_bytes());
+    key.push(0);
+    key.extend_from_slice(&pid.to_be_bytes());
+    key.extend_from_slice(&start_ticks.to_be_bytes());
+    key
+}
+
+/// `meta` key of the ingest high-water mark of one host.
+pub fn ingest_mark_key(host: &str) -> Vec<u8> {
+    let mut key = b"ingest/".to_vec();
+    key.extend_from_slice(host.as_bytes());
+    key
+}
+
+pub const INGEST_MARK_PREFIX: &[u8] = b"ingest/";
+
+/// `meta` value of an ingest mark: epoch, then the highest stored sequence number.
+pub fn ingest_mark_value(epoch: u64, seq: u64) -> [u8; 16] {
+    let mut value = [0u8; 16];
+    value[..8].copy_from_slice(&epoch.to_be_bytes());
+    value[8..].copy_from_slice(&seq.to_be_bytes());
+    value
+}
+
+pub fn decode_ingest_mark(value: &[u8]) -> Option<(u64, u64)> {
+    let epoch = u64::from_be_bytes(value.get(..8)?.try_into().ok()?);
+    let seq = u64::from_be_bytes(value.get(8..16)?.try_into().ok()?);
+    Some((epoch, seq))
+}
+
+fn ordered_i64(v: i64) -> u64 {
+    (v as u64) ^ (1 << 63)
+}
+
+fn unordered_i64(v: u64) -> i64 {
+    (v ^ (1 << 63)) as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn head_keys_sort_by_series_then_time_including_negative_times() {
+        let mut keys = vec![
+            head_key(2, -5),
+            head_key(1, 10),
+            head_key(1, -10),
+            head_key(1, 0),
+            head_key(2, i64::MIN),
+        ];
+        keys.sort();
+        let decoded: Vec<_> = keys.iter().map(|k| split_head_key(k).unwrap()).collect();
+        assert_eq!(decoded, vec![(1, -10), (1, 0), (1, 10), (2, i64::MIN), (2, -5)]);
+    }
+
+    #[test]
+    fn malformed_keys_decode_to_none() {
+        assert_eq!(split_head_key(&[0; 15]), None);
+        assert_eq!(split_head_key(&[0; 17]), None);
+        assert_eq!(decode_head_value(&[0; 7]), None);
+        assert_eq!(decode_ingest_mark(&[0; 3]), None);
+    }
+
+    #[test]
+    fn ingest_mark_round_trips() {
+        assert_eq!(
+            decode_ingest_mark(&ingest_mark_value(7, 42)),
+            Some((7, 42))
+        );
+    }
+}
