@@ -1,0 +1,103 @@
+//! `goroscope-collector`: parses flags, loads settings, runs until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use goroscope_collector::config::CollectorConfig;
+use tokio_util::sync::CancellationToken;
+
+/// The goroscope collector: samples every Go process of this host and streams the
+/// samples to the aggregator over mTLS gRPC.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Settings file (TOML); see deploy/collector.example.toml.
+    #[arg(long, short = 'c', env = "GOROSCOPE_COLLECTOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// This host's name, overriding the settings.
+    #[arg(long)]
+    host: Option<String>,
+    /// The aggregator's address, overriding the settings (https://HOST:PORT).
+    #[arg(long)]
+    aggregator: Option<String>,
+    /// Sampling interval, overriding the settings (for example 10s).
+    #[arg(long)]
+    interval: Option<String>,
+    /// Log filter, overriding the settings.
+    #[arg(long)]
+    log: Option<String>,
+}
+
+/// Exit code for usage and configuration errors (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let overrides: Vec<(&str, String)> = [
+        ("host", args.host),
+        ("aggregator", args.aggregator),
+        ("interval", args.interval),
+        ("log", args.log),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)))
+    .collect();
+    let config = match CollectorConfig::load(args.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("goroscope-collector: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let filter = match tracing_subscriber::EnvFilter::try_new(&config.log) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("goroscope-collector: setting log = {:?}: {e}", config.log);
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    // One host agent among many workloads: one thread is plenty and costs the least.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("goroscope-collector: start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let result = runtime.block_on(async {
+        let run = tokio::spawn(goroscope_collector::run(config, shutdown.clone()));
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => return r?,
+            r = shutdown_signal() => r?,
+        }
+        tracing::info!("shutting down");
+        shutdown.cancel();
+        run.await?
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("goroscope-collector: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        r = tokio::signal::ctrl_c() => r?,
+    }
+    Ok(())
+}

@@ -1,0 +1,113 @@
+//! The goroscope collector: finds the Go processes of its host, samples their vital
+//! signs every interval, and streams them to the aggregator over mTLS gRPC.
+//!
+//! - [`config`]: layered settings.
+//! - [`discovery`]: which processes are Go programs (ELF `.go.buildinfo`).
+//! - [`sources`]: one module per source (`/proc`, expvar, pprof, build info).
+//! - [`sampler`]: one scrape of every target per interval.
+//! - [`model`]: what a scrape is made of.
+//! - [`outbox`]: scrapes kept until acknowledged.
+//! - [`sender`]: the ingest stream, reconnects and backoff.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod discovery;
+pub mod model;
+pub mod outbox;
+pub mod sampler;
+pub mod sender;
+pub mod sources;
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use goroscope_proto::Role;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CollectorConfig;
+use crate::outbox::Outbox;
+use crate::sampler::Sampler;
+use crate::sender::Sender;
+
+/// Samples and streams until `shutdown` is cancelled; then gives in-flight batches a
+/// moment to be acknowledged.
+pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let files = config.tls_files();
+    let tls = goroscope_proto::tls::client_tls(
+        &files.ca,
+        Some((&files.cert, &files.key)),
+        &config.server_name,
+    )?;
+    match goroscope_proto::tls::identity_of_file(&files.cert) {
+        Ok(id) if id.role == Role::Collector && id.name == config.host => {}
+        Ok(id) => tracing::warn!(
+            certificate = %id,
+            host = %config.host,
+            "the certificate does not name this collector's host; the aggregator will refuse it"
+        ),
+        Err(e) => tracing::warn!(error = %e, "the certificate names no goroscope identity; the aggregator will refuse it"),
+    }
+
+    let config = Arc::new(config);
+    let mut sampler = Sampler::new(config.clone())
+        .with_context(|| format!("read {}", config.proc_root.display()))?;
+    let outbox = Arc::new(Outbox::new(config.limits.max_pending_batches));
+    let (interval_tx, mut interval_rx) = watch::channel(config.interval);
+    let epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1);
+    tracing::info!(
+        host = %config.host,
+        aggregator = %config.aggregator,
+        interval = %humantime::format_duration(config.interval),
+        epoch,
+        "collector starting"
+    );
+    let sender = Sender {
+        config: config.clone(),
+        tls,
+        outbox: outbox.clone(),
+        epoch,
+        interval: interval_tx,
+    };
+    let sender_stop = CancellationToken::new();
+    let sender_task = tokio::spawn(sender.run(sender_stop.clone()));
+
+    let mut ticker = new_ticker(*interval_rx.borrow());
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = interval_rx.changed() => {
+                ticker = new_ticker(*interval_rx.borrow_and_update());
+                continue;
+            }
+            _ = ticker.tick() => {}
+        }
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        match sampler.sample(now_ms).await {
+            Ok(scrape) => {
+                tracing::debug!(targets = scrape.samples.len(), gone = scrape.gone.len(), "sampled");
+                outbox.push(scrape);
+            }
+            Err(e) => tracing::warn!(error = %e, "scan of processes failed"),
+        }
+    }
+    sender_stop.cancel();
+    let _ = sender_task.await;
+    if !outbox.is_empty() {
+        tracing::warn!(pending = outbox.len(), "stopping with unacknowledged scrapes");
+    }
+    Ok(())
+}
+
+fn new_ticker(every: Duration) -> tokio::time::Interval {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
+}

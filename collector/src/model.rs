@@ -1,0 +1,48 @@
+//! What the collector produces: one [`Scrape`] per interval, made of target samples.
+//!
+//! A target's descriptive part ([`TargetMeta`]) is shared behind an `Arc` and replaced
+//! only when it changes, so the sender can tell with a pointer comparison whether it
+//! must declare the target again on its stream.
+
+use std::sync::Arc;
+
+use crate::sources::Metrics;
+
+/// Which sources answered for a target in its latest sample.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Coverage {
+    pub proc: bool,
+    pub buildinfo: bool,
+    pub expvar: bool,
+    pub pprof: bool,
+    /// Where the runtime endpoints were found ("127.0.0.1:6060"), empty if nowhere.
+    pub debug_addr: String,
+}
+
+/// The identity and labels of one Go process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetMeta {
+    pub pid: u32,
+    pub start_ticks: u64,
+    pub start_time_ms: i64,
+    /// service, version, go_version, module, path, plus the host's configured labels.
+    pub labels: Vec<(String, String)>,
+    pub coverage: Coverage,
+}
+
+/// One target's sample at one instant.
+#[derive(Debug, Clone)]
+pub struct TargetSample {
+    pub meta: Arc<TargetMeta>,
+    pub metrics: Metrics,
+}
+
+/// Everything sampled in one interval.
+#[derive(Debug, Clone, Default)]
+pub struct Scrape {
+    /// Unix milliseconds at the start of the interval.
+    pub timestamp_ms: i64,
+    pub samples: Vec<TargetSample>,
+    /// Targets whose process exited since the previous scrape.
+    pub gone: Vec<Arc<TargetMeta>>,
+}

@@ -1,0 +1,351 @@
+//! The sampler: every interval, one [`Scrape`] of every Go process on the host.
+//!
+//! Targets are sampled concurrently, each bounded by the scrape timeout, so a process
+//! that hangs, answers garbage or exits costs its own sample and nothing else. The
+//! runtime endpoints (expvar, pprof) are looked for among the ports the process listens
+//! on, once, and again only after they stop answering.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::future::join_all;
+
+use crate::config::CollectorConfig;
+use crate::discovery::{Discovery, GoProcess};
+use crate::model::{Coverage, Scrape, TargetMeta, TargetSample};
+use crate::sources::http::{self, Read};
+use crate::sources::proc::{self, ProcError};
+use crate::sources::{Metrics, expvar, pprof};
+
+/// Consecutive failed scrapes after which an endpoint is looked for again.
+const MAX_ENDPOINT_FAILURES: u32 = 3;
+/// Ports of one process probed at most.
+const MAX_PROBED_PORTS: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Endpoint {
+    Unprobed,
+    Found { addr: SocketAddr, failures: u32 },
+    Absent { since: Instant },
+}
+
+struct TargetState {
+    meta: Arc<TargetMeta>,
+    endpoint: Endpoint,
+}
+
+pub struct Sampler {
+    config: Arc<CollectorConfig>,
+    discovery: Discovery,
+    targets: HashMap<(u32, u64), TargetState>,
+    warned_max_targets: bool,
+}
+
+struct Outcome {
+    metrics: Metrics,
+    coverage: Coverage,
+    endpoint: Endpoint,
+    gone: bool,
+}
+
+impl Sampler {
+    pub fn new(config: Arc<CollectorConfig>) -> Result<Sampler, ProcError> {
+        let discovery = Discovery::new(&config.proc_root)?;
+        Ok(Sampler {
+            config,
+            discovery,
+            targets: HashMap::new(),
+            warned_max_targets: false,
+        })
+    }
+
+    /// Discovers and samples every Go process once.
+    pub async fn sample(&mut self, timestamp_ms: i64) -> Result<Scrape, ProcError> {
+        let mut scan = self.discovery.scan()?;
+        let mut scrape = Scrape {
+            timestamp_ms,
+            ..Scrape::default()
+        };
+        for p in &scan.exited {
+            if let Some(state) = self.targets.remove(&(p.pid, p.start_ticks)) {
+                scrape.gone.push(state.meta);
+            }
+        }
+        let max = self.config.limits.max_targets;
+        if scan.running.len() > max {
+            if !self.warned_max_targets {
+                tracing::warn!(found = scan.running.len(), max, "more go processes than limits.max_targets; sampling the first");
+                self.warned_max_targets = true;
+            }
+            scan.running.truncate(max);
+        }
+
+        let config = &self.config;
+        let jobs = scan.running.iter().map(|p| {
+            let state = self
+                .targets
+                .entry((p.pid, p.start_ticks))
+                .or_insert_with(|| TargetState {
+                    meta: Arc::new(initial_meta(p, config)),
+                    endpoint: Endpoint::Unprobed,
+                });
+            let endpoint = state.endpoint;
+            let process = p.clone();
+            async move { (process.clone(), sample_one(config, &process, endpoint).await) }
+        });
+        let outcomes = join_all(jobs).await;
+
+        for (process, outcome) in outcomes {
+            let key = (process.pid, process.start_ticks);
+            if outcome.gone {
+                if let Some(state) = self.targets.remove(&key) {
+                    scrape.gone.push(state.meta);
+                }
+                continue;
+            }
+            let Some(state) = self.targets.get_mut(&key) else { continue };
+            state.endpoint = outcome.endpoint;
+            if state.meta.coverage != outcome.coverage {
+                let mut meta = (*state.meta).clone();
+                meta.coverage = outcome.coverage;
+                state.meta = Arc::new(meta);
+            }
+            scrape.samples.push(TargetSample {
+                meta: state.meta.clone(),
+                metrics: outcome.metrics,
+            });
+        }
+        Ok(scrape)
+    }
+}
+
+fn initial_meta(p: &GoProcess, config: &CollectorConfig) -> TargetMeta {
+    let b = &p.build;
+    let mut labels: Vec<(String, String)> = config
+        .labels
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    for (name, value) in [
+        ("service", b.service_name()),
+        ("version", b.version_label()),
+        ("go_version", b.go_version.clone()),
+        ("module", b.main_module.clone()),
+        ("path", b.path.clone()),
+    ] {
+        if !value.is_empty() {
+            labels.retain(|(k, _)| k != name);
+            labels.push((name.to_owned(), value));
+        }
+    }
+    TargetMeta {
+        pid: p.pid,
+        start_ticks: p.start_ticks,
+        start_time_ms: p.start_time_ms,
+        labels,
+        coverage: Coverage {
+            buildinfo: true,
+            ..Coverage::default()
+        },
+    }
+}
+
+async fn sample_one(config: &CollectorConfig, p: &GoProcess, endpoint: Endpoint) -> Outcome {
+    let mut out = Outcome {
+        metrics: Metrics::with_capacity(32),
+        coverage: Coverage {
+            buildinfo: true,
+            ..Coverage::default()
+        },
+        endpoint,
+        gone: false,
+    };
+    match sample_proc(&config.proc_root, p.pid, &mut out.metrics) {
+        Ok(()) => out.coverage.proc = true,
+        Err(ProcError::Gone { .. }) => {
+            out.gone = true;
+            return out;
+        }
+        Err(e) => tracing::debug!(pid = p.pid, error = %e, "proc sample failed"),
+    }
+
+    let probe_due = match endpoint {
+        Endpoint::Unprobed => true,
+        Endpoint::Absent { since } => since.elapsed() >= config.discovery.reprobe_interval,
+        Endpoint::Found { .. } => false,
+    };
+    if probe_due {
+        out.endpoint = match probe(config, p.pid).await {
+            Some(addr) => {
+                tracing::info!(pid = p.pid, %addr, "runtime endpoints found");
+                Endpoint::Found { addr, failures: 0 }
+            }
+            None => Endpoint::Absent {
+                since: Instant::now(),
+            },
+        };
+    }
+    if let Endpoint::Found { addr, failures } = out.endpoint {
+        let (vars, goroutines) = tokio::join!(
+            scrape_expvar(config, addr),
+            scrape_goroutines(config, addr)
+        );
+        let vars_ok = match vars {
+            Ok(m) => {
+                out.metrics.extend(m);
+                true
+            }
+            Err(e) => {
+                if failures == 0 {
+                    tracing::warn!(pid = p.pid, error = %e, "expvar sample failed");
+                }
+                false
+            }
+        };
+        let goroutines_ok = match goroutines {
+            Ok(n) => {
+                out.metrics.push(("go_goroutines", n as f64));
+                true
+            }
+            Err(e) => {
+                if failures == 0 {
+                    tracing::warn!(pid = p.pid, error = %e, "goroutine sample failed");
+                }
+                false
+            }
+        };
+        out.coverage.expvar = vars_ok;
+        out.coverage.pprof = goroutines_ok;
+        out.coverage.debug_addr = addr.to_string();
+        out.endpoint = if vars_ok || goroutines_ok {
+            Endpoint::Found { addr, failures: 0 }
+        } else if failures + 1 >= MAX_ENDPOINT_FAILURES {
+            Endpoint::Unprobed
+        } else {
+            Endpoint::Found {
+                addr,
+                failures: failures + 1,
+            }
+        };
+    }
+    out
+}
+
+/// Reads the /proc vital signs of `pid` into `out`.
+fn sample_proc(root: &Path, pid: u32, out: &mut Metrics) -> Result<(), ProcError> {
+    let stat = proc::read_stat(root, pid)?;
+    let status = proc::read_status(root, pid)?;
+    let ticks = proc::clock_ticks_per_second().max(1) as f64;
+    out.extend_from_slice(&[
+        ("process_resident_memory_bytes", status.rss_bytes as f64),
+        ("process_resident_memory_anon_bytes", status.rss_anon_bytes as f64),
+        ("process_resident_memory_file_bytes", status.rss_file_bytes as f64),
+        ("process_virtual_memory_bytes", stat.vsize_bytes as f64),
+        ("process_threads", status.threads as f64),
+        (
+            "process_cpu_seconds_total",
+            (stat.utime_ticks + stat.stime_ticks) as f64 / ticks,
+        ),
+        (
+            "process_voluntary_context_switches_total",
+            status.voluntary_ctxt_switches as f64,
+        ),
+        (
+            "process_involuntary_context_switches_total",
+            status.nonvoluntary_ctxt_switches as f64,
+        ),
+    ]);
+    match proc::count_fds(root, pid) {
+        Ok(n) => out.push(("process_open_fds", n as f64)),
+        Err(ProcError::Gone { pid }) => return Err(ProcError::Gone { pid }),
+        // Another user's process: fds need more privilege than the rest.
+        Err(e) => tracing::debug!(pid, error = %e, "open fds unreadable"),
+    }
+    Ok(())
+}
+
+async fn scrape_expvar(
+    config: &CollectorConfig,
+    addr: SocketAddr,
+) -> Result<Metrics, String> {
+    let body = bounded(
+        config,
+        http::get(addr, expvar::PATH, config.limits.max_response_bytes, Read::All),
+    )
+    .await?;
+    let mut m = Metrics::with_capacity(20);
+    expvar::parse(&body, &mut m).map_err(|e| format!("{addr}: {e}"))?;
+    Ok(m)
+}
+
+async fn scrape_goroutines(config: &CollectorConfig, addr: SocketAddr) -> Result<u64, String> {
+    let line = bounded(config, http::get(addr, pprof::GOROUTINE_PATH, 256, Read::FirstLine)).await?;
+    pprof::parse_goroutine_total(&line).map_err(|e| format!("{addr}: {e}"))
+}
+
+async fn bounded<T>(
+    config: &CollectorConfig,
+    f: impl Future<Output = Result<T, http::HttpError>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(config.limits.scrape_timeout, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(config.limits.scrape_timeout)
+        )),
+    }
+}
+
+/// Finds the address serving `/debug/vars` or `/debug/pprof/` for `pid`.
+async fn probe(config: &CollectorConfig, pid: u32) -> Option<SocketAddr> {
+    let wanted = &config.discovery.ports;
+    let mut candidates: Vec<SocketAddr> = match proc::listening_tcp(&config.proc_root, pid) {
+        Ok(listening) => {
+            let mut addrs: Vec<SocketAddr> = listening.into_iter().map(reachable).collect();
+            addrs.sort_by_key(|a| !wanted.contains(&a.port()));
+            addrs.dedup();
+            if !config.discovery.probe_listening {
+                addrs.retain(|a| wanted.contains(&a.port()));
+            }
+            addrs
+        }
+        Err(e) => {
+            tracing::debug!(pid, error = %e, "listening sockets unreadable; trying configured ports");
+            wanted
+                .iter()
+                .map(|port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), *port))
+                .collect()
+        }
+    };
+    candidates.truncate(MAX_PROBED_PORTS);
+    let mut last_error = None;
+    for &addr in &candidates {
+        let vars = scrape_expvar(config, addr).await;
+        let goroutines = scrape_goroutines(config, addr).await;
+        match (vars, goroutines) {
+            (Ok(_), _) | (_, Ok(_)) => return Some(addr),
+            (Err(e), _) => last_error = Some(e),
+        }
+    }
+    tracing::debug!(
+        pid,
+        ports = candidates.len(),
+        last_error = last_error.as_deref().unwrap_or("no listening port"),
+        "no runtime endpoints found"
+    );
+    None
+}
+
+/// The address to connect to for a listening socket: the wildcard addresses mean
+/// "every interface", of which loopback is the one always there.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+    } else {
+        addr
+    }
+}

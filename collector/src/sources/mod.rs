@@ -1,0 +1,10 @@
+//! Sources: one module per place the collector reads a process's vital signs from.
+pub mod buildinfo;
+pub mod expvar;
+pub mod http;
+pub mod pprof;
+pub mod proc;
+
+/// One sample of a target: (metric name, value). Names are static (the catalogue in
+/// docs/metrics.md), so a sample allocates no strings.
+pub type Metrics = Vec<(&'static str, f64)>;
