@@ -1,0 +1,484 @@
+//! `goroscope`: the command-line companion of the aggregator.
+//!
+//! - [`certs`]: a development CA and the certificates of collectors, operators and
+//!   aggregators.
+//! - [`client`]: connecting to the aggregator as an operator.
+//! - [`render`]: tables for people (`-o json` for programs).
+#![forbid(unsafe_code)]
+
+mod certs;
+mod client;
+mod render;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use goroscope_proto::v1;
+use serde_json::json;
+
+use crate::client::ConnectSettings;
+use crate::render::Table;
+
+/// goroscope: watch the Go processes of a fleet. Queries the aggregator and makes
+/// development certificates.
+#[derive(Parser, Debug)]
+#[command(name = "goroscope", version, about)]
+struct Cli {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Output format.
+    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Debug)]
+struct ConnArgs {
+    /// The aggregator's address [default: https://127.0.0.1:7443].
+    #[arg(long, global = true, env = "GOROSCOPE_ADDR")]
+    addr: Option<String>,
+    /// The fleet CA certificate [default: certs/ca.pem].
+    #[arg(long, global = true, env = "GOROSCOPE_CA")]
+    ca: Option<PathBuf>,
+    /// Your operator certificate [default: the one certs/operator-*.pem].
+    #[arg(long, global = true, env = "GOROSCOPE_CERT")]
+    cert: Option<PathBuf>,
+    /// Your operator key [default: beside the certificate, <name>-key.pem].
+    #[arg(long, global = true, env = "GOROSCOPE_KEY")]
+    key: Option<PathBuf>,
+    /// The name the aggregator's certificate must carry [default: localhost].
+    #[arg(long, global = true, env = "GOROSCOPE_SERVER_NAME")]
+    server_name: Option<String>,
+    /// Settings file (TOML with addr, ca, cert, key, server_name)
+    /// [default: ~/.config/goroscope/cli.toml if it exists].
+    #[arg(long, global = true, env = "GOROSCOPE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// List the Go processes the aggregator knows, with their latest vital signs.
+    Targets {
+        /// Only targets matching: PID, HOST:PID or LABEL=VALUE (repeat to narrow).
+        #[arg(long, short = 't')]
+        target: Vec<String>,
+        /// Only targets seen within this time (for example 15m); 0 for all.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        since: Duration,
+    },
+    /// Show the samples of one metric (see docs/metrics.md), per target.
+    Query {
+        /// Metric name, for example go_goroutines.
+        metric: String,
+        /// Only targets matching: PID, HOST:PID or LABEL=VALUE (repeat to narrow).
+        #[arg(long, short = 't')]
+        target: Vec<String>,
+        /// Start of the range, as an age (for example 10m).
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        since: Duration,
+        /// End of the range, as an age; 0 is now.
+        #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+        until: Duration,
+    },
+    /// Development certificates: a fleet CA and leaves signed by it.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsCommand {
+    /// Create a CA (ca.pem, ca-key.pem) in DIR.
+    Init {
+        #[arg(long, default_value = client::DEFAULT_CERTS_DIR)]
+        dir: PathBuf,
+        /// Replace an existing CA.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a key and certificate signed by the CA in DIR.
+    Issue {
+        #[arg(long, default_value = client::DEFAULT_CERTS_DIR)]
+        dir: PathBuf,
+        #[command(flatten)]
+        subject: SubjectArgs,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        /// Extra DNS names or IP addresses (aggregator certificates).
+        #[arg(long)]
+        san: Vec<String>,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct SubjectArgs {
+    /// A collector certificate for this host.
+    #[arg(long, value_name = "HOST")]
+    collector: Option<String>,
+    /// An operator certificate for this person or robot.
+    #[arg(long, value_name = "NAME")]
+    operator: Option<String>,
+    /// An aggregator (server) certificate for this DNS name or IP address.
+    #[arg(long, value_name = "DNSNAME")]
+    aggregator: Option<String>,
+}
+
+/// Exit code for usage and configuration errors (EX_USAGE).
+const EXIT_USAGE: u8 = 64;
+
+/// A usage or configuration error, as opposed to a failure of the operation.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("goroscope: start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if e
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("goroscope: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Certs { command } => run_certs(command, cli.output),
+        Command::Targets { target, since } => {
+            let settings = connect_settings(&cli.conn)?;
+            let matchers = parse_targets(&target)?;
+            let mut client = client::connect(&settings).await?;
+            let seen_since_ms = if since.is_zero() { 0 } else { now_ms() - since.as_millis() as i64 };
+            let response = client
+                .list_targets(v1::ListTargetsRequest {
+                    matchers,
+                    seen_since_ms,
+                })
+                .await
+                .map_err(|s| client::status_error(&settings.addr, s))?
+                .into_inner();
+            print_targets(&response.targets, cli.output)
+        }
+        Command::Query {
+            metric,
+            target,
+            since,
+            until,
+        } => {
+            let settings = connect_settings(&cli.conn)?;
+            let matchers = parse_targets(&target)?;
+            if until >= since {
+                return Err(UsageError(format!(
+                    "--until {} must be more recent than --since {}",
+                    humantime::format_duration(until),
+                    humantime::format_duration(since)
+                ))
+                .into());
+            }
+            let now = now_ms();
+            let mut client = client::connect(&settings).await?;
+            let response = client
+                .query_range(v1::QueryRangeRequest {
+                    metric: metric.clone(),
+                    matchers,
+                    start_ms: now - since.as_millis() as i64,
+                    end_ms: now - until.as_millis() as i64,
+                })
+                .await
+                .map_err(|s| client::status_error(&settings.addr, s))?
+                .into_inner();
+            print_series(&metric, &response.series, cli.output)
+        }
+    }
+}
+
+fn connect_settings(args: &ConnArgs) -> anyhow::Result<ConnectSettings> {
+    let file = client::read_file_settings(args.config.as_deref())
+        .map_err(|e| UsageError(format!("{e:#}")))?;
+    let ca = args
+        .ca
+        .clone()
+        .or(file.ca)
+        .unwrap_or_else(|| PathBuf::from(client::DEFAULT_CERTS_DIR).join("ca.pem"));
+    let (cert, key) = match (args.cert.clone().or(file.cert), args.key.clone().or(file.key)) {
+        (Some(cert), Some(key)) => (cert, key),
+        (Some(cert), None) => {
+            let key = cert.with_file_name(format!(
+                "{}-key.pem",
+                cert.file_stem().unwrap_or_default().to_string_lossy()
+            ));
+            (cert, key)
+        }
+        (None, Some(_)) => return Err(UsageError("--key given without --cert".into()).into()),
+        (None, None) => {
+            let dir = ca.parent().unwrap_or(std::path::Path::new("."));
+            client::find_operator_cert(dir).map_err(|e| UsageError(format!("{e:#}")))?
+        }
+    };
+    Ok(ConnectSettings {
+        addr: args
+            .addr
+            .clone()
+            .or(file.addr)
+            .unwrap_or_else(|| client::DEFAULT_ADDR.into()),
+        ca,
+        cert,
+        key,
+        server_name: args
+            .server_name
+            .clone()
+            .or(file.server_name)
+            .unwrap_or_else(|| "localhost".into()),
+    })
+}
+
+/// `PID`, `HOST:PID` or `LABEL=VALUE` into label matchers.
+fn parse_targets(specs: &[String]) -> anyhow::Result<Vec<v1::LabelMatcher>> {
+    let m = |name: &str, value: &str| v1::LabelMatcher {
+        name: name.into(),
+        value: value.into(),
+    };
+    let mut out = Vec::new();
+    for spec in specs {
+        if let Some((name, value)) = spec.split_once('=') {
+            if name.is_empty() {
+                return Err(UsageError(format!("--target {spec:?}: the label name is empty")).into());
+            }
+            out.push(m(name, value));
+        } else if spec.parse::<u32>().is_ok() {
+            out.push(m("pid", spec));
+        } else if let Some((host, pid)) = spec.rsplit_once(':').filter(|(_, p)| p.parse::<u32>().is_ok()) {
+            out.push(m("host", host));
+            out.push(m("pid", pid));
+        } else {
+            return Err(UsageError(format!(
+                "--target {spec:?}: expected PID, HOST:PID or LABEL=VALUE"
+            ))
+            .into());
+        }
+    }
+    Ok(out)
+}
+
+fn label<'a>(labels: &'a [v1::Label], name: &str) -> &'a str {
+    labels
+        .iter()
+        .find(|l| l.name == name)
+        .map(|l| l.value.as_str())
+        .unwrap_or("")
+}
+
+fn print_targets(targets: &[v1::TargetInfo], output: Output) -> anyhow::Result<()> {
+    let now = now_ms();
+    let latest = |t: &v1::TargetInfo, metric: &str| {
+        t.latest.iter().find(|m| m.metric == metric).map(|m| m.value)
+    };
+    let mut out = std::io::stdout().lock();
+    if output == Output::Json {
+        let items: Vec<_> = targets
+            .iter()
+            .map(|t| {
+                let id = t.id.clone().unwrap_or_default();
+                let c = t.coverage.clone().unwrap_or_default();
+                json!({
+                    "host": id.host,
+                    "pid": id.pid,
+                    "start_ticks": id.start_ticks,
+                    "labels": t.labels.iter().map(|l| (l.name.clone(), json!(l.value))).collect::<serde_json::Map<_, _>>(),
+                    "coverage": {"proc": c.proc, "buildinfo": c.buildinfo, "expvar": c.expvar, "pprof": c.pprof, "debug_addr": c.debug_addr},
+                    "start_time_ms": t.start_time_ms,
+                    "first_seen_ms": t.first_seen_ms,
+                    "last_seen_ms": t.last_seen_ms,
+                    "exited": t.exited,
+                    "latest": t.latest.iter().map(|m| (m.metric.clone(), json!(m.value))).collect::<serde_json::Map<_, _>>(),
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&json!({ "targets": items }))?)?;
+        return Ok(());
+    }
+    if targets.is_empty() {
+        writeln!(out, "no targets")?;
+        return Ok(());
+    }
+    let mut table = Table::new(&[
+        ("HOST", false),
+        ("PID", true),
+        ("SERVICE", false),
+        ("VERSION", false),
+        ("GO", false),
+        ("RSS", true),
+        ("HEAP INUSE", true),
+        ("GOROUTINES", true),
+        ("THREADS", true),
+        ("LAST SEEN", false),
+    ]);
+    let opt = |v: Option<f64>, f: fn(f64) -> String| v.map(f).unwrap_or_else(|| "-".into());
+    for t in targets {
+        let id = t.id.clone().unwrap_or_default();
+        let seen = render::ago(now - t.last_seen_ms);
+        table.row(vec![
+            id.host,
+            id.pid.to_string(),
+            label(&t.labels, "service").to_owned(),
+            label(&t.labels, "version").to_owned(),
+            label(&t.labels, "go_version").to_owned(),
+            opt(latest(t, "process_resident_memory_bytes"), render::bytes),
+            opt(latest(t, "go_memstats_heap_inuse_bytes"), render::bytes),
+            opt(latest(t, "go_goroutines"), render::number),
+            opt(latest(t, "process_threads"), render::number),
+            if t.exited { format!("exited, {seen}") } else { seen },
+        ]);
+    }
+    write!(out, "{}", table.render())?;
+    Ok(())
+}
+
+fn print_series(metric: &str, series: &[v1::Series], output: Output) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if output == Output::Json {
+        let items: Vec<_> = series
+            .iter()
+            .map(|s| {
+                let id = s.target.clone().unwrap_or_default();
+                json!({
+                    "metric": s.metric,
+                    "target": {"host": id.host, "pid": id.pid, "start_ticks": id.start_ticks},
+                    "labels": s.labels.iter().map(|l| (l.name.clone(), json!(l.value))).collect::<serde_json::Map<_, _>>(),
+                    "samples": s.samples.iter().map(|p| json!([p.timestamp_ms, p.value])).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&json!({ "series": items }))?)?;
+        return Ok(());
+    }
+    if series.iter().all(|s| s.samples.is_empty()) {
+        writeln!(out, "no samples of {metric} in that range")?;
+        return Ok(());
+    }
+    let mut table = Table::new(&[
+        ("TIME", false),
+        ("HOST", false),
+        ("PID", true),
+        ("SERVICE", false),
+        ("VALUE", true),
+    ]);
+    for s in series {
+        let id = s.target.clone().unwrap_or_default();
+        for p in &s.samples {
+            table.row(vec![
+                render::timestamp(p.timestamp_ms),
+                id.host.clone(),
+                id.pid.to_string(),
+                label(&s.labels, "service").to_owned(),
+                render::number(p.value),
+            ]);
+        }
+    }
+    write!(out, "{}", table.render())?;
+    Ok(())
+}
+
+fn run_certs(command: CertsCommand, output: Output) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match command {
+        CertsCommand::Init { dir, force } => {
+            let ca = certs::init_ca(&dir, force).map_err(|e| UsageError(e.to_string()))?;
+            if output == Output::Json {
+                writeln!(out, "{}", json!({ "ca": ca }))?;
+            } else {
+                writeln!(out, "created CA {}", ca.display())?;
+            }
+        }
+        CertsCommand::Issue {
+            dir,
+            subject,
+            days,
+            san,
+            force,
+        } => {
+            let subject = match (subject.collector, subject.operator, subject.aggregator) {
+                (Some(h), None, None) => certs::Subject::Collector(h),
+                (None, Some(n), None) => certs::Subject::Operator(n),
+                (None, None, Some(n)) => certs::Subject::Aggregator(n),
+                _ => bail!(UsageError("name exactly one of --collector, --operator, --aggregator".into())),
+            };
+            let (cert, key) = certs::issue(&dir, &subject, days, &san, force)
+                .map_err(|e| UsageError(e.to_string()))?;
+            let identity = goroscope_proto::tls::identity_of_file(&cert)
+                .context("read back the issued certificate")?;
+            if output == Output::Json {
+                writeln!(out, "{}", json!({ "cert": cert, "key": key, "identity": identity.uri() }))?;
+            } else {
+                writeln!(out, "issued {} for {identity}", cert.display())?;
+                writeln!(out, "key    {}", key.display())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_specs() {
+        let got = parse_targets(&["42".into(), "node-a:7".into(), "service=billing".into()]).unwrap();
+        let pairs: Vec<_> = got.iter().map(|m| (m.name.as_str(), m.value.as_str())).collect();
+        assert_eq!(
+            pairs,
+            vec![("pid", "42"), ("host", "node-a"), ("pid", "7"), ("service", "billing")]
+        );
+        assert!(parse_targets(&["node-a".into()]).is_err());
+        assert!(parse_targets(&["=x".into()]).is_err());
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
