@@ -1,0 +1,257 @@
+//! End-to-end tests: real Go workloads, the real collector and aggregator binaries over
+//! mTLS on loopback, and answers read through the real `goroscope` CLI.
+
+use std::time::Duration;
+
+use goroscope_tests::*;
+
+const STARTUP: Duration = Duration::from_secs(60);
+
+/// (a) the workloads appear as targets with their Go version, RSS and goroutine count;
+/// (b) the leaking workload's go_goroutines series rises; a Go process without HTTP
+/// endpoints and one whose endpoints answer garbage are still targets, from /proc.
+#[test]
+fn workloads_appear_as_targets_and_a_goroutine_leak_shows_as_a_rising_series() {
+    let steady = Workload::start("steady", &[]);
+    let leaky = Workload::start("leaky", &["-rate", "20", "-every", "500ms"]);
+    let quiet = Workload::start("quiet", &[]);
+    let garbage = Workload::start("garbage", &[]);
+    let certs = Certs::new(&["e2e-a"]);
+    let data = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start(&certs, &data.path().join("db"), 0);
+    let collector = start_collector(&certs, "e2e-a", &agg.url(), "collector-e2e-a");
+    let url = agg.url();
+
+    let targets = eventually(STARTUP, "all four workloads with their goroutine counts", || {
+        let t = targets_by_pid(&certs, &url);
+        let ready = [steady.pid(), leaky.pid()]
+            .iter()
+            .all(|pid| t.get(&u64::from(*pid)).is_some_and(|t| t["latest"]["go_goroutines"].is_number()))
+            && t.contains_key(&u64::from(quiet.pid()))
+            && t.contains_key(&u64::from(garbage.pid()));
+        ready.then_some(t)
+    });
+
+    let go_version = {
+        let out = std::process::Command::new("go").arg("env").arg("GOVERSION").output().unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    for (w, service) in [(&steady, "steady"), (&leaky, "leaky")] {
+        let t = &targets[&u64::from(w.pid())];
+        assert_eq!(t["host"], "e2e-a");
+        assert_eq!(t["labels"]["service"], service);
+        assert_eq!(t["labels"]["go_version"], go_version.as_str());
+        assert_eq!(t["labels"]["module"], "goroscope.test/workloads");
+        assert!(t["latest"]["process_resident_memory_bytes"].as_f64().unwrap() > 1e6, "{t}");
+        assert!(t["latest"]["go_goroutines"].as_f64().unwrap() >= 2.0, "{t}");
+        assert!(t["latest"]["go_memstats_heap_inuse_bytes"].as_f64().unwrap() > 0.0, "{t}");
+        assert_eq!(t["coverage"]["expvar"], true, "{t}");
+        assert_eq!(t["coverage"]["pprof"], true, "{t}");
+        assert_eq!(t["coverage"]["debug_addr"], w.addr.unwrap().to_string());
+    }
+    let q = &targets[&u64::from(quiet.pid())];
+    assert_eq!(q["labels"]["service"], "quiet");
+    assert!(q["latest"]["process_resident_memory_bytes"].as_f64().unwrap() > 0.0);
+    assert!(q["latest"].get("go_goroutines").is_none(), "{q}");
+    assert_eq!(q["coverage"]["expvar"], false);
+
+    // Garbage from an endpoint costs that target its runtime sample, nothing more.
+    let g = &targets[&u64::from(garbage.pid())];
+    assert!(g["latest"]["process_resident_memory_bytes"].as_f64().unwrap() > 0.0);
+    assert!(g["latest"].get("go_goroutines").is_none(), "{g}");
+    assert!(g["latest"].get("go_memstats_heap_inuse_bytes").is_none(), "{g}");
+
+    // The leak: go_goroutines of leaky rises over the samples, steady's does not.
+    let leak = eventually(STARTUP, "six samples of leaky's go_goroutines", || {
+        let s = series(&certs, &url, "go_goroutines", leaky.pid(), "5m");
+        (s.len() >= 6).then_some(s)
+    });
+    assert!(leak.windows(2).all(|w| w[0].0 < w[1].0), "timestamps increase: {leak:?}");
+    let (first, last) = (leak[0].1, leak[leak.len() - 1].1);
+    assert!(last >= first + 50.0, "leaky's goroutines rose from {first} to {last}: {leak:?}");
+    let rises = leak.windows(2).filter(|w| w[1].1 > w[0].1).count();
+    assert!(rises >= leak.len() - 2, "nearly every sample is higher: {leak:?}");
+
+    let calm = series(&certs, &url, "go_goroutines", steady.pid(), "5m");
+    let (lo, hi) = calm.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+    assert!(hi - lo <= 6.0, "steady's goroutines stay flat: {calm:?}");
+
+    // The table output names the columns and the targets.
+    let out = goroscope(&certs, &url, None, &["targets"]);
+    assert!(out.status.success());
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(table.starts_with("HOST"), "{table}");
+    assert!(table.contains("GOROUTINES") && table.contains("leaky") && table.contains(&go_version));
+
+    // The collector said why the garbage endpoint is not used, and kept going.
+    let log = collector.output();
+    assert!(
+        log.lines().any(|l| l.contains("no runtime endpoints found")
+            && l.contains(&format!("pid={}", garbage.pid()))
+            && l.contains("not expvar JSON")),
+        "{log}"
+    );
+    let mut collector = collector;
+    assert!(collector.try_exit().is_none(), "the collector is still running");
+}
+
+/// A collector that starts before its aggregator keeps its samples and delivers them
+/// once the aggregator is up; what the aggregator acknowledged survives its crash.
+#[test]
+fn samples_survive_a_dead_aggregator_and_an_aggregator_crash() {
+    let leaky = Workload::start("leaky", &["-rate", "1"]);
+    let certs = Certs::new(&["e2e-b"]);
+    let data = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("https://127.0.0.1:{port}");
+    let collector = start_collector(&certs, "e2e-b", &url, "collector-e2e-b");
+    collector.wait_for_line("aggregator stream failed", STARTUP);
+    std::thread::sleep(Duration::from_secs(3));
+    let before_start = now_ms();
+
+    let mut agg = Aggregator::start(&certs, &data.path().join("db"), port);
+    let early = eventually(STARTUP, "samples taken while the aggregator was down", || {
+        let s = series(&certs, &url, "process_resident_memory_bytes", leaky.pid(), "5m");
+        let early = s.iter().filter(|p| p.0 < before_start - 1000).count();
+        (early >= 2).then_some(s)
+    });
+
+    // Crash the aggregator (no graceful shutdown), start it again on the same database.
+    agg.proc.kill();
+    let acked = early.len();
+    std::thread::sleep(Duration::from_secs(2));
+    let agg = Aggregator::start(&certs, &agg.data_dir, port);
+    let after = eventually(STARTUP, "new samples after the restart", || {
+        let s = series(&certs, &url, "process_resident_memory_bytes", leaky.pid(), "5m");
+        (s.len() >= acked + 3).then_some(s)
+    });
+    for p in &early {
+        assert!(after.contains(p), "acknowledged sample {p:?} survived the crash");
+    }
+    let mut ts: Vec<i64> = after.iter().map(|p| p.0).collect();
+    ts.dedup();
+    assert_eq!(ts.len(), after.len(), "no sample is stored twice");
+    drop(agg);
+}
+
+/// The four refusals: no certificate, a certificate of another CA, the wrong role, and
+/// a collector whose Hello names another host than its certificate.
+#[test]
+fn the_aggregator_refuses_the_wrong_identities() {
+    let certs = Certs::new(&["e2e-c"]);
+    let data = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start(&certs, &data.path().join("db"), 0);
+    let url = agg.url();
+
+    // 1. No client certificate: the TLS handshake completes, the call is refused.
+    let status = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let tls = goroscope_proto::tls::client_tls(&certs.ca(), None, "localhost").unwrap();
+            let channel = tonic::transport::Endpoint::from_shared(url.clone())
+                .unwrap()
+                .tls_config(tls)
+                .unwrap()
+                .connect()
+                .await
+                .unwrap();
+            goroscope_proto::v1::query_client::QueryClient::new(channel)
+                .list_targets(goroscope_proto::v1::ListTargetsRequest::default())
+                .await
+                .unwrap_err()
+        });
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("no client certificate"), "{status:?}");
+
+    // 2. A certificate from another CA: the handshake fails, and both sides say why.
+    let other = Certs::new(&["e2e-c"]);
+    let (cert, key) = other.leaf("operator-alice");
+    let out = goroscope(&certs, &url, Some((&certs.ca(), &cert, &key)), &["targets"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains(&url), "{err}");
+    agg.proc.wait_for_line("tls handshake failed", STARTUP);
+    assert!(agg.proc.output().contains("UnknownIssuer"), "{}", agg.proc.output());
+
+    // 3a. The wrong role: a collector certificate may not query.
+    let (cert, key) = certs.leaf("collector-e2e-c");
+    let out = goroscope(&certs, &url, Some((&certs.ca(), &cert, &key)), &["targets"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("permission denied"), "{err}");
+    assert!(err.contains("spiffe://goroscope/collector/e2e-c"), "{err}");
+
+    // 3b. The wrong role: an operator certificate may not ingest.
+    let as_operator = start_collector(&certs, "alice", &url, "operator-alice");
+    let line = as_operator.wait_for_line("permission denied", STARTUP);
+    assert!(line.contains("spiffe://goroscope/operator/alice"), "{line}");
+
+    // 4. A Hello that names another host than the certificate.
+    let liar = start_collector(&certs, "someone-else", &url, "collector-e2e-c");
+    let line = liar.wait_for_line("permission denied", STARTUP);
+    assert!(line.contains("may only ingest for host \"e2e-c\""), "{line}");
+    assert!(line.contains("\"someone-else\""), "{line}");
+
+    // Nothing was stored from any of them, and both collectors are still running.
+    std::thread::sleep(Duration::from_secs(2));
+    let t = goroscope_json(&certs, &url, &["targets"]);
+    assert_eq!(t["targets"].as_array().map(Vec::len), Some(0), "{t}");
+    let mut as_operator = as_operator;
+    let mut liar = liar;
+    assert!(as_operator.proc_alive() && liar.proc_alive());
+}
+
+/// A bad setting stops a daemon at start, with one line naming the key and the value.
+#[test]
+fn bad_settings_stop_the_daemons_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(&config, "[limits]\nmax_connections = 0\n").unwrap();
+    let out = std::process::Command::new(bin("goroscope-aggregator"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("limits.max_connections") && err.contains('0'), "{err}");
+
+    let out = std::process::Command::new(bin("goroscope-collector"))
+        .args(["--host", "node-a", "--interval", "0.5s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("interval") && err.contains("0.5s"), "{err}");
+
+    let out = std::process::Command::new(bin("goroscope-collector"))
+        .env("GOROSCOPE_COLLECTOR_LIMITS__MAX_TARGETS", "many")
+        .args(["--host", "node-a"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("limits.max_targets") && err.contains("many"), "{err}");
+}
+
+trait Alive {
+    fn proc_alive(&mut self) -> bool;
+}
+
+impl Alive for Proc {
+    fn proc_alive(&mut self) -> bool {
+        self.try_exit().is_none()
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}

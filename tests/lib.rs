@@ -1,0 +1,356 @@
+//! Helpers for the end-to-end tests: the real binaries, real certificates, real Go
+//! workloads, on loopback.
+//!
+//! The binaries are found beside the test executable (`target/<profile>/`); build them
+//! first (`cargo build --workspace --bins`, which the test script does). The Go
+//! workloads under `tests/workloads/` are built once per test run with `go build`.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+/// The directory holding the workspace's binaries.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    // target/<profile>/deps/e2e-<hash> -> target/<profile>
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("the test executable lives in target/<profile>/deps")
+        .to_owned()
+}
+
+/// The path of one of the workspace's binaries; panics with the fix if it is missing.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first with `cargo build --workspace --bins`",
+        path.display()
+    );
+    path
+}
+
+/// Builds the Go workloads once; returns the directory holding them.
+pub fn workloads() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("workloads");
+        let out = bin_dir().join("workloads");
+        std::fs::create_dir_all(&out).expect("create the workloads directory");
+        let status = Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg("./...")
+            .current_dir(&src)
+            .status()
+            .expect("run `go build` (is Go installed?)");
+        assert!(status.success(), "go build of tests/workloads failed");
+        out
+    })
+}
+
+/// Retries `f` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A free loopback port (bound, then released, so a process can bind it next).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a loopback port")
+        .port()
+}
+
+/// A child process whose stdout and stderr are collected; killed on drop.
+pub struct Proc {
+    pub name: String,
+    child: Child,
+    output: Arc<Mutex<String>>,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {name}: {e}"));
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    let mut out = output.lock().unwrap_or_else(|e| e.into_inner());
+                    out.push_str(&line);
+                    out.push('\n');
+                }
+            });
+        }
+        Proc {
+            name: name.to_owned(),
+            child,
+            output,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the process printed so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Waits for a line containing `needle`; returns that line.
+    pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
+        eventually(timeout, &format!("{} to print {needle:?}", self.name), || {
+            self.output().lines().find(|l| l.contains(needle)).map(str::to_owned)
+        })
+    }
+
+    /// The exit status if the process has ended.
+    pub fn try_exit(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for the exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().expect("wait for the process")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!("---- output of {} ----\n{}", self.name, self.output());
+        }
+    }
+}
+
+/// A Go workload from `tests/workloads/`, started with `args`; waits until it serves.
+pub struct Workload {
+    pub proc: Proc,
+    /// Where it serves HTTP, if it does.
+    pub addr: Option<SocketAddr>,
+}
+
+impl Workload {
+    pub fn start(name: &str, args: &[&str]) -> Workload {
+        let proc = Proc::spawn(name, Command::new(workloads().join(name)).args(args));
+        let line = eventually(Duration::from_secs(20), &format!("workload {name} to start"), || {
+            proc.output()
+                .lines()
+                .find(|l| l.starts_with("listening on ") || l == &"ready")
+                .map(str::to_owned)
+        });
+        let addr = line
+            .strip_prefix("listening on ")
+            .map(|a| a.trim().parse().expect("workload prints a socket address"));
+        Workload { proc, addr }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+}
+
+/// A fleet CA with certificates, made by `goroscope certs`.
+pub struct Certs {
+    pub dir: TempDir,
+}
+
+impl Certs {
+    /// A CA, an aggregator certificate for `localhost`, a collector certificate for each
+    /// of `hosts`, and an operator certificate `alice`.
+    pub fn new(hosts: &[&str]) -> Certs {
+        let dir = tempfile::tempdir().expect("create a temporary directory");
+        let certs = Certs { dir };
+        certs.goroscope(&["certs", "init", "--dir"], &[]);
+        certs.goroscope(&["certs", "issue", "--aggregator", "localhost", "--dir"], &[]);
+        certs.goroscope(&["certs", "issue", "--operator", "alice", "--dir"], &[]);
+        for host in hosts {
+            certs.goroscope(&["certs", "issue", "--collector", host, "--dir"], &[]);
+        }
+        certs
+    }
+
+    fn goroscope(&self, args: &[&str], extra: &[&str]) {
+        let out = Command::new(bin("goroscope"))
+            .args(args)
+            .arg(self.dir.path())
+            .args(extra)
+            .output()
+            .expect("run goroscope certs");
+        assert!(
+            out.status.success(),
+            "goroscope {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.path("ca.pem")
+    }
+
+    /// (cert, key) of a leaf by stem, e.g. "operator-alice".
+    pub fn leaf(&self, stem: &str) -> (PathBuf, PathBuf) {
+        (self.path(&format!("{stem}.pem")), self.path(&format!("{stem}-key.pem")))
+    }
+}
+
+/// A running aggregator on a loopback port with its own database directory.
+pub struct Aggregator {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl Aggregator {
+    /// Starts an aggregator on `port` (0 for any) storing in `data_dir`.
+    pub fn start(certs: &Certs, data_dir: &Path, port: u16) -> Aggregator {
+        let config = data_dir.with_extension("toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nlog = \"info,goroscope_aggregator=debug\"\n\
+                 [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+                data_dir,
+                certs.ca(),
+                certs.path("aggregator-localhost.pem"),
+                certs.path("aggregator-localhost-key.pem"),
+            ),
+        )
+        .expect("write the aggregator config");
+        let proc = Proc::spawn(
+            "aggregator",
+            Command::new(bin("goroscope-aggregator")).arg("--config").arg(&config),
+        );
+        let line = proc.wait_for_line("aggregator listening", Duration::from_secs(30));
+        let addr = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("addr="))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no addr= in {line:?}"));
+        Aggregator {
+            proc,
+            addr,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+}
+
+/// Starts a collector for `host` sending to `aggregator_url`, sampling every second.
+/// `cert_stem` picks the certificate ("collector-<host>" normally).
+pub fn start_collector(certs: &Certs, host: &str, aggregator_url: &str, cert_stem: &str) -> Proc {
+    let (cert, key) = certs.leaf(cert_stem);
+    Proc::spawn(
+        &format!("collector {host}"),
+        Command::new(bin("goroscope-collector"))
+            .args(["--host", host, "--aggregator", aggregator_url, "--interval", "1s"])
+            .args(["--log", "info,goroscope_collector=debug"])
+            .env("GOROSCOPE_COLLECTOR_TLS__CA", certs.ca())
+            .env("GOROSCOPE_COLLECTOR_TLS__CERT", cert)
+            .env("GOROSCOPE_COLLECTOR_TLS__KEY", key),
+    )
+}
+
+/// Runs the CLI against `url` as the operator `alice` (or with `leaf` if given).
+pub fn goroscope(certs: &Certs, url: &str, leaf: Option<(&Path, &Path, &Path)>, args: &[&str]) -> Output {
+    let (ca, cert, key) = match leaf {
+        Some((ca, cert, key)) => (ca.to_owned(), cert.to_owned(), key.to_owned()),
+        None => {
+            let (cert, key) = certs.leaf("operator-alice");
+            (certs.ca(), cert, key)
+        }
+    };
+    Command::new(bin("goroscope"))
+        .args(args)
+        .env("GOROSCOPE_ADDR", url)
+        .env("GOROSCOPE_CA", ca)
+        .env("GOROSCOPE_CERT", cert)
+        .env("GOROSCOPE_KEY", key)
+        .output()
+        .expect("run goroscope")
+}
+
+/// `goroscope ... -o json` parsed; panics with stderr if it failed.
+pub fn goroscope_json(certs: &Certs, url: &str, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    let out = goroscope(certs, url, None, &all);
+    assert!(
+        out.status.success(),
+        "goroscope {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("goroscope -o json prints JSON")
+}
+
+/// The targets the aggregator lists, by pid.
+pub fn targets_by_pid(certs: &Certs, url: &str) -> HashMap<u64, serde_json::Value> {
+    let v = goroscope_json(certs, url, &["targets"]);
+    v["targets"]
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .filter_map(|t| Some((t["pid"].as_u64()?, t.clone())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The samples of `metric` for the target with `pid`: (timestamp ms, value).
+pub fn series(certs: &Certs, url: &str, metric: &str, pid: u32, since: &str) -> Vec<(i64, f64)> {
+    let v = goroscope_json(
+        certs,
+        url,
+        &["query", metric, "--target", &pid.to_string(), "--since", since],
+    );
+    v["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|s| s["samples"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| Some((p[0].as_i64()?, p[1].as_f64()?)))
+        .collect()
+}

@@ -1,0 +1,3 @@
+module goroscope.test/workloads
+
+go 1.26
