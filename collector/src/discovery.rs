@@ -17,7 +17,21 @@ pub struct GoProcess {
     pub pid: u32,
     pub start_ticks: u64,
     pub start_time_ms: i64,
+    /// The process name from `/proc/PID/stat` (at most 15 bytes).
+    pub comm: String,
     pub build: BuildInfo,
+}
+
+impl GoProcess {
+    /// The service name: from the build info's package path, else the process name.
+    pub fn service(&self) -> String {
+        let name = self.build.service_name();
+        if name.is_empty() {
+            self.comm.clone()
+        } else {
+            name
+        }
+    }
 }
 
 enum Verdict {
@@ -64,21 +78,22 @@ impl Discovery {
             if pid == self.own_pid {
                 continue;
             }
-            let start_ticks = match proc::read_stat(&self.root, pid) {
-                Ok(stat) => stat.start_ticks,
+            let stat = match proc::read_stat(&self.root, pid) {
+                Ok(stat) => stat,
                 Err(ProcError::Gone { .. }) => continue,
                 Err(e) => {
                     tracing::debug!(pid, error = %e, "skipping process");
                     continue;
                 }
             };
+            let start_ticks = stat.start_ticks;
             seen.insert(pid, start_ticks);
             let fresh = !matches!(self.known.get(&pid), Some((t, _)) if *t == start_ticks);
             if fresh {
                 if let Some((_, Verdict::Go(old))) = self.known.remove(&pid) {
                     scan.exited.push(old);
                 }
-                let verdict = self.examine(pid, start_ticks);
+                let verdict = self.examine(pid, start_ticks, stat.comm);
                 self.known.insert(pid, (start_ticks, verdict));
             }
             if let Some((_, Verdict::Go(p))) = self.known.get(&pid) {
@@ -87,34 +102,34 @@ impl Discovery {
         }
         self.known.retain(|pid, (ticks, verdict)| {
             let alive = seen.get(pid) == Some(ticks);
-            if !alive {
-                if let Verdict::Go(p) = verdict {
-                    scan.exited.push(p.clone());
-                }
+            if !alive && let Verdict::Go(p) = verdict {
+                scan.exited.push(p.clone());
             }
             alive
         });
         Ok(scan)
     }
 
-    fn examine(&self, pid: u32, start_ticks: u64) -> Verdict {
+    fn examine(&self, pid: u32, start_ticks: u64, comm: String) -> Verdict {
         let exe = self.root.join(pid.to_string()).join("exe");
         match buildinfo::read_build_info(&exe) {
             Ok(build) => {
                 let start_time_ms = self.boot_time_ms
                     + (start_ticks.saturating_mul(1000) / self.ticks_per_second) as i64;
-                tracing::info!(
-                    pid,
-                    service = %build.service_name(),
-                    go_version = %build.go_version,
-                    "found go process"
-                );
-                Verdict::Go(Arc::new(GoProcess {
+                let p = GoProcess {
                     pid,
                     start_ticks,
                     start_time_ms,
+                    comm,
                     build,
-                }))
+                };
+                tracing::info!(
+                    pid,
+                    service = %p.service(),
+                    go_version = %p.build.go_version,
+                    "found go process"
+                );
+                Verdict::Go(Arc::new(p))
             }
             Err(BuildInfoError::NotElf | BuildInfoError::NotGo) => Verdict::NotGo,
             Err(e @ (BuildInfoError::Malformed(_) | BuildInfoError::Unsupported(_))) => {

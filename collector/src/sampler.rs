@@ -28,8 +28,23 @@ const MAX_PROBED_PORTS: usize = 16;
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Endpoint {
     Unprobed,
-    Found { addr: SocketAddr, failures: u32 },
-    Absent { since: Instant },
+    /// `addr` serves `/debug/vars` (`expvar`), `/debug/pprof/` (`pprof`) or both;
+    /// `failures` counts consecutive scrapes in which neither answered.
+    Found {
+        addr: SocketAddr,
+        serves: Serves,
+        failures: u32,
+    },
+    Absent {
+        since: Instant,
+    },
+}
+
+/// Which runtime endpoints an address answered when probed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Serves {
+    expvar: bool,
+    pprof: bool,
 }
 
 struct TargetState {
@@ -77,7 +92,11 @@ impl Sampler {
         let max = self.config.limits.max_targets;
         if scan.running.len() > max {
             if !self.warned_max_targets {
-                tracing::warn!(found = scan.running.len(), max, "more go processes than limits.max_targets; sampling the first");
+                tracing::warn!(
+                    found = scan.running.len(),
+                    max,
+                    "more go processes than limits.max_targets; sampling the first"
+                );
                 self.warned_max_targets = true;
             }
             scan.running.truncate(max);
@@ -94,7 +113,12 @@ impl Sampler {
                 });
             let endpoint = state.endpoint;
             let process = p.clone();
-            async move { (process.clone(), sample_one(config, &process, endpoint).await) }
+            async move {
+                (
+                    process.clone(),
+                    sample_one(config, &process, endpoint).await,
+                )
+            }
         });
         let outcomes = join_all(jobs).await;
 
@@ -106,7 +130,9 @@ impl Sampler {
                 }
                 continue;
             }
-            let Some(state) = self.targets.get_mut(&key) else { continue };
+            let Some(state) = self.targets.get_mut(&key) else {
+                continue;
+            };
             state.endpoint = outcome.endpoint;
             if state.meta.coverage != outcome.coverage {
                 let mut meta = (*state.meta).clone();
@@ -130,7 +156,7 @@ fn initial_meta(p: &GoProcess, config: &CollectorConfig) -> TargetMeta {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     for (name, value) in [
-        ("service", b.service_name()),
+        ("service", p.service()),
         ("version", b.version_label()),
         ("go_version", b.go_version.clone()),
         ("module", b.main_module.clone()),
@@ -179,54 +205,86 @@ async fn sample_one(config: &CollectorConfig, p: &GoProcess, endpoint: Endpoint)
     };
     if probe_due {
         out.endpoint = match probe(config, p.pid).await {
-            Some(addr) => {
-                tracing::info!(pid = p.pid, %addr, "runtime endpoints found");
-                Endpoint::Found { addr, failures: 0 }
+            Some((addr, serves)) => {
+                tracing::info!(pid = p.pid, %addr, expvar = serves.expvar, pprof = serves.pprof, "runtime endpoints found");
+                Endpoint::Found {
+                    addr,
+                    serves,
+                    failures: 0,
+                }
             }
             None => Endpoint::Absent {
                 since: Instant::now(),
             },
         };
     }
-    if let Endpoint::Found { addr, failures } = out.endpoint {
+    if let Endpoint::Found {
+        addr,
+        serves,
+        failures,
+    } = out.endpoint
+    {
+        // Only what the probe found is scraped: a process without expvar costs no
+        // request (and no warning) per interval.
         let (vars, goroutines) = tokio::join!(
-            scrape_expvar(config, addr),
-            scrape_goroutines(config, addr)
+            async {
+                if serves.expvar {
+                    Some(scrape_expvar(config, addr).await)
+                } else {
+                    None
+                }
+            },
+            async {
+                if serves.pprof {
+                    Some(scrape_goroutines(config, addr).await)
+                } else {
+                    None
+                }
+            }
         );
         let vars_ok = match vars {
-            Ok(m) => {
+            Some(Ok(m)) => {
                 out.metrics.extend(m);
                 true
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 if failures == 0 {
                     tracing::warn!(pid = p.pid, error = %e, "expvar sample failed");
                 }
                 false
             }
+            None => false,
         };
         let goroutines_ok = match goroutines {
-            Ok(n) => {
+            Some(Ok(n)) => {
                 out.metrics.push(("go_goroutines", n as f64));
                 true
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 if failures == 0 {
                     tracing::warn!(pid = p.pid, error = %e, "goroutine sample failed");
                 }
                 false
             }
+            None => false,
         };
         out.coverage.expvar = vars_ok;
         out.coverage.pprof = goroutines_ok;
         out.coverage.debug_addr = addr.to_string();
-        out.endpoint = if vars_ok || goroutines_ok {
-            Endpoint::Found { addr, failures: 0 }
+        let all_ok = vars_ok == serves.expvar && goroutines_ok == serves.pprof;
+        out.endpoint = if all_ok {
+            Endpoint::Found {
+                addr,
+                serves,
+                failures: 0,
+            }
         } else if failures + 1 >= MAX_ENDPOINT_FAILURES {
+            // Probe again: the process may have moved its endpoints or restarted them.
             Endpoint::Unprobed
         } else {
             Endpoint::Found {
                 addr,
+                serves,
                 failures: failures + 1,
             }
         };
@@ -241,8 +299,14 @@ fn sample_proc(root: &Path, pid: u32, out: &mut Metrics) -> Result<(), ProcError
     let ticks = proc::clock_ticks_per_second().max(1) as f64;
     out.extend_from_slice(&[
         ("process_resident_memory_bytes", status.rss_bytes as f64),
-        ("process_resident_memory_anon_bytes", status.rss_anon_bytes as f64),
-        ("process_resident_memory_file_bytes", status.rss_file_bytes as f64),
+        (
+            "process_resident_memory_anon_bytes",
+            status.rss_anon_bytes as f64,
+        ),
+        (
+            "process_resident_memory_file_bytes",
+            status.rss_file_bytes as f64,
+        ),
         ("process_virtual_memory_bytes", stat.vsize_bytes as f64),
         ("process_threads", status.threads as f64),
         (
@@ -267,13 +331,15 @@ fn sample_proc(root: &Path, pid: u32, out: &mut Metrics) -> Result<(), ProcError
     Ok(())
 }
 
-async fn scrape_expvar(
-    config: &CollectorConfig,
-    addr: SocketAddr,
-) -> Result<Metrics, String> {
+async fn scrape_expvar(config: &CollectorConfig, addr: SocketAddr) -> Result<Metrics, String> {
     let body = bounded(
         config,
-        http::get(addr, expvar::PATH, config.limits.max_response_bytes, Read::All),
+        http::get(
+            addr,
+            expvar::PATH,
+            config.limits.max_response_bytes,
+            Read::All,
+        ),
     )
     .await?;
     let mut m = Metrics::with_capacity(20);
@@ -282,7 +348,11 @@ async fn scrape_expvar(
 }
 
 async fn scrape_goroutines(config: &CollectorConfig, addr: SocketAddr) -> Result<u64, String> {
-    let line = bounded(config, http::get(addr, pprof::GOROUTINE_PATH, 256, Read::FirstLine)).await?;
+    let line = bounded(
+        config,
+        http::get(addr, pprof::GOROUTINE_PATH, 256, Read::FirstLine),
+    )
+    .await?;
     pprof::parse_goroutine_total(&line).map_err(|e| format!("{addr}: {e}"))
 }
 
@@ -300,8 +370,8 @@ async fn bounded<T>(
     }
 }
 
-/// Finds the address serving `/debug/vars` or `/debug/pprof/` for `pid`.
-async fn probe(config: &CollectorConfig, pid: u32) -> Option<SocketAddr> {
+/// Finds the address serving `/debug/vars` or `/debug/pprof/` for `pid`, and which.
+async fn probe(config: &CollectorConfig, pid: u32) -> Option<(SocketAddr, Serves)> {
     let wanted = &config.discovery.ports;
     let mut candidates: Vec<SocketAddr> = match proc::listening_tcp(&config.proc_root, pid) {
         Ok(listening) => {
@@ -324,12 +394,16 @@ async fn probe(config: &CollectorConfig, pid: u32) -> Option<SocketAddr> {
     candidates.truncate(MAX_PROBED_PORTS);
     let mut last_error = None;
     for &addr in &candidates {
-        let vars = scrape_expvar(config, addr).await;
-        let goroutines = scrape_goroutines(config, addr).await;
-        match (vars, goroutines) {
-            (Ok(_), _) | (_, Ok(_)) => return Some(addr),
-            (Err(e), _) => last_error = Some(e),
+        let (vars, goroutines) =
+            tokio::join!(scrape_expvar(config, addr), scrape_goroutines(config, addr));
+        let serves = Serves {
+            expvar: vars.is_ok(),
+            pprof: goroutines.is_ok(),
+        };
+        if serves.expvar || serves.pprof {
+            return Some((addr, serves));
         }
+        last_error = vars.err();
     }
     tracing::debug!(
         pid,
