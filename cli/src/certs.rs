@@ -25,6 +25,9 @@ pub const CA_CERT_FILE: &str = "ca.pem";
 pub const CA_KEY_FILE: &str = "ca-key.pem";
 
 /// The common name of every CA `init_ca` creates.
+/// The CA's common name starts with this and ends with a fingerprint of its key, so
+/// that two fleets' CAs never share a subject and a certificate from the other one is
+/// refused as `UnknownIssuer`, not as a bad signature of a same-named issuer.
 pub const CA_COMMON_NAME: &str = "goroscope fleet CA";
 
 /// How long a CA lives: ten years.
@@ -175,7 +178,7 @@ pub fn init_ca(dir: &Path, force: bool) -> Result<PathBuf, CertsError> {
     params.distinguished_name = DistinguishedName::new();
     params
         .distinguished_name
-        .push(DnType::CommonName, CA_COMMON_NAME);
+        .push(DnType::CommonName, ca_common_name(&key));
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     set_validity(&mut params, CA_VALIDITY_DAYS)?;
@@ -409,6 +412,19 @@ fn load_ca(dir: &Path) -> Result<LoadedCa, CertsError> {
         issuer: Issuer::new(params, key),
         cert_path,
     })
+}
+
+/// `goroscope fleet CA 0123456789ab`: the name and the first 6 bytes of the public key.
+fn ca_common_name(key: &KeyPair) -> String {
+    let raw = key.public_key_raw();
+    // An uncompressed P-256 point: 0x04, then X.
+    let fp: String = raw
+        .iter()
+        .skip(1)
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("{CA_COMMON_NAME} {fp}")
 }
 
 /// Sets `not_before` to a day ago (tolerating clock skew) and `not_after` to `days` from now.
@@ -778,9 +794,12 @@ mod tests {
         assert_eq!(leaf.issuer, ca.subject);
         assert!(ca.subject_key_id.is_some());
         let name = der::distinguished_name(ca.subject).unwrap();
-        assert_eq!(
-            name.get(&DnType::CommonName),
-            Some(&DnValue::Utf8String(CA_COMMON_NAME.to_owned()))
+        let Some(DnValue::Utf8String(cn)) = name.get(&DnType::CommonName) else {
+            panic!("the CA has a UTF-8 common name: {name:?}");
+        };
+        assert!(
+            cn.starts_with(CA_COMMON_NAME) && cn.len() == CA_COMMON_NAME.len() + 13,
+            "{cn}"
         );
     }
 
@@ -877,10 +896,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let ours = fleet(&tmp.path().join("ours"));
         let theirs = fleet(&tmp.path().join("theirs"));
-        // Both CAs have the same subject name, so only signatures tell them apart.
+        // Each CA's name carries its key's fingerprint: two fleets never share an issuer.
         let our_ca = load_certs(&ours.join("ca.pem")).unwrap().remove(0);
         let their_ca = load_certs(&theirs.join("ca.pem")).unwrap().remove(0);
-        assert_eq!(
+        assert_ne!(
             der::parse_certificate(&our_ca).unwrap().subject,
             der::parse_certificate(&their_ca).unwrap().subject
         );

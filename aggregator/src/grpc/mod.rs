@@ -139,13 +139,32 @@ async fn accept_loop(
                         .await;
                 }
                 Ok(Err(e)) => {
-                    tracing::warn!(%peer, error = %e, "tls handshake failed");
+                    tracing::warn!(%peer, error = %describe_handshake_error(&e), "tls handshake failed");
                 }
                 Err(_) => {
                     tracing::warn!(%peer, "tls handshake timed out");
                 }
             }
         });
+    }
+}
+
+/// A handshake failure in words an operator can act on; the rustls reason stays in
+/// parentheses for searching.
+fn describe_handshake_error(e: &io::Error) -> String {
+    use tokio_rustls::rustls::{CertificateError, Error};
+    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) else {
+        return e.to_string();
+    };
+    match tls {
+        Error::InvalidCertificate(
+            reason @ (CertificateError::UnknownIssuer | CertificateError::BadSignature),
+        ) => format!("client certificate is not signed by the fleet CA ({reason:?})"),
+        Error::InvalidCertificate(reason @ CertificateError::Expired)
+        | Error::InvalidCertificate(reason @ CertificateError::ExpiredContext { .. }) => {
+            format!("client certificate has expired ({reason:?})")
+        }
+        other => other.to_string(),
     }
 }
 
