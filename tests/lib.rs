@@ -62,7 +62,10 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -92,8 +95,14 @@ impl Proc {
             .unwrap_or_else(|e| panic!("start {name}: {e}"));
         let output = Arc::new(Mutex::new(String::new()));
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -121,14 +130,24 @@ impl Proc {
 
     /// Everything the process printed so far.
     pub fn output(&self) -> String {
-        self.output.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Waits for a line containing `needle`; returns that line.
     pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> String {
-        eventually(timeout, &format!("{} to print {needle:?}", self.name), || {
-            self.output().lines().find(|l| l.contains(needle)).map(str::to_owned)
-        })
+        eventually(
+            timeout,
+            &format!("{} to print {needle:?}", self.name),
+            || {
+                self.output()
+                    .lines()
+                    .find(|l| l.contains(needle))
+                    .map(str::to_owned)
+            },
+        )
     }
 
     /// The exit status if the process has ended.
@@ -169,12 +188,16 @@ pub struct Workload {
 impl Workload {
     pub fn start(name: &str, args: &[&str]) -> Workload {
         let proc = Proc::spawn(name, Command::new(workloads().join(name)).args(args));
-        let line = eventually(Duration::from_secs(20), &format!("workload {name} to start"), || {
-            proc.output()
-                .lines()
-                .find(|l| l.starts_with("listening on ") || l == &"ready")
-                .map(str::to_owned)
-        });
+        let line = eventually(
+            Duration::from_secs(20),
+            &format!("workload {name} to start"),
+            || {
+                proc.output()
+                    .lines()
+                    .find(|l| l.starts_with("listening on ") || l == &"ready")
+                    .map(str::to_owned)
+            },
+        );
         let addr = line
             .strip_prefix("listening on ")
             .map(|a| a.trim().parse().expect("workload prints a socket address"));
@@ -198,7 +221,10 @@ impl Certs {
         let dir = tempfile::tempdir().expect("create a temporary directory");
         let certs = Certs { dir };
         certs.goroscope(&["certs", "init", "--dir"], &[]);
-        certs.goroscope(&["certs", "issue", "--aggregator", "localhost", "--dir"], &[]);
+        certs.goroscope(
+            &["certs", "issue", "--aggregator", "localhost", "--dir"],
+            &[],
+        );
         certs.goroscope(&["certs", "issue", "--operator", "alice", "--dir"], &[]);
         for host in hosts {
             certs.goroscope(&["certs", "issue", "--collector", host, "--dir"], &[]);
@@ -230,7 +256,10 @@ impl Certs {
 
     /// (cert, key) of a leaf by stem, e.g. "operator-alice".
     pub fn leaf(&self, stem: &str) -> (PathBuf, PathBuf) {
-        (self.path(&format!("{stem}.pem")), self.path(&format!("{stem}-key.pem")))
+        (
+            self.path(&format!("{stem}.pem")),
+            self.path(&format!("{stem}-key.pem")),
+        )
     }
 }
 
@@ -259,7 +288,9 @@ impl Aggregator {
         .expect("write the aggregator config");
         let proc = Proc::spawn(
             "aggregator",
-            Command::new(bin("goroscope-aggregator")).arg("--config").arg(&config),
+            Command::new(bin("goroscope-aggregator"))
+                .arg("--config")
+                .arg(&config),
         );
         let line = proc.wait_for_line("aggregator listening", Duration::from_secs(30));
         let addr = line
@@ -286,7 +317,14 @@ pub fn start_collector(certs: &Certs, host: &str, aggregator_url: &str, cert_ste
     Proc::spawn(
         &format!("collector {host}"),
         Command::new(bin("goroscope-collector"))
-            .args(["--host", host, "--aggregator", aggregator_url, "--interval", "1s"])
+            .args([
+                "--host",
+                host,
+                "--aggregator",
+                aggregator_url,
+                "--interval",
+                "1s",
+            ])
             .args(["--log", "info,goroscope_collector=debug"])
             .env("GOROSCOPE_COLLECTOR_TLS__CA", certs.ca())
             .env("GOROSCOPE_COLLECTOR_TLS__CERT", cert)
@@ -295,7 +333,12 @@ pub fn start_collector(certs: &Certs, host: &str, aggregator_url: &str, cert_ste
 }
 
 /// Runs the CLI against `url` as the operator `alice` (or with `leaf` if given).
-pub fn goroscope(certs: &Certs, url: &str, leaf: Option<(&Path, &Path, &Path)>, args: &[&str]) -> Output {
+pub fn goroscope(
+    certs: &Certs,
+    url: &str,
+    leaf: Option<(&Path, &Path, &Path)>,
+    args: &[&str],
+) -> Output {
     let (ca, cert, key) = match leaf {
         Some((ca, cert, key)) => (ca.to_owned(), cert.to_owned(), key.to_owned()),
         None => {
@@ -344,7 +387,14 @@ pub fn series(certs: &Certs, url: &str, metric: &str, pid: u32, since: &str) -> 
     let v = goroscope_json(
         certs,
         url,
-        &["query", metric, "--target", &pid.to_string(), "--since", since],
+        &[
+            "query",
+            metric,
+            "--target",
+            &pid.to_string(),
+            "--since",
+            since,
+        ],
     );
     v["series"]
         .as_array()

@@ -121,7 +121,8 @@ impl AggregatorConfig {
         file: Option<&Path>,
         overrides: &[(&str, String)],
     ) -> Result<AggregatorConfig, SettingsError> {
-        let config: AggregatorConfig = goroscope_proto::settings::load(file, ENV_PREFIX, overrides)?;
+        let config: AggregatorConfig =
+            goroscope_proto::settings::load(file, ENV_PREFIX, overrides)?;
         config.validate()?;
         Ok(config)
     }
@@ -130,32 +131,60 @@ impl AggregatorConfig {
         use goroscope_proto::settings::invalid;
         let l = &self.limits;
         if l.max_connections == 0 {
-            return Err(invalid("limits.max_connections", &l.max_connections, "must be at least 1"));
+            return Err(invalid(
+                "limits.max_connections",
+                l.max_connections,
+                "must be at least 1",
+            ));
         }
         if l.handshake_timeout.is_zero() {
-            return Err(invalid("limits.handshake_timeout", "0s", "must be longer than 0s"));
+            return Err(invalid(
+                "limits.handshake_timeout",
+                "0s",
+                "must be longer than 0s",
+            ));
         }
         if l.hello_timeout.is_zero() {
-            return Err(invalid("limits.hello_timeout", "0s", "must be longer than 0s"));
+            return Err(invalid(
+                "limits.hello_timeout",
+                "0s",
+                "must be longer than 0s",
+            ));
         }
         if l.query_timeout.is_zero() {
-            return Err(invalid("limits.query_timeout", "0s", "must be longer than 0s"));
+            return Err(invalid(
+                "limits.query_timeout",
+                "0s",
+                "must be longer than 0s",
+            ));
         }
         if !(1024..=256 * 1024 * 1024).contains(&l.max_message_bytes) {
             return Err(invalid(
                 "limits.max_message_bytes",
-                &l.max_message_bytes,
+                l.max_message_bytes,
                 "must be between 1024 and 268435456",
             ));
         }
         if l.max_series_per_stream == 0 {
-            return Err(invalid("limits.max_series_per_stream", &0, "must be at least 1"));
+            return Err(invalid(
+                "limits.max_series_per_stream",
+                0,
+                "must be at least 1",
+            ));
         }
         if l.max_concurrent_requests == 0 {
-            return Err(invalid("limits.max_concurrent_requests", &0, "must be at least 1"));
+            return Err(invalid(
+                "limits.max_concurrent_requests",
+                0,
+                "must be at least 1",
+            ));
         }
         if self.storage.max_query_samples == 0 {
-            return Err(invalid("storage.max_query_samples", &0, "must be at least 1"));
+            return Err(invalid(
+                "storage.max_query_samples",
+                0,
+                "must be at least 1",
+            ));
         }
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "\"\"", "must name a directory"));
@@ -188,22 +217,35 @@ mod tests {
     fn flags_override_the_file_and_bad_values_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.toml");
-        std::fs::write(&path, "listen = \"127.0.0.1:1\"\n[limits]\nmax_connections = 5\n").unwrap();
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:1\"\n[limits]\nmax_connections = 5\n",
+        )
+        .unwrap();
         let config =
             AggregatorConfig::load(Some(&path), &[("listen", "127.0.0.1:2".into())]).unwrap();
         assert_eq!(config.listen.port(), 2);
         assert_eq!(config.limits.max_connections, 5);
 
         std::fs::write(&path, "[limits]\nmax_connections = 0\n").unwrap();
-        let err = AggregatorConfig::load(Some(&path), &[]).unwrap_err().to_string();
-        assert!(err.contains("limits.max_connections") && err.contains('0'), "{err}");
+        let err = AggregatorConfig::load(Some(&path), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("limits.max_connections") && err.contains('0'),
+            "{err}"
+        );
 
         std::fs::write(&path, "listen = \"nowhere\"\n").unwrap();
-        let err = AggregatorConfig::load(Some(&path), &[]).unwrap_err().to_string();
+        let err = AggregatorConfig::load(Some(&path), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listen") && err.contains("nowhere"), "{err}");
 
         std::fs::write(&path, "lisen = \"127.0.0.1:1\"\n").unwrap();
-        let err = AggregatorConfig::load(Some(&path), &[]).unwrap_err().to_string();
+        let err = AggregatorConfig::load(Some(&path), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("lisen"), "{err}");
     }
 }

@@ -35,7 +35,9 @@ pub async fn run(
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen on {}", config.listen))?;
-    let addr = listener.local_addr().context("local address of the listener")?;
+    let addr = listener
+        .local_addr()
+        .context("local address of the listener")?;
     on_listening(addr);
     grpc::serve(listener, &config, storage, shutdown).await?;
     Ok(())

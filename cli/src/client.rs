@@ -73,7 +73,9 @@ pub fn find_operator_cert(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("operator-") && name.ends_with(".pem") && !name.ends_with("-key.pem")
+            if name.starts_with("operator-")
+                && name.ends_with(".pem")
+                && !name.ends_with("-key.pem")
             {
                 found.push(entry.path());
             }
@@ -102,8 +104,7 @@ pub fn find_operator_cert(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
 }
 
 pub async fn connect(s: &ConnectSettings) -> anyhow::Result<QueryClient<Channel>> {
-    let tls =
-        goroscope_proto::tls::client_tls(&s.ca, Some((&s.cert, &s.key)), &s.server_name)?;
+    let tls = goroscope_proto::tls::client_tls(&s.ca, Some((&s.cert, &s.key)), &s.server_name)?;
     let channel = Endpoint::from_shared(s.addr.clone())
         .with_context(|| format!("aggregator address {:?}", s.addr))?
         .tls_config(tls)
@@ -135,7 +136,11 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 /// A refusal or failure of a call, in one line.
 pub fn status_error(addr: &str, status: tonic::Status) -> anyhow::Error {
     use std::error::Error;
-    let mut message = format!("aggregator at {addr}: {}: {}", code_name(status.code()), status.message());
+    let mut message = format!(
+        "aggregator at {addr}: {}: {}",
+        code_name(status.code()),
+        status.message()
+    );
     if let Some(source) = status.source() {
         message.push_str(": ");
         message.push_str(&error_chain(source));

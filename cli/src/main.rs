@@ -150,7 +150,10 @@ struct UsageError(String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("goroscope: start runtime: {e}");
@@ -160,8 +163,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if e
-                .downcast_ref::<std::io::Error>()
+            if e.downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
             {
                 return ExitCode::SUCCESS;
@@ -183,7 +185,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = connect_settings(&cli.conn)?;
             let matchers = parse_targets(&target)?;
             let mut client = client::connect(&settings).await?;
-            let seen_since_ms = if since.is_zero() { 0 } else { now_ms() - since.as_millis() as i64 };
+            let seen_since_ms = if since.is_zero() {
+                0
+            } else {
+                now_ms() - since.as_millis() as i64
+            };
             let response = client
                 .list_targets(v1::ListTargetsRequest {
                     matchers,
@@ -235,7 +241,10 @@ fn connect_settings(args: &ConnArgs) -> anyhow::Result<ConnectSettings> {
         .clone()
         .or(file.ca)
         .unwrap_or_else(|| PathBuf::from(client::DEFAULT_CERTS_DIR).join("ca.pem"));
-    let (cert, key) = match (args.cert.clone().or(file.cert), args.key.clone().or(file.key)) {
+    let (cert, key) = match (
+        args.cert.clone().or(file.cert),
+        args.key.clone().or(file.key),
+    ) {
         (Some(cert), Some(key)) => (cert, key),
         (Some(cert), None) => {
             let key = cert.with_file_name(format!(
@@ -277,12 +286,17 @@ fn parse_targets(specs: &[String]) -> anyhow::Result<Vec<v1::LabelMatcher>> {
     for spec in specs {
         if let Some((name, value)) = spec.split_once('=') {
             if name.is_empty() {
-                return Err(UsageError(format!("--target {spec:?}: the label name is empty")).into());
+                return Err(
+                    UsageError(format!("--target {spec:?}: the label name is empty")).into(),
+                );
             }
             out.push(m(name, value));
         } else if spec.parse::<u32>().is_ok() {
             out.push(m("pid", spec));
-        } else if let Some((host, pid)) = spec.rsplit_once(':').filter(|(_, p)| p.parse::<u32>().is_ok()) {
+        } else if let Some((host, pid)) = spec
+            .rsplit_once(':')
+            .filter(|(_, p)| p.parse::<u32>().is_ok())
+        {
             out.push(m("host", host));
             out.push(m("pid", pid));
         } else {
@@ -306,7 +320,10 @@ fn label<'a>(labels: &'a [v1::Label], name: &str) -> &'a str {
 fn print_targets(targets: &[v1::TargetInfo], output: Output) -> anyhow::Result<()> {
     let now = now_ms();
     let latest = |t: &v1::TargetInfo, metric: &str| {
-        t.latest.iter().find(|m| m.metric == metric).map(|m| m.value)
+        t.latest
+            .iter()
+            .find(|m| m.metric == metric)
+            .map(|m| m.value)
     };
     let mut out = std::io::stdout().lock();
     if output == Output::Json {
@@ -329,7 +346,11 @@ fn print_targets(targets: &[v1::TargetInfo], output: Output) -> anyhow::Result<(
                 })
             })
             .collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&json!({ "targets": items }))?)?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&json!({ "targets": items }))?
+        )?;
         return Ok(());
     }
     if targets.is_empty() {
@@ -362,7 +383,11 @@ fn print_targets(targets: &[v1::TargetInfo], output: Output) -> anyhow::Result<(
             opt(latest(t, "go_memstats_heap_inuse_bytes"), render::bytes),
             opt(latest(t, "go_goroutines"), render::number),
             opt(latest(t, "process_threads"), render::number),
-            if t.exited { format!("exited, {seen}") } else { seen },
+            if t.exited {
+                format!("exited, {seen}")
+            } else {
+                seen
+            },
         ]);
     }
     write!(out, "{}", table.render())?;
@@ -384,7 +409,11 @@ fn print_series(metric: &str, series: &[v1::Series], output: Output) -> anyhow::
                 })
             })
             .collect();
-        writeln!(out, "{}", serde_json::to_string_pretty(&json!({ "series": items }))?)?;
+        writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&json!({ "series": items }))?
+        )?;
         return Ok(());
     }
     if series.iter().all(|s| s.samples.is_empty()) {
@@ -436,14 +465,20 @@ fn run_certs(command: CertsCommand, output: Output) -> anyhow::Result<()> {
                 (Some(h), None, None) => certs::Subject::Collector(h),
                 (None, Some(n), None) => certs::Subject::Operator(n),
                 (None, None, Some(n)) => certs::Subject::Aggregator(n),
-                _ => bail!(UsageError("name exactly one of --collector, --operator, --aggregator".into())),
+                _ => bail!(UsageError(
+                    "name exactly one of --collector, --operator, --aggregator".into()
+                )),
             };
             let (cert, key) = certs::issue(&dir, &subject, days, &san, force)
                 .map_err(|e| UsageError(e.to_string()))?;
             let identity = goroscope_proto::tls::identity_of_file(&cert)
                 .context("read back the issued certificate")?;
             if output == Output::Json {
-                writeln!(out, "{}", json!({ "cert": cert, "key": key, "identity": identity.uri() }))?;
+                writeln!(
+                    out,
+                    "{}",
+                    json!({ "cert": cert, "key": key, "identity": identity.uri() })
+                )?;
             } else {
                 writeln!(out, "issued {} for {identity}", cert.display())?;
                 writeln!(out, "key    {}", key.display())?;
@@ -466,11 +501,20 @@ mod tests {
 
     #[test]
     fn target_specs() {
-        let got = parse_targets(&["42".into(), "node-a:7".into(), "service=billing".into()]).unwrap();
-        let pairs: Vec<_> = got.iter().map(|m| (m.name.as_str(), m.value.as_str())).collect();
+        let got =
+            parse_targets(&["42".into(), "node-a:7".into(), "service=billing".into()]).unwrap();
+        let pairs: Vec<_> = got
+            .iter()
+            .map(|m| (m.name.as_str(), m.value.as_str()))
+            .collect();
         assert_eq!(
             pairs,
-            vec![("pid", "42"), ("host", "node-a"), ("pid", "7"), ("service", "billing")]
+            vec![
+                ("pid", "42"),
+                ("host", "node-a"),
+                ("pid", "7"),
+                ("service", "billing")
+            ]
         );
         assert!(parse_targets(&["node-a".into()]).is_err());
         assert!(parse_targets(&["=x".into()]).is_err());

@@ -155,7 +155,9 @@ impl CollectorConfig {
                         .ok()
                         .map(|h| h.trim().to_owned())
                 })
-                .ok_or_else(|| invalid("host", "\"\"", "not set and the host name is unreadable"))?;
+                .ok_or_else(|| {
+                    invalid("host", "\"\"", "not set and the host name is unreadable")
+                })?;
         }
         let files = TlsFiles::in_dir(Path::new("certs"), &format!("collector-{}", self.host));
         if self.tls.cert.as_os_str().is_empty() {
@@ -186,7 +188,11 @@ impl CollectorConfig {
             ));
         }
         if self.server_name.is_empty() {
-            return Err(invalid("server_name", "\"\"", "must name the aggregator's certificate"));
+            return Err(invalid(
+                "server_name",
+                "\"\"",
+                "must name the aggregator's certificate",
+            ));
         }
         if self.interval < MIN_INTERVAL {
             return Err(invalid(
@@ -197,13 +203,21 @@ impl CollectorConfig {
         }
         let l = &self.limits;
         if l.max_pending_batches == 0 {
-            return Err(invalid("limits.max_pending_batches", 0, "must be at least 1"));
+            return Err(invalid(
+                "limits.max_pending_batches",
+                0,
+                "must be at least 1",
+            ));
         }
         if l.max_in_flight == 0 {
             return Err(invalid("limits.max_in_flight", 0, "must be at least 1"));
         }
         if l.scrape_timeout.is_zero() {
-            return Err(invalid("limits.scrape_timeout", "0s", "must be longer than 0s"));
+            return Err(invalid(
+                "limits.scrape_timeout",
+                "0s",
+                "must be longer than 0s",
+            ));
         }
         if l.max_response_bytes < 4096 {
             return Err(invalid(
@@ -266,12 +280,25 @@ mod tests {
             ("host = \"a\"\ninterval = \"500ms\"\n", "interval", "500ms"),
             ("host = \"a\"\ninterval = \"soon\"\n", "interval", "soon"),
             ("host = \"a b\"\n", "host", "a b"),
-            ("host = \"a\"\naggregator = \"http://x:1\"\n", "aggregator", "http://x:1"),
-            ("host = \"a\"\n[limits]\nmax_targets = 0\n", "limits.max_targets", "0"),
+            (
+                "host = \"a\"\naggregator = \"http://x:1\"\n",
+                "aggregator",
+                "http://x:1",
+            ),
+            (
+                "host = \"a\"\n[limits]\nmax_targets = 0\n",
+                "limits.max_targets",
+                "0",
+            ),
         ] {
             std::fs::write(&path, text).unwrap();
-            let err = CollectorConfig::load(Some(&path), &[]).unwrap_err().to_string();
-            assert!(err.contains(key) && err.contains(value), "{text:?} gave {err}");
+            let err = CollectorConfig::load(Some(&path), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(key) && err.contains(value),
+                "{text:?} gave {err}"
+            );
         }
     }
 

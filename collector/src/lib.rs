@@ -47,7 +47,9 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow
             host = %config.host,
             "the certificate does not name this collector's host; the aggregator will refuse it"
         ),
-        Err(e) => tracing::warn!(error = %e, "the certificate names no goroscope identity; the aggregator will refuse it"),
+        Err(e) => {
+            tracing::warn!(error = %e, "the certificate names no goroscope identity; the aggregator will refuse it")
+        }
     }
 
     let config = Arc::new(config);
@@ -92,7 +94,11 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow
             .unwrap_or(0);
         match sampler.sample(now_ms).await {
             Ok(scrape) => {
-                tracing::debug!(targets = scrape.samples.len(), gone = scrape.gone.len(), "sampled");
+                tracing::debug!(
+                    targets = scrape.samples.len(),
+                    gone = scrape.gone.len(),
+                    "sampled"
+                );
                 outbox.push(scrape);
             }
             Err(e) => tracing::warn!(error = %e, "scan of processes failed"),
@@ -101,7 +107,10 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow
     sender_stop.cancel();
     let _ = sender_task.await;
     if !outbox.is_empty() {
-        tracing::warn!(pending = outbox.len(), "stopping with unacknowledged scrapes");
+        tracing::warn!(
+            pending = outbox.len(),
+            "stopping with unacknowledged scrapes"
+        );
     }
     Ok(())
 }

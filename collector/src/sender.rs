@@ -13,7 +13,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use goroscope_proto::v1::{self, aggregator_message, collector_message, ingest_client::IngestClient};
+use goroscope_proto::v1::{
+    self, aggregator_message, collector_message, ingest_client::IngestClient,
+};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -116,7 +118,10 @@ impl Sender {
                             "aggregator stream failed: {message}"
                         );
                     } else {
-                        tracing::debug!(pending = self.outbox.len(), "aggregator stream failed again: {message}");
+                        tracing::debug!(
+                            pending = self.outbox.len(),
+                            "aggregator stream failed again: {message}"
+                        );
                     }
                     last_error = message;
                 }
@@ -173,12 +178,20 @@ impl Sender {
             .into_inner();
 
         let welcome = match tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()).await {
-            Err(_) => return Err(SessionError::Protocol("no welcome from the aggregator".into())),
+            Err(_) => {
+                return Err(SessionError::Protocol(
+                    "no welcome from the aggregator".into(),
+                ));
+            }
             Ok(Err(status)) => return Err(SessionError::Status(status)),
             Ok(Ok(None)) => return Err(SessionError::Closed),
             Ok(Ok(Some(m))) => match m.msg {
                 Some(aggregator_message::Msg::Welcome(w)) => w,
-                _ => return Err(SessionError::Protocol("first message is not a welcome".into())),
+                _ => {
+                    return Err(SessionError::Protocol(
+                        "first message is not a welcome".into(),
+                    ));
+                }
             },
         };
         *welcomed = true;
@@ -196,7 +209,9 @@ impl Sender {
         let max_in_flight = config.limits.max_in_flight;
         loop {
             while self.outbox.count_through(last_sent) < max_in_flight {
-                let Some(pending) = self.outbox.next_after(last_sent) else { break };
+                let Some(pending) = self.outbox.next_after(last_sent) else {
+                    break;
+                };
                 let batch = encoder.encode(pending.seq, &pending.scrape);
                 let message = v1::CollectorMessage {
                     msg: Some(collector_message::Msg::Batch(batch)),
@@ -221,10 +236,14 @@ impl Sender {
                 Err(status) => {
                     if status.code() == Code::InvalidArgument {
                         // Batches are handled in order: the refused one is the oldest unacked.
-                        if let Some(seq) = self.outbox.oldest() {
-                            if self.outbox.discard(seq) {
-                                tracing::error!(seq, reason = status.message(), "aggregator refused a batch as malformed; dropped it");
-                            }
+                        if let Some(seq) = self.outbox.oldest()
+                            && self.outbox.discard(seq)
+                        {
+                            tracing::error!(
+                                seq,
+                                reason = status.message(),
+                                "aggregator refused a batch as malformed; dropped it"
+                            );
                         }
                     }
                     return Err(SessionError::Status(status));
@@ -410,20 +429,20 @@ mod tests {
     fn declares_targets_and_series_once_per_stream() {
         let a = meta(1, false);
         let mut enc = Encoder::new("node-a");
-        let first = enc.encode(1, &scrape(1000, &[a.clone()]));
+        let first = enc.encode(1, &scrape(1000, std::slice::from_ref(&a)));
         assert_eq!(first.targets.len(), 1);
         assert_eq!(first.targets[0].id.as_ref().unwrap().host, "node-a");
         assert_eq!(first.series.len(), 2);
         assert_eq!(first.samples.len(), 2);
         assert_eq!(first.samples[0].timestamp_deltas, vec![1000]);
 
-        let second = enc.encode(2, &scrape(2000, &[a.clone()]));
+        let second = enc.encode(2, &scrape(2000, std::slice::from_ref(&a)));
         assert!(second.targets.is_empty() && second.series.is_empty());
         assert_eq!(second.samples.len(), 2);
 
         // Changed coverage: the same ref is declared again, its series are not.
         let a2 = meta(1, true);
-        let third = enc.encode(3, &scrape(3000, &[a2.clone()]));
+        let third = enc.encode(3, &scrape(3000, std::slice::from_ref(&a2)));
         assert_eq!(third.targets.len(), 1);
         assert_eq!(third.targets[0].r#ref, first.targets[0].r#ref);
         assert!(third.series.is_empty());

@@ -127,13 +127,13 @@ impl Identity {
         let mut found = None;
         if let Ok(Some(san)) = cert.subject_alternative_name() {
             for name in &san.value.general_names {
-                if let GeneralName::URI(uri) = name {
-                    if let Some(id) = Identity::parse_uri(uri)? {
-                        if found.is_some() {
-                            return Err(IdentityError::AmbiguousIdentity);
-                        }
-                        found = Some(id);
+                if let GeneralName::URI(uri) = name
+                    && let Some(id) = Identity::parse_uri(uri)?
+                {
+                    if found.is_some() {
+                        return Err(IdentityError::AmbiguousIdentity);
                     }
+                    found = Some(id);
                 }
             }
         }
@@ -182,9 +182,18 @@ mod tests {
 
     #[test]
     fn foreign_trust_domain_is_not_ours() {
-        assert_eq!(Identity::parse_uri("spiffe://other/collector/a").unwrap(), None);
-        assert_eq!(Identity::parse_uri("https://goroscope/collector/a").unwrap(), None);
-        assert_eq!(Identity::parse_uri("spiffe://goroscopex/collector/a").unwrap(), None);
+        assert_eq!(
+            Identity::parse_uri("spiffe://other/collector/a").unwrap(),
+            None
+        );
+        assert_eq!(
+            Identity::parse_uri("https://goroscope/collector/a").unwrap(),
+            None
+        );
+        assert_eq!(
+            Identity::parse_uri("spiffe://goroscopex/collector/a").unwrap(),
+            None
+        );
     }
 
     #[test]
@@ -197,7 +206,10 @@ mod tests {
             "spiffe://goroscope/operator/al ice",
         ] {
             assert!(
-                matches!(Identity::parse_uri(uri), Err(IdentityError::Malformed { .. })),
+                matches!(
+                    Identity::parse_uri(uri),
+                    Err(IdentityError::Malformed { .. })
+                ),
                 "{uri} should be malformed"
             );
         }

@@ -160,7 +160,10 @@ pub fn client_tls(
     if let Some((cert, key)) = client {
         load_certs(cert)?;
         load_key(key)?;
-        tls = tls.identity(tonic::transport::Identity::from_pem(read(cert)?, read(key)?));
+        tls = tls.identity(tonic::transport::Identity::from_pem(
+            read(cert)?,
+            read(key)?,
+        ));
     }
     Ok(tls)
 }

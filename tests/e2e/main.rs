@@ -22,18 +22,26 @@ fn workloads_appear_as_targets_and_a_goroutine_leak_shows_as_a_rising_series() {
     let collector = start_collector(&certs, "e2e-a", &agg.url(), "collector-e2e-a");
     let url = agg.url();
 
-    let targets = eventually(STARTUP, "all four workloads with their goroutine counts", || {
-        let t = targets_by_pid(&certs, &url);
-        let ready = [steady.pid(), leaky.pid()]
-            .iter()
-            .all(|pid| t.get(&u64::from(*pid)).is_some_and(|t| t["latest"]["go_goroutines"].is_number()))
-            && t.contains_key(&u64::from(quiet.pid()))
-            && t.contains_key(&u64::from(garbage.pid()));
-        ready.then_some(t)
-    });
+    let targets = eventually(
+        STARTUP,
+        "all four workloads with their goroutine counts",
+        || {
+            let t = targets_by_pid(&certs, &url);
+            let ready = [steady.pid(), leaky.pid()].iter().all(|pid| {
+                t.get(&u64::from(*pid))
+                    .is_some_and(|t| t["latest"]["go_goroutines"].is_number())
+            }) && t.contains_key(&u64::from(quiet.pid()))
+                && t.contains_key(&u64::from(garbage.pid()));
+            ready.then_some(t)
+        },
+    );
 
     let go_version = {
-        let out = std::process::Command::new("go").arg("env").arg("GOVERSION").output().unwrap();
+        let out = std::process::Command::new("go")
+            .arg("env")
+            .arg("GOVERSION")
+            .output()
+            .unwrap();
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
     };
     for (w, service) in [(&steady, "steady"), (&leaky, "leaky")] {
@@ -42,38 +50,74 @@ fn workloads_appear_as_targets_and_a_goroutine_leak_shows_as_a_rising_series() {
         assert_eq!(t["labels"]["service"], service);
         assert_eq!(t["labels"]["go_version"], go_version.as_str());
         assert_eq!(t["labels"]["module"], "goroscope.test/workloads");
-        assert!(t["latest"]["process_resident_memory_bytes"].as_f64().unwrap() > 1e6, "{t}");
+        assert!(
+            t["latest"]["process_resident_memory_bytes"]
+                .as_f64()
+                .unwrap()
+                > 1e6,
+            "{t}"
+        );
         assert!(t["latest"]["go_goroutines"].as_f64().unwrap() >= 2.0, "{t}");
-        assert!(t["latest"]["go_memstats_heap_inuse_bytes"].as_f64().unwrap() > 0.0, "{t}");
+        assert!(
+            t["latest"]["go_memstats_heap_inuse_bytes"]
+                .as_f64()
+                .unwrap()
+                > 0.0,
+            "{t}"
+        );
         assert_eq!(t["coverage"]["expvar"], true, "{t}");
         assert_eq!(t["coverage"]["pprof"], true, "{t}");
         assert_eq!(t["coverage"]["debug_addr"], w.addr.unwrap().to_string());
     }
     let q = &targets[&u64::from(quiet.pid())];
     assert_eq!(q["labels"]["service"], "quiet");
-    assert!(q["latest"]["process_resident_memory_bytes"].as_f64().unwrap() > 0.0);
+    assert!(
+        q["latest"]["process_resident_memory_bytes"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
     assert!(q["latest"].get("go_goroutines").is_none(), "{q}");
     assert_eq!(q["coverage"]["expvar"], false);
 
     // Garbage from an endpoint costs that target its runtime sample, nothing more.
     let g = &targets[&u64::from(garbage.pid())];
-    assert!(g["latest"]["process_resident_memory_bytes"].as_f64().unwrap() > 0.0);
+    assert!(
+        g["latest"]["process_resident_memory_bytes"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
     assert!(g["latest"].get("go_goroutines").is_none(), "{g}");
-    assert!(g["latest"].get("go_memstats_heap_inuse_bytes").is_none(), "{g}");
+    assert!(
+        g["latest"].get("go_memstats_heap_inuse_bytes").is_none(),
+        "{g}"
+    );
 
     // The leak: go_goroutines of leaky rises over the samples, steady's does not.
     let leak = eventually(STARTUP, "six samples of leaky's go_goroutines", || {
         let s = series(&certs, &url, "go_goroutines", leaky.pid(), "5m");
         (s.len() >= 6).then_some(s)
     });
-    assert!(leak.windows(2).all(|w| w[0].0 < w[1].0), "timestamps increase: {leak:?}");
+    assert!(
+        leak.windows(2).all(|w| w[0].0 < w[1].0),
+        "timestamps increase: {leak:?}"
+    );
     let (first, last) = (leak[0].1, leak[leak.len() - 1].1);
-    assert!(last >= first + 50.0, "leaky's goroutines rose from {first} to {last}: {leak:?}");
+    assert!(
+        last >= first + 50.0,
+        "leaky's goroutines rose from {first} to {last}: {leak:?}"
+    );
     let rises = leak.windows(2).filter(|w| w[1].1 > w[0].1).count();
-    assert!(rises >= leak.len() - 2, "nearly every sample is higher: {leak:?}");
+    assert!(
+        rises >= leak.len() - 2,
+        "nearly every sample is higher: {leak:?}"
+    );
 
     let calm = series(&certs, &url, "go_goroutines", steady.pid(), "5m");
-    let (lo, hi) = calm.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| (lo.min(p.1), hi.max(p.1)));
+    let (lo, hi) = calm.iter().fold((f64::MAX, f64::MIN), |(lo, hi), p| {
+        (lo.min(p.1), hi.max(p.1))
+    });
     assert!(hi - lo <= 6.0, "steady's goroutines stay flat: {calm:?}");
 
     // The table output names the columns and the targets.
@@ -92,7 +136,131 @@ fn workloads_appear_as_targets_and_a_goroutine_leak_shows_as_a_rising_series() {
         "{log}"
     );
     let mut collector = collector;
-    assert!(collector.try_exit().is_none(), "the collector is still running");
+    assert!(
+        collector.try_exit().is_none(),
+        "the collector is still running"
+    );
+}
+
+/// Real third-party Go programs: Debian's Prometheus and node_exporter, built by another
+/// toolchain (Go 1.19, `-trimpath`, no module line). Both serve pprof, only
+/// node_exporter expvar; both are found by their build info and sampled from what they
+/// serve.
+#[test]
+fn prometheus_and_node_exporter_are_found_and_sampled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (prom_port, node_port) = (free_port(), free_port());
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: node\n    \
+             static_configs:\n      - targets: ['127.0.0.1:{node_port}']\n"
+        ),
+    )
+    .unwrap();
+    let node = Proc::spawn(
+        "node_exporter",
+        std::process::Command::new(third_party("prometheus-node-exporter"))
+            .arg(format!("--web.listen-address=127.0.0.1:{node_port}")),
+    );
+    let prom = Proc::spawn(
+        "prometheus",
+        std::process::Command::new(third_party("prometheus"))
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("tsdb").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}")),
+    );
+    prom.wait_for_line("Server is ready to receive web requests", STARTUP);
+
+    let certs = Certs::new(&["e2e-d"]);
+    let data = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start(&certs, &data.path().join("db"), 0);
+    let collector = start_collector(&certs, "e2e-d", &agg.url(), "collector-e2e-d");
+    let url = agg.url();
+
+    let targets = eventually(
+        STARTUP,
+        "prometheus and node_exporter with goroutine counts",
+        || {
+            let t = targets_by_pid(&certs, &url);
+            [prom.pid(), node.pid()]
+                .iter()
+                .all(|pid| {
+                    t.get(&u64::from(*pid))
+                        .is_some_and(|t| t["latest"]["go_goroutines"].is_number())
+                })
+                .then_some(t)
+        },
+    );
+    for (p, service, path, port, expvar) in [
+        (
+            &prom,
+            "prometheus",
+            "github.com/prometheus/prometheus/cmd/prometheus",
+            prom_port,
+            false,
+        ),
+        (
+            &node,
+            "node_exporter",
+            "github.com/prometheus/node_exporter",
+            node_port,
+            true,
+        ),
+    ] {
+        let t = &targets[&u64::from(p.pid())];
+        assert_eq!(t["labels"]["service"], service, "{t}");
+        assert_eq!(t["labels"]["path"], path, "{t}");
+        assert!(
+            t["labels"]["go_version"]
+                .as_str()
+                .unwrap()
+                .starts_with("go1."),
+            "{t}"
+        );
+        assert_eq!(t["coverage"]["pprof"], true, "{t}");
+        assert_eq!(t["coverage"]["expvar"], expvar, "{t}");
+        assert_eq!(
+            t["latest"]["go_memstats_heap_inuse_bytes"].is_number(),
+            expvar,
+            "{t}"
+        );
+        assert_eq!(
+            t["coverage"]["debug_addr"],
+            format!("127.0.0.1:{port}"),
+            "{t}"
+        );
+        assert!(t["latest"]["go_goroutines"].as_f64().unwrap() >= 1.0, "{t}");
+        assert!(
+            t["latest"]["process_resident_memory_bytes"]
+                .as_f64()
+                .unwrap()
+                > 1e6,
+            "{t}"
+        );
+        assert!(
+            t["latest"]["process_threads"].as_f64().unwrap() >= 1.0,
+            "{t}"
+        );
+    }
+    // What a program does not serve is not asked for again every interval.
+    let log = collector.output();
+    assert!(!log.contains("sample failed"), "{log}");
+}
+
+/// A program from a Debian package the test script installs.
+fn third_party(name: &str) -> std::path::PathBuf {
+    let path = std::path::Path::new("/usr/bin").join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: scripts/install-deps.sh installs it",
+        path.display()
+    );
+    path
 }
 
 /// A collector that starts before its aggregator keeps its samples and delivers them
@@ -110,11 +278,21 @@ fn samples_survive_a_dead_aggregator_and_an_aggregator_crash() {
     let before_start = now_ms();
 
     let mut agg = Aggregator::start(&certs, &data.path().join("db"), port);
-    let early = eventually(STARTUP, "samples taken while the aggregator was down", || {
-        let s = series(&certs, &url, "process_resident_memory_bytes", leaky.pid(), "5m");
-        let early = s.iter().filter(|p| p.0 < before_start - 1000).count();
-        (early >= 2).then_some(s)
-    });
+    let early = eventually(
+        STARTUP,
+        "samples taken while the aggregator was down",
+        || {
+            let s = series(
+                &certs,
+                &url,
+                "process_resident_memory_bytes",
+                leaky.pid(),
+                "5m",
+            );
+            let early = s.iter().filter(|p| p.0 < before_start - 1000).count();
+            (early >= 2).then_some(s)
+        },
+    );
 
     // Crash the aggregator (no graceful shutdown), start it again on the same database.
     agg.proc.kill();
@@ -122,11 +300,20 @@ fn samples_survive_a_dead_aggregator_and_an_aggregator_crash() {
     std::thread::sleep(Duration::from_secs(2));
     let agg = Aggregator::start(&certs, &agg.data_dir, port);
     let after = eventually(STARTUP, "new samples after the restart", || {
-        let s = series(&certs, &url, "process_resident_memory_bytes", leaky.pid(), "5m");
+        let s = series(
+            &certs,
+            &url,
+            "process_resident_memory_bytes",
+            leaky.pid(),
+            "5m",
+        );
         (s.len() >= acked + 3).then_some(s)
     });
     for p in &early {
-        assert!(after.contains(p), "acknowledged sample {p:?} survived the crash");
+        assert!(
+            after.contains(p),
+            "acknowledged sample {p:?} survived the crash"
+        );
     }
     let mut ts: Vec<i64> = after.iter().map(|p| p.0).collect();
     ts.dedup();
@@ -163,7 +350,10 @@ fn the_aggregator_refuses_the_wrong_identities() {
                 .unwrap_err()
         });
     assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
-    assert!(status.message().contains("no client certificate"), "{status:?}");
+    assert!(
+        status.message().contains("no client certificate"),
+        "{status:?}"
+    );
 
     // 2. A certificate from another CA: the handshake fails, and both sides say why.
     let other = Certs::new(&["e2e-c"]);
@@ -173,8 +363,11 @@ fn the_aggregator_refuses_the_wrong_identities() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     assert!(err.contains(&url), "{err}");
-    agg.proc.wait_for_line("tls handshake failed", STARTUP);
-    assert!(agg.proc.output().contains("UnknownIssuer"), "{}", agg.proc.output());
+    let line = agg.proc.wait_for_line("tls handshake failed", STARTUP);
+    assert!(
+        line.contains("client certificate is not signed by the fleet CA (UnknownIssuer)"),
+        "{line}"
+    );
 
     // 3a. The wrong role: a collector certificate may not query.
     let (cert, key) = certs.leaf("collector-e2e-c");
@@ -186,13 +379,19 @@ fn the_aggregator_refuses_the_wrong_identities() {
 
     // 3b. The wrong role: an operator certificate may not ingest.
     let as_operator = start_collector(&certs, "alice", &url, "operator-alice");
-    let line = as_operator.wait_for_line("permission denied", STARTUP);
-    assert!(line.contains("spiffe://goroscope/operator/alice"), "{line}");
+    let line = as_operator.wait_for_line("aggregator refused", STARTUP);
+    assert!(
+        line.contains("permission denied") && line.contains("spiffe://goroscope/operator/alice"),
+        "{line}"
+    );
 
     // 4. A Hello that names another host than the certificate.
     let liar = start_collector(&certs, "someone-else", &url, "collector-e2e-c");
-    let line = liar.wait_for_line("permission denied", STARTUP);
-    assert!(line.contains("may only ingest for host \"e2e-c\""), "{line}");
+    let line = liar.wait_for_line("aggregator refused", STARTUP);
+    assert!(
+        line.contains("permission denied") && line.contains("may only ingest for host \"e2e-c\""),
+        "{line}"
+    );
     assert!(line.contains("\"someone-else\""), "{line}");
 
     // Nothing was stored from any of them, and both collectors are still running.
@@ -218,7 +417,10 @@ fn bad_settings_stop_the_daemons_with_one_line() {
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("limits.max_connections") && err.contains('0'), "{err}");
+    assert!(
+        err.contains("limits.max_connections") && err.contains('0'),
+        "{err}"
+    );
 
     let out = std::process::Command::new(bin("goroscope-collector"))
         .args(["--host", "node-a", "--interval", "0.5s"])
@@ -227,7 +429,10 @@ fn bad_settings_stop_the_daemons_with_one_line() {
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("interval") && err.contains("0.5s"), "{err}");
+    assert!(
+        err.contains("interval = 500ms") && err.contains("at least 1s"),
+        "{err}"
+    );
 
     let out = std::process::Command::new(bin("goroscope-collector"))
         .env("GOROSCOPE_COLLECTOR_LIMITS__MAX_TARGETS", "many")
@@ -236,7 +441,10 @@ fn bad_settings_stop_the_daemons_with_one_line() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("limits.max_targets") && err.contains("many"), "{err}");
+    assert!(
+        err.contains("limits.max_targets") && err.contains("many"),
+        "{err}"
+    );
 }
 
 trait Alive {

@@ -64,7 +64,10 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("goroscope-aggregator: start runtime: {e}");
@@ -84,9 +87,13 @@ fn main() -> ExitCode {
 async fn run(config: AggregatorConfig, grace: Duration) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let data_dir = config.data_dir.clone();
-    let server = tokio::spawn(goroscope_aggregator::run(config, shutdown.clone(), move |addr| {
-        tracing::info!(%addr, data_dir = %data_dir.display(), "aggregator listening");
-    }));
+    let server = tokio::spawn(goroscope_aggregator::run(
+        config,
+        shutdown.clone(),
+        move |addr| {
+            tracing::info!(%addr, data_dir = %data_dir.display(), "aggregator listening");
+        },
+    ));
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => return result?,

@@ -18,8 +18,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::config::Limits;
 use crate::storage::{
-    Coverage, IngestWrite, SeriesKey, SeriesPoints, Storage, TargetKey, TargetUpdate,
-    WriteOutcome,
+    Coverage, IngestWrite, SeriesKey, SeriesPoints, Storage, TargetKey, TargetUpdate, WriteOutcome,
 };
 
 pub struct IngestService {
@@ -62,7 +61,11 @@ impl Ingest for IngestService {
             })??;
         let hello = match first.and_then(|m| m.msg) {
             Some(collector_message::Msg::Hello(hello)) => hello,
-            _ => return Err(Status::invalid_argument("the first message must be a hello")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first message must be a hello",
+                ));
+            }
         };
         if hello.host != identity.name {
             let status = Status::permission_denied(format!(
@@ -287,7 +290,9 @@ impl Session {
         let mut gone = Vec::with_capacity(batch.gone_targets.len());
         for r in batch.gone_targets {
             let key = self.targets.get(&r).ok_or_else(|| {
-                bad(format!("gone_targets names ref {r}, never declared on this stream"))
+                bad(format!(
+                    "gone_targets names ref {r}, never declared on this stream"
+                ))
             })?;
             gone.push(key.clone());
         }

@@ -27,8 +27,11 @@ impl QueryService {
         T: Send + 'static,
     {
         let storage = self.storage.clone();
-        match tokio::time::timeout(self.timeout, tokio::task::spawn_blocking(move || f(storage)))
-            .await
+        match tokio::time::timeout(
+            self.timeout,
+            tokio::task::spawn_blocking(move || f(storage)),
+        )
+        .await
         {
             Ok(Ok(result)) => result,
             Ok(Err(join)) => Err(Status::internal(format!("query task failed: {join}"))),
@@ -44,7 +47,9 @@ fn selector(matchers: Vec<v1::LabelMatcher>) -> Result<Selector, Status> {
     let mut out = Vec::with_capacity(matchers.len());
     for (i, m) in matchers.into_iter().enumerate() {
         if m.name.is_empty() {
-            return Err(Status::invalid_argument(format!("matchers[{i}].name is empty")));
+            return Err(Status::invalid_argument(format!(
+                "matchers[{i}].name is empty"
+            )));
         }
         out.push((m.name, m.value));
     }

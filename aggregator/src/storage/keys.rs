@@ -84,7 +84,7 @@ mod tests {
 
     #[test]
     fn head_keys_sort_by_series_then_time_including_negative_times() {
-        let mut keys = vec![
+        let mut keys = [
             head_key(2, -5),
             head_key(1, 10),
             head_key(1, -10),
@@ -93,7 +93,10 @@ mod tests {
         ];
         keys.sort();
         let decoded: Vec<_> = keys.iter().map(|k| split_head_key(k).unwrap()).collect();
-        assert_eq!(decoded, vec![(1, -10), (1, 0), (1, 10), (2, i64::MIN), (2, -5)]);
+        assert_eq!(
+            decoded,
+            vec![(1, -10), (1, 0), (1, 10), (2, i64::MIN), (2, -5)]
+        );
     }
 
     #[test]
@@ -106,9 +109,6 @@ mod tests {
 
     #[test]
     fn ingest_mark_round_trips() {
-        assert_eq!(
-            decode_ingest_mark(&ingest_mark_value(7, 42)),
-            Some((7, 42))
-        );
+        assert_eq!(decode_ingest_mark(&ingest_mark_value(7, 42)), Some((7, 42)));
     }
 }

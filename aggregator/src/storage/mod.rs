@@ -144,11 +144,13 @@ pub struct Selector {
 
 impl Selector {
     pub fn matches(&self, target: &TargetRecord) -> bool {
-        self.matchers.iter().all(|(name, value)| match name.as_str() {
-            "host" => target.key.host == *value,
-            "pid" => value.parse::<u32>().is_ok_and(|pid| pid == target.key.pid),
-            _ => target.labels.get(name) == Some(value),
-        })
+        self.matchers
+            .iter()
+            .all(|(name, value)| match name.as_str() {
+                "host" => target.key.host == *value,
+                "pid" => value.parse::<u32>().is_ok_and(|pid| pid == target.key.pid),
+                _ => target.labels.get(name) == Some(value),
+            })
     }
 }
 
@@ -236,10 +238,12 @@ impl Storage {
         let sender = self.writer.clone();
         // The channel is bounded: when the writer falls behind, ingest waits here, off the
         // async threads, and the sessions stop reading their streams (backpressure).
-        tokio::task::spawn_blocking(move || sender.send(WriteRequest { write, reply }))
-            .await
-            .map_err(|_| StorageError::WriterGone)?
-            .map_err(|_| StorageError::WriterGone)?;
+        tokio::task::spawn_blocking(move || {
+            sender.send(WriteRequest { write, reply }).map_err(drop)
+        })
+        .await
+        .map_err(|_| StorageError::WriterGone)?
+        .map_err(|_| StorageError::WriterGone)?;
         rx.await.map_err(|_| StorageError::WriterGone)?
     }
 
@@ -361,7 +365,8 @@ fn load_index(engine: &Engine) -> Result<Index, StorageError> {
     engine.scan_prefix(CF_META, keys::INGEST_MARK_PREFIX, |key, value| {
         let host = std::str::from_utf8(&key[keys::INGEST_MARK_PREFIX.len()..])
             .map_err(|_| corrupt(CF_META, "ingest mark key"))?;
-        let mark = keys::decode_ingest_mark(value).ok_or_else(|| corrupt(CF_META, "ingest mark"))?;
+        let mark =
+            keys::decode_ingest_mark(value).ok_or_else(|| corrupt(CF_META, "ingest mark"))?;
         index.marks.insert(host.to_owned(), mark);
         Ok(())
     })?;
@@ -402,7 +407,11 @@ impl Writer {
     fn commit_group(&self, group: Vec<WriteRequest>) {
         let mut set = WriteSet::default();
         let mut staged = Staged {
-            next_series_id: self.index.read().unwrap_or_else(|e| e.into_inner()).next_series_id,
+            next_series_id: self
+                .index
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .next_series_id,
             ..Staged::default()
         };
         let mut outcomes = Vec::with_capacity(group.len());
@@ -448,10 +457,11 @@ impl Writer {
             .get(&w.host)
             .or_else(|| index.marks.get(&w.host))
             .copied();
-        if let Some((epoch, seq)) = mark {
-            if epoch == w.epoch && w.seq <= seq {
-                return Ok(WriteOutcome::Duplicate);
-            }
+        if let Some((epoch, seq)) = mark
+            && epoch == w.epoch
+            && w.seq <= seq
+        {
+            return Ok(WriteOutcome::Duplicate);
         }
         staged.marks.insert(w.host.clone(), (w.epoch, w.seq));
         set.put(
@@ -526,16 +536,20 @@ fn staged_target<'a>(
     now_ms: i64,
 ) -> &'a mut TargetRecord {
     staged.targets.entry(key.clone()).or_insert_with(|| {
-        index.targets.get(key).cloned().unwrap_or_else(|| TargetRecord {
-            key: key.clone(),
-            labels: BTreeMap::new(),
-            coverage: Coverage::default(),
-            start_time_ms: 0,
-            first_seen_ms: now_ms,
-            last_seen_ms: now_ms,
-            exited: false,
-            latest: BTreeMap::new(),
-        })
+        index
+            .targets
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| TargetRecord {
+                key: key.clone(),
+                labels: BTreeMap::new(),
+                coverage: Coverage::default(),
+                start_time_ms: 0,
+                first_seen_ms: now_ms,
+                last_seen_ms: now_ms,
+                exited: false,
+                latest: BTreeMap::new(),
+            })
     })
 }
 
@@ -587,7 +601,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = open(dir.path());
-            let w = batch("node-a", 7, 1, 42, &[(1_000, 10.0), (2_000, 11.0), (3_000, 12.0)]);
+            let w = batch(
+                "node-a",
+                7,
+                1,
+                42,
+                &[(1_000, 10.0), (2_000, 11.0), (3_000, 12.0)],
+            );
             assert_eq!(s.write(w).await.unwrap(), WriteOutcome::Stored);
         }
         // The writer thread may still hold the database for a moment after the handle
@@ -639,7 +659,13 @@ mod tests {
             let s = s.clone();
             tasks.push(tokio::spawn(async move {
                 for seq in 1..=20u64 {
-                    let w = batch(&format!("node-{host}"), 1, seq, 1, &[(seq as i64, seq as f64)]);
+                    let w = batch(
+                        &format!("node-{host}"),
+                        1,
+                        seq,
+                        1,
+                        &[(seq as i64, seq as f64)],
+                    );
                     s.write(w).await.unwrap();
                 }
             }));

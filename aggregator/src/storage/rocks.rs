@@ -6,8 +6,8 @@
 use std::path::Path;
 
 use rocksdb::{
-    BlockBasedOptions, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode,
-    Options, ReadOptions, WriteBatch, WriteOptions, DB,
+    BlockBasedOptions, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode,
+    Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
 use super::StorageError;
@@ -100,10 +100,9 @@ impl Engine {
         prefix: &[u8],
         mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
-        let iter = self.db.iterator_cf(
-            self.cf(cf)?,
-            IteratorMode::From(prefix, Direction::Forward),
-        );
+        let iter = self
+            .db
+            .iterator_cf(self.cf(cf)?, IteratorMode::From(prefix, Direction::Forward));
         for item in iter {
             let (key, value) =
                 item.map_err(|e| StorageError::Engine(format!("scan {cf}: {}", e.into_string())))?;
@@ -125,9 +124,11 @@ impl Engine {
     ) -> Result<(), StorageError> {
         let mut opts = ReadOptions::default();
         opts.set_iterate_upper_bound(to.to_vec());
-        let iter =
-            self.db
-                .iterator_cf_opt(self.cf(cf)?, opts, IteratorMode::From(from, Direction::Forward));
+        let iter = self.db.iterator_cf_opt(
+            self.cf(cf)?,
+            opts,
+            IteratorMode::From(from, Direction::Forward),
+        );
         for item in iter {
             let (key, value) =
                 item.map_err(|e| StorageError::Engine(format!("scan {cf}: {}", e.into_string())))?;

@@ -64,7 +64,10 @@ fn main() -> ExitCode {
         .init();
 
     // One host agent among many workloads: one thread is plenty and costs the least.
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("goroscope-collector: start runtime: {e}");

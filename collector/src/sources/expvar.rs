@@ -126,8 +126,14 @@ mod tests {
     #[test]
     fn garbage_and_missing_memstats_are_errors() {
         let mut m = Metrics::new();
-        assert!(matches!(parse(b"<html>oops</html>", &mut m), Err(ExpvarError::Json(_))));
-        assert!(matches!(parse(b"{\"cmdline\":[]}", &mut m), Err(ExpvarError::NoMemStats)));
+        assert!(matches!(
+            parse(b"<html>oops</html>", &mut m),
+            Err(ExpvarError::Json(_))
+        ));
+        assert!(matches!(
+            parse(b"{\"cmdline\":[]}", &mut m),
+            Err(ExpvarError::NoMemStats)
+        ));
         assert!(matches!(
             parse(br#"{"memstats":{"Alloc":"many"}}"#, &mut m),
             Err(ExpvarError::Json(_))

@@ -49,7 +49,12 @@ pub enum Read {
 }
 
 /// GETs `path` from `addr`. A body longer than `limit` is an error with [`Read::All`].
-pub async fn get(addr: SocketAddr, path: &str, limit: usize, read: Read) -> Result<Bytes, HttpError> {
+pub async fn get(
+    addr: SocketAddr,
+    path: &str,
+    limit: usize,
+    read: Read,
+) -> Result<Bytes, HttpError> {
     let protocol = |reason: String| HttpError::Protocol {
         addr,
         path: path.to_owned(),
@@ -87,12 +92,14 @@ pub async fn get(addr: SocketAddr, path: &str, limit: usize, read: Read) -> Resu
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| protocol(e.to_string()))?;
-        let Ok(data) = frame.into_data() else { continue };
-        if read == Read::FirstLine {
-            if let Some(nl) = data.iter().position(|&b| b == b'\n') {
-                buf.extend_from_slice(&data[..nl]);
-                return Ok(buf.freeze());
-            }
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if read == Read::FirstLine
+            && let Some(nl) = data.iter().position(|&b| b == b'\n')
+        {
+            buf.extend_from_slice(&data[..nl]);
+            return Ok(buf.freeze());
         }
         if buf.len() + data.len() > limit {
             if read == Read::FirstLine {

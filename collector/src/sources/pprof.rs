@@ -27,13 +27,24 @@ mod tests {
 
     #[test]
     fn reads_the_total() {
-        assert_eq!(parse_goroutine_total(b"goroutine profile: total 1234"), Ok(1234));
-        assert_eq!(parse_goroutine_total(b"goroutine profile: total 7\r"), Ok(7));
+        assert_eq!(
+            parse_goroutine_total(b"goroutine profile: total 1234"),
+            Ok(1234)
+        );
+        assert_eq!(
+            parse_goroutine_total(b"goroutine profile: total 7\r"),
+            Ok(7)
+        );
     }
 
     #[test]
     fn rejects_anything_else() {
-        for line in [&b"404 page not found"[..], b"goroutine profile: total -1", b"", b"\xff\xfe"] {
+        for line in [
+            &b"404 page not found"[..],
+            b"goroutine profile: total -1",
+            b"",
+            b"\xff\xfe",
+        ] {
             assert!(parse_goroutine_total(line).is_err());
         }
     }
