@@ -135,6 +135,20 @@ fn workloads_appear_as_targets_and_a_goroutine_leak_shows_as_a_rising_series() {
             && l.contains("not expvar JSON")),
         "{log}"
     );
+    // A target that vanishes is marked exited; the others go on being sampled.
+    let mut garbage = garbage;
+    garbage.proc.kill();
+    let seen_before = targets[&u64::from(steady.pid())]["last_seen_ms"]
+        .as_i64()
+        .unwrap();
+    eventually(STARTUP, "the vanished workload marked exited", || {
+        let t = targets_by_pid(&certs, &url);
+        let exited = t[&u64::from(garbage.pid())]["exited"] == true;
+        let steady_seen = t[&u64::from(steady.pid())]["last_seen_ms"]
+            .as_i64()
+            .unwrap();
+        (exited && steady_seen > seen_before + 2000).then_some(())
+    });
     let mut collector = collector;
     assert!(
         collector.try_exit().is_none(),
