@@ -10,7 +10,7 @@ once=0
 bash scripts/install-deps.sh
 . scripts/env.sh
 
-echo "building (the first build compiles RocksDB: about 16 minutes on 2 cores)..." >&2
+echo "building (the first build compiles RocksDB: about 20 minutes on 2 cores)..." >&2
 cargo build --workspace --bins --locked
 work="${GOROSCOPE_DEMO_DIR:-$PWD/demo}"
 mkdir -p "$work/bin" "$work/logs"
