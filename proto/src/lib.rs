@@ -4,8 +4,10 @@
 //! - [`identity`]: SPIFFE-style identities carried in certificates, and their parsing.
 //! - [`tls`]: loading PEM material and building the rustls / tonic TLS configurations.
 //! - [`settings`]: the layered settings loader both daemons share.
+//! - [`daemon`]: what both daemons do alike at start (logging).
 #![forbid(unsafe_code)]
 
+pub mod daemon;
 pub mod identity;
 pub mod settings;
 pub mod tls;

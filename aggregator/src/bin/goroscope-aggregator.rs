@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use goroscope_aggregator::config::AggregatorConfig;
+use goroscope_proto::daemon::EXIT_USAGE;
 use tokio_util::sync::CancellationToken;
 
 /// The goroscope aggregator: mTLS gRPC ingest from collectors, RocksDB storage, queries.
@@ -29,9 +30,6 @@ struct Args {
     grace: Duration,
 }
 
-/// Exit code for usage and configuration errors (EX_USAGE).
-const EXIT_USAGE: u8 = 64;
-
 fn main() -> ExitCode {
     let args = Args::parse();
     let mut overrides = Vec::new();
@@ -51,18 +49,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let filter = match tracing_subscriber::EnvFilter::try_new(&config.log) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("goroscope-aggregator: setting log = {:?}: {e}", config.log);
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    if let Err(e) = goroscope_proto::daemon::init_logging(&config.log) {
+        eprintln!("goroscope-aggregator: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

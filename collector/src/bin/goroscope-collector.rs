@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use goroscope_collector::config::CollectorConfig;
+use goroscope_proto::daemon::EXIT_USAGE;
 use tokio_util::sync::CancellationToken;
 
 /// The goroscope collector: samples every Go process of this host and streams the
@@ -29,9 +30,6 @@ struct Args {
     log: Option<String>,
 }
 
-/// Exit code for usage and configuration errors (EX_USAGE).
-const EXIT_USAGE: u8 = 64;
-
 fn main() -> ExitCode {
     let args = Args::parse();
     let overrides: Vec<(&str, String)> = [
@@ -50,18 +48,10 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let filter = match tracing_subscriber::EnvFilter::try_new(&config.log) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("goroscope-collector: setting log = {:?}: {e}", config.log);
-            return ExitCode::from(EXIT_USAGE);
-        }
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    if let Err(e) = goroscope_proto::daemon::init_logging(&config.log) {
+        eprintln!("goroscope-collector: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
 
     // One host agent among many workloads: one thread is plenty and costs the least.
     let runtime = match tokio::runtime::Builder::new_current_thread()
