@@ -273,12 +273,17 @@ pub struct Aggregator {
 impl Aggregator {
     /// Starts an aggregator on `port` (0 for any) storing in `data_dir`.
     pub fn start(certs: &Certs, data_dir: &Path, port: u16) -> Aggregator {
+        Aggregator::start_with(certs, data_dir, port, "")
+    }
+
+    /// Like `start`, with `extra` appended to the settings file (TOML tables).
+    pub fn start_with(certs: &Certs, data_dir: &Path, port: u16, extra: &str) -> Aggregator {
         let config = data_dir.with_extension("toml");
         std::fs::write(
             &config,
             format!(
                 "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nlog = \"info,goroscope_aggregator=debug\"\n\
-                 [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+                 [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n{extra}",
                 data_dir,
                 certs.ca(),
                 certs.path("aggregator-localhost.pem"),

@@ -97,16 +97,17 @@ impl Outbox {
         self.lock().pending.partition_point(|p| p.seq <= seq)
     }
 
-    /// Drops the oldest pending scrape if it has sequence number `seq` (a batch the
-    /// aggregator refused as malformed: sending it again would fail again).
+    /// Drops the pending scrape with sequence number `seq` (a batch the aggregator
+    /// refused as malformed or that is too large for it: sending it again would fail
+    /// again).
     pub fn discard(&self, seq: u64) -> bool {
         let mut s = self.lock();
-        if s.pending.front().is_some_and(|p| p.seq == seq) {
-            s.pending.pop_front();
-            s.dropped += 1;
-            return true;
-        }
-        false
+        let Some(i) = s.pending.iter().position(|p| p.seq == seq) else {
+            return false;
+        };
+        s.pending.remove(i);
+        s.dropped += 1;
+        true
     }
 
     pub fn len(&self) -> usize {
@@ -154,5 +155,13 @@ mod tests {
         assert!(!o.discard(4));
         assert!(o.discard(5));
         assert!(o.is_empty());
+
+        // Any pending scrape can be dropped, not only the oldest.
+        for _ in 0..3 {
+            o.push(Scrape::default());
+        }
+        assert!(o.discard(7));
+        assert_eq!(o.next_after(6).unwrap().seq, 8);
+        assert_eq!(o.len(), 2);
     }
 }

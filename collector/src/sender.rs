@@ -30,6 +30,8 @@ const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 /// An accepted session that lasted this long was healthy: the next failure starts a
 /// fresh backoff.
 const MIN_HEALTHY_SESSION: Duration = Duration::from_secs(2);
+/// What wrapping a Batch in a CollectorMessage adds, at most (tag and length).
+const BATCH_FRAMING_BYTES: usize = 16;
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time given to in-flight batches to be acked after a shutdown request.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
@@ -47,6 +49,12 @@ pub enum SessionError {
     Closed,
     #[error("protocol: {0}")]
     Protocol(String),
+    #[error(
+        "batch {seq} is {size} bytes, over the aggregator's limit of {max} (its \
+         limits.max_message_bytes); dropped it: lower limits.max_targets here or raise \
+         the aggregator's limit"
+    )]
+    Oversized { seq: u64, size: usize, max: usize },
 }
 
 fn code_name(code: Code) -> &'static str {
@@ -207,12 +215,25 @@ impl Sender {
         let mut encoder = Encoder::new(&config.host);
         let mut last_sent = welcome.last_acked_seq;
         let max_in_flight = config.limits.max_in_flight;
+        let max_batch_bytes = welcome.max_batch_bytes as usize;
         loop {
             while self.outbox.count_through(last_sent) < max_in_flight {
                 let Some(pending) = self.outbox.next_after(last_sent) else {
                     break;
                 };
                 let batch = encoder.encode(pending.seq, &pending.scrape);
+                let size = prost::Message::encoded_len(&batch);
+                // The aggregator would end the stream over it, again after every
+                // reconnect. Dropping it and starting a new stream (a fresh encoder:
+                // the declarations it made went nowhere) keeps the rest flowing.
+                if max_batch_bytes > 0 && size + BATCH_FRAMING_BYTES > max_batch_bytes {
+                    self.outbox.discard(pending.seq);
+                    return Err(SessionError::Oversized {
+                        seq: pending.seq,
+                        size,
+                        max: max_batch_bytes,
+                    });
+                }
                 let message = v1::CollectorMessage {
                     msg: Some(collector_message::Msg::Batch(batch)),
                 };

@@ -417,6 +417,36 @@ fn the_aggregator_refuses_the_wrong_identities() {
     assert!(as_operator.proc_alive() && liar.proc_alive());
 }
 
+/// A batch larger than the aggregator takes is dropped with one line that says so and
+/// which settings to change; the collector and the aggregator keep running.
+#[test]
+fn an_oversized_batch_is_dropped_with_a_clear_line() {
+    let _w = Workload::start("steady", &[]);
+    let certs = Certs::new(&["e2e-e"]);
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("db");
+    let mut agg = Aggregator::start_with(&certs, &db, 0, "[limits]\nmax_message_bytes = 1024\n");
+    let mut collector = start_collector(&certs, "e2e-e", &agg.url(), "collector-e2e-e");
+    let line = collector.wait_for_line("over the aggregator's limit", STARTUP);
+    assert!(
+        line.contains("bytes, over the aggregator's limit of 1024"),
+        "{line}"
+    );
+    assert!(
+        line.contains("limits.max_targets") && line.contains("limits.max_message_bytes"),
+        "{line}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        collector.try_exit().is_none(),
+        "the collector is still running"
+    );
+    assert!(
+        agg.proc.try_exit().is_none(),
+        "the aggregator is still running"
+    );
+}
+
 /// A bad setting stops a daemon at start, with one line naming the key and the value.
 #[test]
 fn bad_settings_stop_the_daemons_with_one_line() {
