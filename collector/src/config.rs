@@ -76,6 +76,8 @@ pub struct Limits {
     pub max_response_bytes: usize,
     /// Go processes sampled at most.
     pub max_targets: usize,
+    /// Go processes sampled at the same time, at most (each with its own HTTP requests).
+    pub max_concurrent_scrapes: usize,
     /// Longest wait between two attempts to reach the aggregator.
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
@@ -126,6 +128,7 @@ impl Default for Limits {
             scrape_timeout: Duration::from_secs(3),
             max_response_bytes: 8 * 1024 * 1024,
             max_targets: 5000,
+            max_concurrent_scrapes: 32,
             max_backoff: Duration::from_secs(30),
         }
     }
@@ -228,6 +231,13 @@ impl CollectorConfig {
         }
         if l.max_targets == 0 {
             return Err(invalid("limits.max_targets", 0, "must be at least 1"));
+        }
+        if l.max_concurrent_scrapes == 0 {
+            return Err(invalid(
+                "limits.max_concurrent_scrapes",
+                0,
+                "must be at least 1",
+            ));
         }
         if l.max_backoff < Duration::from_secs(1) {
             return Err(invalid(

@@ -1,6 +1,7 @@
 //! The sampler: every interval, one [`Scrape`] of every Go process on the host.
 //!
-//! Targets are sampled concurrently, each bounded by the scrape timeout, so a process
+//! Targets are sampled concurrently (at most `limits.max_concurrent_scrapes` at once),
+//! each request bounded by the scrape timeout, so a process
 //! that hangs, answers garbage or exits costs its own sample and nothing else. The
 //! runtime endpoints (expvar, pprof) are looked for among the ports the process listens
 //! on, once, and again only after they stop answering.
@@ -11,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use futures_util::future::join_all;
+use futures_util::StreamExt;
 
 use crate::config::CollectorConfig;
 use crate::discovery::{Discovery, GoProcess};
@@ -103,7 +104,13 @@ impl Sampler {
         }
 
         let config = &self.config;
-        let jobs = scan.running.iter().map(|p| {
+        // Listening sockets are looked up here, once per network namespace, before the
+        // concurrent part: the kernel builds /proc/PID/net/tcp by walking every socket
+        // of the namespace, which is slow with many processes and would hold the
+        // runtime's one thread while other targets' request timers run.
+        let mut tables: HashMap<u64, Arc<proc::ListeningSockets>> = HashMap::new();
+        let mut jobs = Vec::with_capacity(scan.running.len());
+        for p in &scan.running {
             let state = self
                 .targets
                 .entry((p.pid, p.start_ticks))
@@ -112,15 +119,22 @@ impl Sampler {
                     endpoint: Endpoint::Unprobed,
                 });
             let endpoint = state.endpoint;
+            let probe_due = match endpoint {
+                Endpoint::Unprobed => true,
+                Endpoint::Absent { since } => since.elapsed() >= config.discovery.reprobe_interval,
+                Endpoint::Found { .. } => false,
+            };
+            let candidates = probe_due.then(|| probe_candidates(config, p.pid, &mut tables));
             let process = p.clone();
-            async move {
-                (
-                    process.clone(),
-                    sample_one(config, &process, endpoint).await,
-                )
-            }
-        });
-        let outcomes = join_all(jobs).await;
+            jobs.push(async move {
+                let outcome = sample_one(config, &process, endpoint, candidates).await;
+                (process, outcome)
+            });
+        }
+        let outcomes: Vec<(Arc<GoProcess>, Outcome)> = futures_util::stream::iter(jobs)
+            .buffer_unordered(config.limits.max_concurrent_scrapes)
+            .collect()
+            .await;
 
         for (process, outcome) in outcomes {
             let key = (process.pid, process.start_ticks);
@@ -179,7 +193,13 @@ fn initial_meta(p: &GoProcess, config: &CollectorConfig) -> TargetMeta {
     }
 }
 
-async fn sample_one(config: &CollectorConfig, p: &GoProcess, endpoint: Endpoint) -> Outcome {
+/// `candidates`: the addresses to probe for runtime endpoints, when a probe is due.
+async fn sample_one(
+    config: &CollectorConfig,
+    p: &GoProcess,
+    endpoint: Endpoint,
+    candidates: Option<Vec<SocketAddr>>,
+) -> Outcome {
     let mut out = Outcome {
         metrics: Metrics::with_capacity(32),
         coverage: Coverage {
@@ -198,13 +218,8 @@ async fn sample_one(config: &CollectorConfig, p: &GoProcess, endpoint: Endpoint)
         Err(e) => tracing::debug!(pid = p.pid, error = %e, "proc sample failed"),
     }
 
-    let probe_due = match endpoint {
-        Endpoint::Unprobed => true,
-        Endpoint::Absent { since } => since.elapsed() >= config.discovery.reprobe_interval,
-        Endpoint::Found { .. } => false,
-    };
-    if probe_due {
-        out.endpoint = match probe(config, p.pid).await {
+    if let Some(candidates) = candidates {
+        out.endpoint = match probe(config, p.pid, &candidates).await {
             Some((addr, serves)) => {
                 tracing::info!(pid = p.pid, %addr, expvar = serves.expvar, pprof = serves.pprof, "runtime endpoints found");
                 Endpoint::Found {
@@ -370,10 +385,32 @@ async fn bounded<T>(
     }
 }
 
-/// Finds the address serving `/debug/vars` or `/debug/pprof/` for `pid`, and which.
-async fn probe(config: &CollectorConfig, pid: u32) -> Option<(SocketAddr, Serves)> {
+/// The addresses where `pid` may serve its runtime endpoints: the configured ports
+/// first, then (if allowed) every other port it listens on. `tables` caches the
+/// listening sockets per network namespace for this round.
+fn probe_candidates(
+    config: &CollectorConfig,
+    pid: u32,
+    tables: &mut HashMap<u64, Arc<proc::ListeningSockets>>,
+) -> Vec<SocketAddr> {
     let wanted = &config.discovery.ports;
-    let mut candidates: Vec<SocketAddr> = match proc::listening_tcp(&config.proc_root, pid) {
+    let listening = (|| {
+        let inodes = proc::socket_inodes(&config.proc_root, pid)?;
+        if inodes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let netns = proc::net_namespace(&config.proc_root, pid)?;
+        let table = match tables.get(&netns) {
+            Some(t) => t.clone(),
+            None => {
+                let t = Arc::new(proc::listening_sockets(&config.proc_root, pid)?);
+                tables.insert(netns, t.clone());
+                t
+            }
+        };
+        Ok::<_, ProcError>(proc::owned_listeners(&inodes, &table))
+    })();
+    let mut candidates: Vec<SocketAddr> = match listening {
         Ok(listening) => {
             let mut addrs: Vec<SocketAddr> = listening.into_iter().map(reachable).collect();
             addrs.sort_by_key(|a| !wanted.contains(&a.port()));
@@ -392,8 +429,18 @@ async fn probe(config: &CollectorConfig, pid: u32) -> Option<(SocketAddr, Serves
         }
     };
     candidates.truncate(MAX_PROBED_PORTS);
+    candidates
+}
+
+/// Finds the address serving `/debug/vars` or `/debug/pprof/` for `pid` among
+/// `candidates`, and which of the two it serves.
+async fn probe(
+    config: &CollectorConfig,
+    pid: u32,
+    candidates: &[SocketAddr],
+) -> Option<(SocketAddr, Serves)> {
     let mut last_error = None;
-    for &addr in &candidates {
+    for &addr in candidates {
         let (vars, goroutines) =
             tokio::join!(scrape_expvar(config, addr), scrape_goroutines(config, addr));
         let serves = Serves {

@@ -244,15 +244,29 @@ pub fn page_size() -> u64 {
 /// `st` value of a TCP socket in LISTEN state (include/net/tcp_states.h).
 const TCP_LISTEN: u8 = 0x0A;
 
-/// TCP sockets in LISTEN state owned by this process: read the socket inodes from the
-/// /proc/PID/fd symlinks ("socket:[12345]"), then /proc/PID/net/tcp and /proc/PID/net/tcp6,
-/// keep rows with state 0A whose inode is one of the process's.
-///
-/// The per-PID `net/` view is the process's own network namespace, so this is right for
-/// containerised processes too.
+/// TCP sockets in LISTEN state owned by this process: [`socket_inodes`] matched
+/// against [`listening_sockets`] of its network namespace.
 pub fn listening_tcp(root: &Path, pid: u32) -> Result<Vec<SocketAddr>, ProcError> {
-    let dir = pid_dir(root, pid);
-    let fd_dir = dir.join("fd");
+    let inodes = socket_inodes(root, pid)?;
+    if inodes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let table = listening_sockets(root, pid)?;
+    Ok(owned_listeners(&inodes, &table))
+}
+
+/// The listeners of `table` whose socket inode is among `inodes` (sorted).
+pub fn owned_listeners(inodes: &[u64], table: &ListeningSockets) -> Vec<SocketAddr> {
+    inodes
+        .iter()
+        .filter_map(|i| table.get(i).copied())
+        .collect()
+}
+
+/// The inodes of the sockets this process has open, sorted: from the /proc/PID/fd
+/// symlinks (`socket:[12345]`).
+pub fn socket_inodes(root: &Path, pid: u32) -> Result<Vec<u64>, ProcError> {
+    let fd_dir = pid_dir(root, pid).join("fd");
     let entries = fs::read_dir(&fd_dir).map_err(|e| pid_err(pid, fd_dir.clone(), e))?;
     let mut inodes = Vec::new();
     for entry in entries {
@@ -270,12 +284,35 @@ pub fn listening_tcp(root: &Path, pid: u32) -> Result<Vec<SocketAddr>, ProcError
             inodes.push(inode);
         }
     }
-    if inodes.is_empty() {
-        return Ok(Vec::new());
-    }
     inodes.sort_unstable();
+    Ok(inodes)
+}
 
-    let mut listening = Vec::new();
+/// The network namespace of a process, as the inode of /proc/PID/ns/net. Processes
+/// with the same one share their TCP tables.
+pub fn net_namespace(root: &Path, pid: u32) -> Result<u64, ProcError> {
+    let path = pid_dir(root, pid).join("ns/net");
+    let target = fs::read_link(&path).map_err(|e| pid_err(pid, path.clone(), e))?;
+    target
+        .to_str()
+        .and_then(|t| t.strip_prefix("net:["))
+        .and_then(|t| t.strip_suffix(']'))
+        .and_then(|t| t.parse::<u64>().ok())
+        .ok_or_else(|| ProcError::Parse {
+            path,
+            reason: format!("not a namespace link: {}", target.display()),
+        })
+}
+
+/// Listening TCP sockets by inode.
+pub type ListeningSockets = std::collections::HashMap<u64, SocketAddr>;
+
+/// Every TCP socket in LISTEN state in the network namespace of `pid`, by inode, from
+/// /proc/PID/net/tcp and tcp6. The kernel builds these files by walking all of the
+/// namespace's sockets, so read them once per namespace, not once per process.
+pub fn listening_sockets(root: &Path, pid: u32) -> Result<ListeningSockets, ProcError> {
+    let dir = pid_dir(root, pid);
+    let mut table = ListeningSockets::new();
     for (name, ipv6) in [("net/tcp", false), ("net/tcp6", true)] {
         let path = dir.join(name);
         let bytes = match fs::read(&path) {
@@ -285,16 +322,14 @@ pub fn listening_tcp(root: &Path, pid: u32) -> Result<Vec<SocketAddr>, ProcError
             Err(e) => return Err(pid_err(pid, path, e)),
         };
         let text = String::from_utf8_lossy(&bytes);
-        listening.extend(
+        table.extend(
             parse_net_tcp(&text, ipv6)
                 .into_iter()
-                .filter(|&(_, inode, state)| {
-                    state == TCP_LISTEN && inodes.binary_search(&inode).is_ok()
-                })
-                .map(|(addr, _, _)| addr),
+                .filter(|&(_, _, state)| state == TCP_LISTEN)
+                .map(|(addr, inode, _)| (inode, addr)),
         );
     }
-    Ok(listening)
+    Ok(table)
 }
 
 /// Parses `/proc/net/tcp` (or `tcp6` when `ipv6`) into (local address, inode, state)
@@ -553,6 +588,19 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let found = listening_tcp(Path::new(PROC), std::process::id()).unwrap();
         assert!(found.contains(&addr), "{addr} not in {found:?}");
+
+        // The namespace's table holds every listener; ours are the ones we own.
+        let root = Path::new(PROC);
+        let me = std::process::id();
+        let table = listening_sockets(root, me).unwrap();
+        assert!(table.values().any(|a| *a == addr), "{table:?}");
+        let connected = std::net::TcpStream::connect(addr).unwrap();
+        let inodes = socket_inodes(root, me).unwrap();
+        assert!(inodes.len() >= 2 && inodes.is_sorted(), "{inodes:?}");
+        assert!(owned_listeners(&inodes, &table).contains(&addr));
+        drop(connected);
+        assert!(net_namespace(root, me).unwrap() > 0);
+        assert!(matches!(net_namespace(root, 4_194_305), Err(ProcError::Gone { .. })));
     }
 
     #[test]
