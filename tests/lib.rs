@@ -331,9 +331,12 @@ pub fn start_collector(certs: &Certs, host: &str, aggregator_url: &str, cert_ste
                 "1s",
             ])
             .args(["--log", "info,goroscope_collector=debug"])
-            .env("GOROSCOPE_COLLECTOR_TLS__CA", certs.ca())
-            .env("GOROSCOPE_COLLECTOR_TLS__CERT", cert)
-            .env("GOROSCOPE_COLLECTOR_TLS__KEY", key),
+            .arg("--ca")
+            .arg(certs.ca())
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key),
     )
 }
 

@@ -24,6 +24,11 @@ pub async fn run(
     shutdown: CancellationToken,
     on_listening: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
+    // Certificates first: a missing or wrong file stops the start before anything else
+    // (the database, the port) is taken.
+    let tls = std::sync::Arc::new(
+        goroscope_proto::tls::server_config(&config.tls_files()).context("tls")?,
+    );
     let storage = Storage::open(
         &config.data_dir,
         StorageOptions {
@@ -39,6 +44,6 @@ pub async fn run(
         .local_addr()
         .context("local address of the listener")?;
     on_listening(addr);
-    grpc::serve(listener, &config, storage, shutdown).await?;
+    grpc::serve(listener, tls, &config, storage, shutdown).await?;
     Ok(())
 }

@@ -168,7 +168,10 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("goroscope: {e:#}");
+            eprintln!(
+                "goroscope: {}",
+                goroscope_proto::daemon::one_line(e.as_ref())
+            );
             if e.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(EXIT_USAGE)
             } else {

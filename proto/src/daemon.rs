@@ -16,3 +16,76 @@ pub fn init_logging(directives: &str) -> Result<(), String> {
         .init();
     Ok(())
 }
+
+/// An error and its causes in one line, each cause added only if the text so far does
+/// not already say it (many errors embed their source in their own message), and OS
+/// errors without their `(os error N)` suffix: `listen on 0.0.0.0:80: permission denied`.
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = String::new();
+    for cause in std::iter::successors(Some(e), |e| e.source()) {
+        let text = tidy(&cause.to_string());
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// `No such file or directory (os error 2)` -> `no such file or directory`, anywhere in
+/// the text.
+fn tidy(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(" (os error ") {
+        let Some(close) = rest[i..].find(')') else {
+            break;
+        };
+        // Lower-case the OS message's first letter: it follows the last ": ".
+        let head = &rest[..i];
+        let start = head.rfind(": ").map_or(0, |j| j + 2);
+        out.push_str(&head[..start]);
+        let mut chars = head[start..].chars();
+        if let Some(c) = chars.next() {
+            out.extend(c.to_lowercase());
+            out.push_str(chars.as_str());
+        }
+        rest = &rest[i + close + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("read {path}: {source}")]
+    struct Read {
+        path: String,
+        source: std::io::Error,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("tls")]
+    struct Outer(#[source] Read);
+
+    #[test]
+    fn causes_once_and_os_errors_tidied() {
+        let io = std::io::Error::from_raw_os_error(2);
+        let e = Outer(Read {
+            path: "certs/ca.pem".into(),
+            source: io,
+        });
+        assert_eq!(
+            one_line(&e),
+            "tls: read certs/ca.pem: no such file or directory"
+        );
+        let plain = std::io::Error::other("Broken");
+        assert_eq!(one_line(&plain), "Broken");
+    }
+}

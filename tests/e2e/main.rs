@@ -489,6 +489,23 @@ fn bad_settings_stop_the_daemons_with_one_line() {
         err.contains("limits.max_targets") && err.contains("many"),
         "{err}"
     );
+
+    // A certificate file that is not there: one line naming it, before anything else
+    // (the database, the port) is taken.
+    let out = std::process::Command::new(bin("goroscope-aggregator"))
+        .args(["--listen", "127.0.0.1:0", "--ca", "/nonexistent/ca.pem"])
+        .arg("--data-dir")
+        .arg(dir.path().join("db"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("read /nonexistent/ca.pem: no such file or directory"),
+        "{err}"
+    );
+    assert!(!dir.path().join("db").exists(), "no database was created");
 }
 
 trait Alive {

@@ -22,6 +22,15 @@ struct Args {
     /// Database directory, overriding the settings.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The fleet CA certificate, overriding the settings (tls.ca).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// This daemon's certificate, overriding the settings (tls.cert).
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// This daemon's private key, overriding the settings (tls.key).
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
     /// Log filter, overriding the settings (for example "info,goroscope_aggregator=debug").
     #[arg(long)]
     log: Option<String>,
@@ -41,6 +50,15 @@ fn main() -> ExitCode {
     }
     if let Some(log) = &args.log {
         overrides.push(("log", log.clone()));
+    }
+    for (key, path) in [
+        ("tls.ca", &args.ca),
+        ("tls.cert", &args.cert),
+        ("tls.key", &args.key),
+    ] {
+        if let Some(path) = path {
+            overrides.push((key, path.display().to_string()));
+        }
     }
     let config = match AggregatorConfig::load(args.config.as_deref(), &overrides) {
         Ok(c) => c,
@@ -67,8 +85,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run(config, args.grace)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!("{e:#}");
-            eprintln!("goroscope-aggregator: {e:#}");
+            // Logging is set up: one line through it, as every other line.
+            tracing::error!("{}", goroscope_proto::daemon::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }

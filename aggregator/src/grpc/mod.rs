@@ -48,8 +48,6 @@ impl From<StorageError> for tonic::Status {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("tls: {0}")]
-    Tls(#[from] goroscope_proto::tls::TlsError),
     #[error("grpc server: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
@@ -58,11 +56,11 @@ pub enum ServeError {
 /// requests finish.
 pub async fn serve(
     listener: TcpListener,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
     config: &AggregatorConfig,
     storage: Storage,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
-    let tls = Arc::new(goroscope_proto::tls::server_config(&config.tls_files())?);
     let limits = config.limits.clone();
     let (conn_tx, conn_rx) = mpsc::channel::<io::Result<Conn>>(64);
     let accept = tokio::spawn(accept_loop(

@@ -25,6 +25,15 @@ struct Args {
     /// Sampling interval, overriding the settings (for example 10s).
     #[arg(long)]
     interval: Option<String>,
+    /// The fleet CA certificate, overriding the settings (tls.ca).
+    #[arg(long, value_name = "FILE")]
+    ca: Option<PathBuf>,
+    /// This daemon's certificate, overriding the settings (tls.cert).
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
+    /// This daemon's private key, overriding the settings (tls.key).
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
     /// Log filter, overriding the settings.
     #[arg(long)]
     log: Option<String>,
@@ -37,6 +46,9 @@ fn main() -> ExitCode {
         ("aggregator", args.aggregator),
         ("interval", args.interval),
         ("log", args.log),
+        ("tls.ca", args.ca.map(|p| p.display().to_string())),
+        ("tls.cert", args.cert.map(|p| p.display().to_string())),
+        ("tls.key", args.key.map(|p| p.display().to_string())),
     ]
     .into_iter()
     .filter_map(|(k, v)| v.map(|v| (k, v)))
@@ -79,7 +91,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("goroscope-collector: {e:#}");
+            // Logging is set up: one line through it, as every other line.
+            tracing::error!("{}", goroscope_proto::daemon::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }

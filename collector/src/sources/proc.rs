@@ -600,7 +600,10 @@ mod tests {
         assert!(owned_listeners(&inodes, &table).contains(&addr));
         drop(connected);
         assert!(net_namespace(root, me).unwrap() > 0);
-        assert!(matches!(net_namespace(root, 4_194_305), Err(ProcError::Gone { .. })));
+        assert!(matches!(
+            net_namespace(root, 4_194_305),
+            Err(ProcError::Gone { .. })
+        ));
     }
 
     #[test]
