@@ -13,6 +13,8 @@ bash scripts/install-deps.sh
 echo "building (the first build compiles RocksDB: about 20 minutes on 2 cores)..." >&2
 cargo build --workspace --bins --locked
 work="${GOROSCOPE_DEMO_DIR:-$PWD/demo}"
+# A fresh database each run: the listing shows this run's processes only.
+rm -rf "$work/data"
 mkdir -p "$work/bin" "$work/logs"
 (cd tests/workloads && go build -o "$work/bin/" ./steady ./leaky)
 
