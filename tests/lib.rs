@@ -187,7 +187,23 @@ pub struct Workload {
 
 impl Workload {
     pub fn start(name: &str, args: &[&str]) -> Workload {
-        let proc = Proc::spawn(name, Command::new(workloads().join(name)).args(args));
+        Workload::spawn(name, Command::new(workloads().join(name)).args(args))
+    }
+
+    /// Starts the workload inside the network namespace `ns` (`ip netns exec`, which
+    /// execs in place: the pid is the workload's).
+    pub fn start_in(ns: &NetNs, name: &str, args: &[&str]) -> Workload {
+        Workload::spawn(
+            name,
+            Command::new("ip")
+                .args(["netns", "exec", &ns.name])
+                .arg(workloads().join(name))
+                .args(args),
+        )
+    }
+
+    fn spawn(name: &str, cmd: &mut Command) -> Workload {
+        let proc = Proc::spawn(name, cmd);
         let line = eventually(
             Duration::from_secs(20),
             &format!("workload {name} to start"),
@@ -206,6 +222,111 @@ impl Workload {
 
     pub fn pid(&self) -> u32 {
         self.proc.pid()
+    }
+}
+
+/// A network namespace joined to this one by a veth pair: a second "host" or a pod.
+/// Needs root and iproute2. Deleted on drop.
+pub struct NetNs {
+    pub name: String,
+    /// This side's address of the link.
+    pub outer: String,
+    /// The namespace's address.
+    pub inner: String,
+    link: String,
+}
+
+impl NetNs {
+    /// Creates namespace `gs-<tag>-<pid>` with a /30 link: this side `.1`, inside `.2`.
+    pub fn create(tag: &str) -> NetNs {
+        let pid = std::process::id();
+        let name = format!("gs-{tag}-{pid}");
+        let link = format!("gs{}", pid % 1_000_000);
+        let net = format!("10.231.{}", pid % 250);
+        let ns = NetNs {
+            name: name.clone(),
+            outer: format!("{net}.1"),
+            inner: format!("{net}.2"),
+            link: link.clone(),
+        };
+        let peer = format!("{link}p");
+        let steps: Vec<Vec<String>> = vec![
+            vec!["netns".into(), "add".into(), name.clone()],
+            vec![
+                "link".into(),
+                "add".into(),
+                link.clone(),
+                "type".into(),
+                "veth".into(),
+                "peer".into(),
+                "name".into(),
+                peer.clone(),
+            ],
+            vec![
+                "link".into(),
+                "set".into(),
+                peer.clone(),
+                "netns".into(),
+                name.clone(),
+            ],
+            vec![
+                "addr".into(),
+                "add".into(),
+                format!("{}/30", ns.outer),
+                "dev".into(),
+                link.clone(),
+            ],
+            vec!["link".into(), "set".into(), link.clone(), "up".into()],
+            vec![
+                "-n".into(),
+                name.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("{}/30", ns.inner),
+                "dev".into(),
+                peer.clone(),
+            ],
+            vec![
+                "-n".into(),
+                name.clone(),
+                "link".into(),
+                "set".into(),
+                peer,
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                name.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+        ];
+        for args in steps {
+            let out = Command::new("ip")
+                .args(&args)
+                .output()
+                .expect("run ip (iproute2)");
+            assert!(
+                out.status.success(),
+                "ip {}: {} (network namespaces need root)",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        ns
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.link])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }
 

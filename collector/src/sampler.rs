@@ -58,6 +58,17 @@ pub struct Sampler {
     discovery: Discovery,
     targets: HashMap<(u32, u64), TargetState>,
     warned_max_targets: bool,
+    /// The collector's own network namespace (None if unreadable: every process is
+    /// then taken to share it).
+    own_netns: Option<u64>,
+}
+
+/// What the collector needs of one network namespace to reach its processes: the
+/// listening sockets, and (for a namespace other than its own) the addresses it has.
+struct Namespace {
+    listening: proc::ListeningSockets,
+    foreign: bool,
+    addrs: Vec<IpAddr>,
 }
 
 struct Outcome {
@@ -70,11 +81,19 @@ struct Outcome {
 impl Sampler {
     pub fn new(config: Arc<CollectorConfig>) -> Result<Sampler, ProcError> {
         let discovery = Discovery::new(&config.proc_root)?;
+        let own_netns = std::fs::read_link("/proc/self/ns/net").ok().and_then(|l| {
+            l.to_str()?
+                .strip_prefix("net:[")?
+                .strip_suffix(']')?
+                .parse()
+                .ok()
+        });
         Ok(Sampler {
             config,
             discovery,
             targets: HashMap::new(),
             warned_max_targets: false,
+            own_netns,
         })
     }
 
@@ -108,7 +127,8 @@ impl Sampler {
         // concurrent part: the kernel builds /proc/PID/net/tcp by walking every socket
         // of the namespace, which is slow with many processes and would hold the
         // runtime's one thread while other targets' request timers run.
-        let mut tables: HashMap<u64, Arc<proc::ListeningSockets>> = HashMap::new();
+        let mut namespaces: HashMap<u64, Arc<Namespace>> = HashMap::new();
+        let own_netns = self.own_netns;
         let mut jobs = Vec::with_capacity(scan.running.len());
         for p in &scan.running {
             let state = self
@@ -124,7 +144,8 @@ impl Sampler {
                 Endpoint::Absent { since } => since.elapsed() >= config.discovery.reprobe_interval,
                 Endpoint::Found { .. } => false,
             };
-            let candidates = probe_due.then(|| probe_candidates(config, p.pid, &mut tables));
+            let candidates =
+                probe_due.then(|| probe_candidates(config, p.pid, own_netns, &mut namespaces));
             let process = p.clone();
             jobs.push(async move {
                 let outcome = sample_one(config, &process, endpoint, candidates).await;
@@ -386,33 +407,56 @@ async fn bounded<T>(
 }
 
 /// The addresses where `pid` may serve its runtime endpoints: the configured ports
-/// first, then (if allowed) every other port it listens on. `tables` caches the
-/// listening sockets per network namespace for this round.
+/// first, then (if allowed) every other port it listens on. `namespaces` caches what
+/// is read per network namespace for this round.
+///
+/// A process in another network namespace than the collector's (a pod beside a
+/// host-network collector) is reached at its namespace's addresses when it listens on
+/// a wildcard address; a listener on its loopback is out of the collector's reach.
 fn probe_candidates(
     config: &CollectorConfig,
     pid: u32,
-    tables: &mut HashMap<u64, Arc<proc::ListeningSockets>>,
+    own_netns: Option<u64>,
+    namespaces: &mut HashMap<u64, Arc<Namespace>>,
 ) -> Vec<SocketAddr> {
     let wanted = &config.discovery.ports;
-    let listening = (|| {
-        let inodes = proc::socket_inodes(&config.proc_root, pid)?;
+    let root = &config.proc_root;
+    let found = (|| {
+        let inodes = proc::socket_inodes(root, pid)?;
         if inodes.is_empty() {
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        let netns = proc::net_namespace(&config.proc_root, pid)?;
-        let table = match tables.get(&netns) {
-            Some(t) => t.clone(),
+        let netns = proc::net_namespace(root, pid)?;
+        let ns = match namespaces.get(&netns) {
+            Some(ns) => ns.clone(),
             None => {
-                let t = Arc::new(proc::listening_sockets(&config.proc_root, pid)?);
-                tables.insert(netns, t.clone());
-                t
+                let foreign = own_netns.is_some_and(|own| own != netns);
+                let ns = Arc::new(Namespace {
+                    listening: proc::listening_sockets(root, pid)?,
+                    foreign,
+                    addrs: if foreign {
+                        proc::namespace_addresses(root, pid)?
+                    } else {
+                        Vec::new()
+                    },
+                });
+                namespaces.insert(netns, ns.clone());
+                ns
             }
         };
-        Ok::<_, ProcError>(proc::owned_listeners(&inodes, &table))
+        Ok::<_, ProcError>(Some((proc::owned_listeners(&inodes, &ns.listening), ns)))
     })();
-    let mut candidates: Vec<SocketAddr> = match listening {
-        Ok(listening) => {
-            let mut addrs: Vec<SocketAddr> = listening.into_iter().map(reachable).collect();
+    let mut candidates: Vec<SocketAddr> = match found {
+        Ok(None) => Vec::new(),
+        Ok(Some((listening, ns))) => {
+            let mut addrs: Vec<SocketAddr> = Vec::new();
+            for addr in listening {
+                let reached = reachable(addr, &ns);
+                if reached.is_empty() {
+                    tracing::debug!(pid, %addr, "listens on loopback in another network namespace: out of reach");
+                }
+                addrs.extend(reached);
+            }
             addrs.sort_by_key(|a| !wanted.contains(&a.port()));
             addrs.dedup();
             if !config.discovery.probe_listening {
@@ -461,12 +505,30 @@ async fn probe(
     None
 }
 
-/// The address to connect to for a listening socket: the wildcard addresses mean
-/// "every interface", of which loopback is the one always there.
-fn reachable(addr: SocketAddr) -> SocketAddr {
-    if addr.ip().is_unspecified() {
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
-    } else {
-        addr
+/// The addresses to connect to for a listening socket. In the collector's own
+/// namespace the wildcard addresses mean "every interface", of which loopback is the
+/// one always there. In another namespace they mean that namespace's addresses (IPv4
+/// only for 0.0.0.0; both families for `::`, which is dual-stack by default), and its
+/// loopback cannot be reached at all.
+fn reachable(addr: SocketAddr, ns: &Namespace) -> Vec<SocketAddr> {
+    let ip = addr.ip();
+    if !ns.foreign {
+        let ip = if ip.is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            ip
+        };
+        return vec![SocketAddr::new(ip, addr.port())];
     }
+    if ip.is_loopback() {
+        return Vec::new();
+    }
+    if !ip.is_unspecified() {
+        return vec![addr];
+    }
+    ns.addrs
+        .iter()
+        .filter(|a| ip.is_ipv6() || a.is_ipv4())
+        .map(|a| SocketAddr::new(*a, addr.port()))
+        .collect()
 }

@@ -277,6 +277,51 @@ fn third_party(name: &str) -> std::path::PathBuf {
     path
 }
 
+/// A process in another network namespace (a pod beside a host-network collector) is
+/// found through /proc like any other; listening on a wildcard address it is reached at
+/// its namespace's address, while one listening on its own loopback keeps its /proc
+/// sample only.
+#[test]
+fn a_process_in_another_network_namespace_is_reached_at_its_address() {
+    let ns = NetNs::create("pod");
+    let pod = Workload::start_in(&ns, "steady", &["-addr", "0.0.0.0:0"]);
+    let hidden = Workload::start_in(&ns, "steady", &["-addr", "127.0.0.1:0"]);
+    let certs = Certs::new(&["e2e-f"]);
+    let data = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start(&certs, &data.path().join("db"), 0);
+    let _collector = start_collector(&certs, "e2e-f", &agg.url(), "collector-e2e-f");
+    let url = agg.url();
+
+    let targets = eventually(STARTUP, "both namespaced workloads", || {
+        let t = targets_by_pid(&certs, &url);
+        let ready = t
+            .get(&u64::from(pod.pid()))
+            .is_some_and(|t| t["latest"]["go_goroutines"].is_number())
+            && t.get(&u64::from(hidden.pid()))
+                .is_some_and(|t| t["latest"]["process_resident_memory_bytes"].is_number());
+        ready.then_some(t)
+    });
+    let p = &targets[&u64::from(pod.pid())];
+    let port = pod.addr.unwrap().port();
+    assert_eq!(
+        p["coverage"]["debug_addr"],
+        format!("{}:{port}", ns.inner),
+        "{p}"
+    );
+    assert_eq!(p["coverage"]["expvar"], true, "{p}");
+    assert!(
+        p["latest"]["go_memstats_heap_inuse_bytes"]
+            .as_f64()
+            .unwrap()
+            > 0.0,
+        "{p}"
+    );
+    let h = &targets[&u64::from(hidden.pid())];
+    assert_eq!(h["labels"]["service"], "steady", "{h}");
+    assert!(h["latest"].get("go_goroutines").is_none(), "{h}");
+    assert_eq!(h["coverage"]["proc"], true, "{h}");
+}
+
 /// A collector that starts before its aggregator keeps its samples and delivers them
 /// once the aggregator is up; what the aggregator acknowledged survives its crash.
 #[test]

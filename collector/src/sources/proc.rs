@@ -304,6 +304,75 @@ pub fn net_namespace(root: &Path, pid: u32) -> Result<u64, ProcError> {
         })
 }
 
+/// The addresses other hosts reach a network namespace at: the local IPv4 addresses
+/// (`/32 host LOCAL` in /proc/PID/net/fib_trie) and the global-scope IPv6 addresses
+/// (/proc/PID/net/if_inet6), loopback excluded. For a process in another namespace
+/// than the collector's (a pod), these stand in for its wildcard listeners.
+pub fn namespace_addresses(root: &Path, pid: u32) -> Result<Vec<IpAddr>, ProcError> {
+    let dir = pid_dir(root, pid);
+    let mut addrs = Vec::new();
+    for (name, parse) in [
+        (
+            "net/fib_trie",
+            parse_fib_trie_locals as fn(&str) -> Vec<IpAddr>,
+        ),
+        ("net/if_inet6", parse_if_inet6_globals),
+    ] {
+        let path = dir.join(name);
+        match fs::read(&path) {
+            Ok(bytes) => addrs.extend(parse(&String::from_utf8_lossy(&bytes))),
+            // No IPv6 (or no IPv4 routing) in this kernel: nothing of that family.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !is_gone_pid(root, pid) => {}
+            Err(e) => return Err(pid_err(pid, path, e)),
+        }
+    }
+    addrs.sort();
+    addrs.dedup();
+    Ok(addrs)
+}
+
+fn is_gone_pid(root: &Path, pid: u32) -> bool {
+    !pid_dir(root, pid).exists()
+}
+
+/// The non-loopback addresses marked `/32 host LOCAL` in a fib_trie dump.
+pub fn parse_fib_trie_locals(text: &str) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    let mut last: Option<Ipv4Addr> = None;
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(ip) = line.strip_prefix("|-- ") {
+            last = ip.trim().parse().ok();
+        } else if line.starts_with("/32 host LOCAL") {
+            if let Some(ip) = last.take()
+                && !ip.is_loopback()
+            {
+                out.push(IpAddr::V4(ip));
+            }
+        } else if !line.starts_with('/') {
+            last = None;
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The global-scope (scope 00), non-loopback addresses of an if_inet6 dump.
+pub fn parse_if_inet6_globals(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 6 || f[3] != "00" || f[0].len() != 32 {
+                return None;
+            }
+            let bits = u128::from_str_radix(f[0], 16).ok()?;
+            let ip = Ipv6Addr::from(bits);
+            (!ip.is_loopback()).then_some(IpAddr::V6(ip))
+        })
+        .collect()
+}
+
 /// Listening TCP sockets by inode.
 pub type ListeningSockets = std::collections::HashMap<u64, SocketAddr>;
 
@@ -604,6 +673,26 @@ mod tests {
             net_namespace(root, 4_194_305),
             Err(ProcError::Gone { .. })
         ));
+    }
+
+    #[test]
+    fn namespace_addresses_from_fib_trie_and_if_inet6() {
+        let trie = "Main:\n  +-- 0.0.0.0/1 2 0 2\n     +-- 10.231.0.0/30 2 0 1\n        |-- 10.231.0.0\n           /30 link UNICAST\n        |-- 10.231.0.2\n           /32 host LOCAL\n        |-- 10.231.0.3\n           /32 link BROADCAST\n     +-- 127.0.0.0/8 2 0 2\n        +-- 127.0.0.0/31 1 0 0\n           |-- 127.0.0.0\n              /8 host LOCAL\n           |-- 127.0.0.1\n              /32 host LOCAL\nLocal:\n        |-- 10.231.0.2\n           /32 host LOCAL\n";
+        assert_eq!(
+            parse_fib_trie_locals(trie),
+            vec![IpAddr::from([10, 231, 0, 2])]
+        );
+        let inet6 = "fe80000000000000684151fffe0caa0a 05 40 20 c0     eth0\n\
+                     00000000000000000000000000000001 01 80 10 80       lo\n\
+                     20010db8000000000000000000000005 05 40 00 80     eth0\n\
+                     garbage\n";
+        assert_eq!(
+            parse_if_inet6_globals(inet6),
+            vec!["2001:db8::5".parse::<IpAddr>().unwrap()]
+        );
+        // This process's own namespace has at least loopback, which is excluded.
+        let own = namespace_addresses(Path::new(PROC), std::process::id()).unwrap();
+        assert!(own.iter().all(|ip| !ip.is_loopback()), "{own:?}");
     }
 
     #[test]
