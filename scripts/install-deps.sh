@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing goroscope needs on a Debian machine: clang and
 # libclang (the rocksdb crate's bindings), protoc (the gRPC contract), and Prometheus
-# and node_exporter (third-party Go programs the end-to-end tests watch). Rust and Go
+# and node_exporter (third-party Go programs the end-to-end tests watch), iproute2 (the
+# tests' network namespaces). Rust and Go
 # must already be there (rustup; Go 1.26 or newer). Safe to run again: it installs only
 # what is missing.
 set -euo pipefail
@@ -11,6 +12,7 @@ command -v clang >/dev/null 2>&1 || need+=(clang)
 ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1 || need+=(libclang-dev)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
 [ -x /usr/bin/prometheus-node-exporter ] || need+=(prometheus-node-exporter)
 if ((${#need[@]})); then
