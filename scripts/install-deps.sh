@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing goroscope needs on a Debian machine: clang and
-# libclang (the rocksdb crate's bindings), protoc (the gRPC contract), and Prometheus
-# and node_exporter (third-party Go programs the end-to-end tests watch), iproute2 (the
-# tests' network namespaces). Rust and Go
-# must already be there (rustup; Go 1.26 or newer). Safe to run again: it installs only
-# what is missing.
+# libclang (the rocksdb crate's bindings), protoc (the gRPC contract), Prometheus and
+# node_exporter (third-party Go programs the end-to-end tests watch) and iproute2 (the
+# tests' network namespaces). Rust and Go must already be there (rustup; Go 1.26 or
+# newer). Safe to run again: it installs only what is missing.
 set -euo pipefail
 
 need=()
