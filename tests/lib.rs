@@ -461,6 +461,17 @@ pub fn start_collector(certs: &Certs, host: &str, aggregator_url: &str, cert_ste
     )
 }
 
+/// The usual stack for a test: a CA with certificates for `host`, an aggregator on its
+/// own database (with `extra_settings` appended to its settings file) and a collector
+/// for `host`. Keep the directory alive as long as the aggregator.
+pub fn start_stack(host: &str, extra_settings: &str) -> (Certs, TempDir, Aggregator, Proc) {
+    let certs = Certs::new(&[host]);
+    let data = tempfile::tempdir().expect("create a temporary directory");
+    let agg = Aggregator::start_with(&certs, &data.path().join("db"), 0, extra_settings);
+    let collector = start_collector(&certs, host, &agg.url(), &format!("collector-{host}"));
+    (certs, data, agg, collector)
+}
+
 /// Runs the CLI against `url` as the operator `alice` (or with `leaf` if given).
 pub fn goroscope(
     certs: &Certs,

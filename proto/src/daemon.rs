@@ -1,5 +1,35 @@
 //! What both daemons do the same way at start: logging to stderr from the `log` setting.
 
+use std::path::PathBuf;
+
+/// The certificate flags both daemons take; each overrides its `tls.*` setting.
+#[derive(clap::Args, Debug, Default)]
+pub struct TlsFlags {
+    /// The fleet CA certificate, overriding the settings (tls.ca).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// This daemon's certificate, overriding the settings (tls.cert).
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// This daemon's private key, overriding the settings (tls.key).
+    #[arg(long, value_name = "FILE")]
+    pub key: Option<PathBuf>,
+}
+
+impl TlsFlags {
+    /// The settings overrides for the flags given: (dotted key, value).
+    pub fn overrides(&self) -> Vec<(&'static str, String)> {
+        [
+            ("tls.ca", &self.ca),
+            ("tls.cert", &self.cert),
+            ("tls.key", &self.key),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k, v.as_ref()?.display().to_string())))
+        .collect()
+    }
+}
+
 /// Exit code for usage and configuration errors (EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
 

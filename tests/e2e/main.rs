@@ -16,10 +16,7 @@ fn workloads_appear_as_targets_and_a_goroutine_leak_shows_as_a_rising_series() {
     let leaky = Workload::start("leaky", &["-rate", "20", "-every", "500ms"]);
     let quiet = Workload::start("quiet", &[]);
     let garbage = Workload::start("garbage", &[]);
-    let certs = Certs::new(&["e2e-a"]);
-    let data = tempfile::tempdir().unwrap();
-    let agg = Aggregator::start(&certs, &data.path().join("db"), 0);
-    let collector = start_collector(&certs, "e2e-a", &agg.url(), "collector-e2e-a");
+    let (certs, _data, agg, collector) = start_stack("e2e-a", "");
     let url = agg.url();
 
     let targets = eventually(
@@ -190,10 +187,7 @@ fn prometheus_and_node_exporter_are_found_and_sampled() {
     );
     prom.wait_for_line("Server is ready to receive web requests", STARTUP);
 
-    let certs = Certs::new(&["e2e-d"]);
-    let data = tempfile::tempdir().unwrap();
-    let agg = Aggregator::start(&certs, &data.path().join("db"), 0);
-    let collector = start_collector(&certs, "e2e-d", &agg.url(), "collector-e2e-d");
+    let (certs, _data, agg, collector) = start_stack("e2e-d", "");
     let url = agg.url();
 
     let targets = eventually(
@@ -286,10 +280,7 @@ fn a_process_in_another_network_namespace_is_reached_at_its_address() {
     let ns = NetNs::create("pod");
     let pod = Workload::start_in(&ns, "steady", &["-addr", "0.0.0.0:0"]);
     let hidden = Workload::start_in(&ns, "steady", &["-addr", "127.0.0.1:0"]);
-    let certs = Certs::new(&["e2e-f"]);
-    let data = tempfile::tempdir().unwrap();
-    let agg = Aggregator::start(&certs, &data.path().join("db"), 0);
-    let _collector = start_collector(&certs, "e2e-f", &agg.url(), "collector-e2e-f");
+    let (certs, _data, agg, _collector) = start_stack("e2e-f", "");
     let url = agg.url();
 
     let targets = eventually(STARTUP, "both namespaced workloads", || {
@@ -467,11 +458,8 @@ fn the_aggregator_refuses_the_wrong_identities() {
 #[test]
 fn an_oversized_batch_is_dropped_with_a_clear_line() {
     let _w = Workload::start("steady", &[]);
-    let certs = Certs::new(&["e2e-e"]);
-    let data = tempfile::tempdir().unwrap();
-    let db = data.path().join("db");
-    let mut agg = Aggregator::start_with(&certs, &db, 0, "[limits]\nmax_message_bytes = 1024\n");
-    let mut collector = start_collector(&certs, "e2e-e", &agg.url(), "collector-e2e-e");
+    let (_certs, _data, mut agg, mut collector) =
+        start_stack("e2e-e", "[limits]\nmax_message_bytes = 1024\n");
     let line = collector.wait_for_line("over the aggregator's limit", STARTUP);
     assert!(
         line.contains("bytes, over the aggregator's limit of 1024"),

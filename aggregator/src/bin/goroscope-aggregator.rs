@@ -22,15 +22,8 @@ struct Args {
     /// Database directory, overriding the settings.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// The fleet CA certificate, overriding the settings (tls.ca).
-    #[arg(long, value_name = "FILE")]
-    ca: Option<PathBuf>,
-    /// This daemon's certificate, overriding the settings (tls.cert).
-    #[arg(long, value_name = "FILE")]
-    cert: Option<PathBuf>,
-    /// This daemon's private key, overriding the settings (tls.key).
-    #[arg(long, value_name = "FILE")]
-    key: Option<PathBuf>,
+    #[command(flatten)]
+    tls: goroscope_proto::daemon::TlsFlags,
     /// Log filter, overriding the settings (for example "info,goroscope_aggregator=debug").
     #[arg(long)]
     log: Option<String>,
@@ -51,15 +44,7 @@ fn main() -> ExitCode {
     if let Some(log) = &args.log {
         overrides.push(("log", log.clone()));
     }
-    for (key, path) in [
-        ("tls.ca", &args.ca),
-        ("tls.cert", &args.cert),
-        ("tls.key", &args.key),
-    ] {
-        if let Some(path) = path {
-            overrides.push((key, path.display().to_string()));
-        }
-    }
+    overrides.extend(args.tls.overrides());
     let config = match AggregatorConfig::load(args.config.as_deref(), &overrides) {
         Ok(c) => c,
         Err(e) => {

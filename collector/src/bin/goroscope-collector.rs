@@ -25,15 +25,8 @@ struct Args {
     /// Sampling interval, overriding the settings (for example 10s).
     #[arg(long)]
     interval: Option<String>,
-    /// The fleet CA certificate, overriding the settings (tls.ca).
-    #[arg(long, value_name = "FILE")]
-    ca: Option<PathBuf>,
-    /// This daemon's certificate, overriding the settings (tls.cert).
-    #[arg(long, value_name = "FILE")]
-    cert: Option<PathBuf>,
-    /// This daemon's private key, overriding the settings (tls.key).
-    #[arg(long, value_name = "FILE")]
-    key: Option<PathBuf>,
+    #[command(flatten)]
+    tls: goroscope_proto::daemon::TlsFlags,
     /// Log filter, overriding the settings.
     #[arg(long)]
     log: Option<String>,
@@ -41,18 +34,16 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let overrides: Vec<(&str, String)> = [
+    let mut overrides: Vec<(&str, String)> = [
         ("host", args.host),
         ("aggregator", args.aggregator),
         ("interval", args.interval),
         ("log", args.log),
-        ("tls.ca", args.ca.map(|p| p.display().to_string())),
-        ("tls.cert", args.cert.map(|p| p.display().to_string())),
-        ("tls.key", args.key.map(|p| p.display().to_string())),
     ]
     .into_iter()
     .filter_map(|(k, v)| v.map(|v| (k, v)))
     .collect();
+    overrides.extend(args.tls.overrides());
     let config = match CollectorConfig::load(args.config.as_deref(), &overrides) {
         Ok(c) => c,
         Err(e) => {
