@@ -13,7 +13,7 @@ mod render;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -191,7 +191,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let seen_since_ms = if since.is_zero() {
                 0
             } else {
-                now_ms() - since.as_millis() as i64
+                goroscope_proto::unix_ms() - since.as_millis() as i64
             };
             let response = client
                 .list_targets(v1::ListTargetsRequest {
@@ -219,7 +219,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ))
                 .into());
             }
-            let now = now_ms();
+            let now = goroscope_proto::unix_ms();
             let mut client = client::connect(&settings).await?;
             let response = client
                 .query_range(v1::QueryRangeRequest {
@@ -321,7 +321,7 @@ fn label<'a>(labels: &'a [v1::Label], name: &str) -> &'a str {
 }
 
 fn print_targets(targets: &[v1::TargetInfo], output: Output) -> anyhow::Result<()> {
-    let now = now_ms();
+    let now = goroscope_proto::unix_ms();
     let latest = |t: &v1::TargetInfo, metric: &str| {
         t.latest
             .iter()
@@ -489,13 +489,6 @@ fn run_certs(command: CertsCommand, output: Output) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

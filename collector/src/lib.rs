@@ -88,11 +88,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow
             }
             _ = ticker.tick() => {}
         }
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or(0);
-        match sampler.sample(now_ms).await {
+        match sampler.sample(goroscope_proto::unix_ms()).await {
             Ok(scrape) => {
                 tracing::debug!(
                     targets = scrape.samples.len(),

@@ -8,16 +8,9 @@ use std::sync::Arc;
 
 use crate::sources::Metrics;
 
-/// Which sources answered for a target in its latest sample.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Coverage {
-    pub proc: bool,
-    pub buildinfo: bool,
-    pub expvar: bool,
-    pub pprof: bool,
-    /// Where the runtime endpoints were found ("127.0.0.1:6060"), empty if nowhere.
-    pub debug_addr: String,
-}
+/// Which sources answered for a target in its latest sample: the wire's own message,
+/// kept as is on the target until the sender declares it.
+pub use goroscope_proto::v1::Coverage;
 
 /// The identity and labels of one Go process.
 #[derive(Debug, Clone, PartialEq)]

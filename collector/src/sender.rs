@@ -401,13 +401,7 @@ impl Encoder {
                     value: value.clone(),
                 })
                 .collect(),
-            coverage: Some(v1::Coverage {
-                proc: meta.coverage.proc,
-                buildinfo: meta.coverage.buildinfo,
-                expvar: meta.coverage.expvar,
-                pprof: meta.coverage.pprof,
-                debug_addr: meta.coverage.debug_addr.clone(),
-            }),
+            coverage: Some(meta.coverage.clone()),
             start_time_ms: meta.start_time_ms,
         });
         target_ref

@@ -19,3 +19,11 @@ pub mod v1 {
 }
 
 pub use identity::{Identity, Role};
+
+/// Now as the wire carries time: milliseconds since the Unix epoch (0 if the clock is
+/// before it).
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

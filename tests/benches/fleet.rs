@@ -56,11 +56,11 @@ fn main() {
     eprintln!("measuring for {secs}s");
     let (c0, a0) = (cpu_ticks(collector.pid()), cpu_ticks(agg.proc.pid()));
     let wall0 = Instant::now();
-    let t0 = now_ms();
+    let t0 = goroscope_proto::unix_ms();
     std::thread::sleep(Duration::from_secs(secs));
     let (c1, a1) = (cpu_ticks(collector.pid()), cpu_ticks(agg.proc.pid()));
     let wall = wall0.elapsed().as_secs_f64();
-    let t1 = now_ms();
+    let t1 = goroscope_proto::unix_ms();
 
     // Count what was stored in [t0, t1) through the CLI, one metric at a time.
     let metrics: Vec<String> = targets_by_pid(&certs, &url)
@@ -131,13 +131,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 /// utime + stime of a process, in clock ticks.

@@ -325,7 +325,7 @@ fn samples_survive_a_dead_aggregator_and_an_aggregator_crash() {
     let collector = start_collector(&certs, "e2e-b", &url, "collector-e2e-b");
     collector.wait_for_line("aggregator stream failed", STARTUP);
     std::thread::sleep(Duration::from_secs(3));
-    let before_start = now_ms();
+    let before_start = goroscope_proto::unix_ms();
 
     let mut agg = Aggregator::start(&certs, &data.path().join("db"), port);
     let early = eventually(
@@ -483,41 +483,36 @@ fn an_oversized_batch_is_dropped_with_a_clear_line() {
 /// A bad setting stops a daemon at start, with one line naming the key and the value.
 #[test]
 fn bad_settings_stop_the_daemons_with_one_line() {
+    use std::process::Command;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.toml");
     std::fs::write(&config, "[limits]\nmax_connections = 0\n").unwrap();
-    let out = std::process::Command::new(bin("goroscope-aggregator"))
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = one_line_failure(
+        Command::new(bin("goroscope-aggregator"))
+            .arg("--config")
+            .arg(&config),
+        64,
+    );
     assert!(
         err.contains("limits.max_connections") && err.contains('0'),
         "{err}"
     );
 
-    let out = std::process::Command::new(bin("goroscope-collector"))
-        .args(["--host", "node-a", "--interval", "0.5s"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = one_line_failure(
+        Command::new(bin("goroscope-collector")).args(["--host", "node-a", "--interval", "0.5s"]),
+        64,
+    );
     assert!(
         err.contains("interval = 500ms") && err.contains("at least 1s"),
         "{err}"
     );
 
-    let out = std::process::Command::new(bin("goroscope-collector"))
-        .env("GOROSCOPE_COLLECTOR_LIMITS__MAX_TARGETS", "many")
-        .args(["--host", "node-a"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = one_line_failure(
+        Command::new(bin("goroscope-collector"))
+            .env("GOROSCOPE_COLLECTOR_LIMITS__MAX_TARGETS", "many")
+            .args(["--host", "node-a"]),
+        64,
+    );
     assert!(
         err.contains("limits.max_targets") && err.contains("many"),
         "{err}"
@@ -525,20 +520,28 @@ fn bad_settings_stop_the_daemons_with_one_line() {
 
     // A certificate file that is not there: one line naming it, before anything else
     // (the database, the port) is taken.
-    let out = std::process::Command::new(bin("goroscope-aggregator"))
-        .args(["--listen", "127.0.0.1:0", "--ca", "/nonexistent/ca.pem"])
-        .arg("--data-dir")
-        .arg(dir.path().join("db"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = one_line_failure(
+        Command::new(bin("goroscope-aggregator"))
+            .args(["--listen", "127.0.0.1:0", "--ca", "/nonexistent/ca.pem"])
+            .arg("--data-dir")
+            .arg(dir.path().join("db")),
+        1,
+    );
     assert!(
         err.contains("read /nonexistent/ca.pem: no such file or directory"),
         "{err}"
     );
     assert!(!dir.path().join("db").exists(), "no database was created");
+}
+
+/// Runs a daemon that must stop at start: asserts its exit code and that it said why
+/// in exactly one line, and returns that line.
+fn one_line_failure(cmd: &mut std::process::Command, code: i32) -> String {
+    let out = cmd.output().expect("run the daemon");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(code), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
 }
 
 trait Alive {
@@ -549,11 +552,4 @@ impl Alive for Proc {
     fn proc_alive(&mut self) -> bool {
         self.try_exit().is_none()
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }

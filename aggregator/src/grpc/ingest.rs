@@ -6,7 +6,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use goroscope_proto::Role;
 use goroscope_proto::tls::require_role;
@@ -300,7 +299,7 @@ impl Session {
             host: self.host.clone(),
             epoch: self.epoch,
             seq,
-            received_ms: now_ms(),
+            received_ms: goroscope_proto::unix_ms(),
             targets,
             samples,
             gone,
@@ -323,13 +322,6 @@ fn valid_metric_name(name: &str) -> bool {
     matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_' || b == b':')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
         && name.len() <= 256
-}
-
-pub(crate) fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

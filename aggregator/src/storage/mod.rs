@@ -381,13 +381,17 @@ struct Writer {
     index: Arc<RwLock<Index>>,
 }
 
-/// Changes of one group commit, applied to the index once the write succeeded.
-#[derive(Default)]
-struct Staged {
-    series: HashMap<Arc<SeriesKey>, u64>,
-    targets: HashMap<TargetKey, TargetRecord>,
-    marks: HashMap<String, (u64, u64)>,
-    next_series_id: u64,
+/// Changes of one group commit: an [`Index`] holding only what the commit adds (and the
+/// next free series id), applied to the index once the write succeeded.
+type Staged = Index;
+
+impl Index {
+    fn apply(&mut self, staged: Staged) {
+        self.series.extend(staged.series);
+        self.targets.extend(staged.targets);
+        self.marks.extend(staged.marks);
+        self.next_series_id = staged.next_series_id;
+    }
 }
 
 impl Writer {
@@ -425,12 +429,10 @@ impl Writer {
         };
         match result {
             Ok(()) => {
-                let mut index = self.index.write().unwrap_or_else(|e| e.into_inner());
-                index.series.extend(staged.series);
-                index.targets.extend(staged.targets);
-                index.marks.extend(staged.marks);
-                index.next_series_id = staged.next_series_id;
-                drop(index);
+                self.index
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .apply(staged);
                 for (req, outcome) in group.into_iter().zip(outcomes) {
                     let _ = req.reply.send(outcome);
                 }
