@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod raw;
+
 /// The directory holding the workspace's binaries.
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable has a path");
@@ -332,7 +334,8 @@ impl Drop for NetNs {
 
 /// A fleet CA with certificates, made by `goroscope certs`.
 pub struct Certs {
-    pub dir: TempDir,
+    root: PathBuf,
+    _dir: Option<TempDir>,
 }
 
 impl Certs {
@@ -340,7 +343,10 @@ impl Certs {
     /// of `hosts`, and an operator certificate `alice`.
     pub fn new(hosts: &[&str]) -> Certs {
         let dir = tempfile::tempdir().expect("create a temporary directory");
-        let certs = Certs { dir };
+        let certs = Certs {
+            root: dir.path().to_owned(),
+            _dir: Some(dir),
+        };
         certs.goroscope(&["certs", "init", "--dir"], &[]);
         certs.goroscope(
             &["certs", "issue", "--aggregator", "localhost", "--dir"],
@@ -356,7 +362,7 @@ impl Certs {
     fn goroscope(&self, args: &[&str], extra: &[&str]) {
         let out = Command::new(bin("goroscope"))
             .args(args)
-            .arg(self.dir.path())
+            .arg(&self.root)
             .args(extra)
             .output()
             .expect("run goroscope certs");
@@ -367,8 +373,16 @@ impl Certs {
         );
     }
 
+    /// The certificates already in `dir` (named as `goroscope certs` names them).
+    pub fn at(dir: &Path) -> Certs {
+        Certs {
+            root: dir.to_owned(),
+            _dir: None,
+        }
+    }
+
     pub fn path(&self, file: &str) -> PathBuf {
-        self.dir.path().join(file)
+        self.root.join(file)
     }
 
     pub fn ca(&self) -> PathBuf {
@@ -400,11 +414,16 @@ impl Aggregator {
     /// Like `start`, with `extra` appended to the settings file (TOML tables).
     pub fn start_with(certs: &Certs, data_dir: &Path, port: u16, extra: &str) -> Aggregator {
         let config = data_dir.with_extension("toml");
+        // Top-level keys of `extra` (before its first table) go before [tls].
+        let (top, tables) = match extra.find("\n[").map(|i| i + 1).or(extra.starts_with('[').then_some(0)) {
+            Some(i) => extra.split_at(i),
+            None => (extra, ""),
+        };
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nlog = \"info,goroscope_aggregator=debug\"\n\
-                 [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n{extra}",
+                "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nlog = \"info,goroscope_aggregator=debug\"\n{top}\n\
+                 [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n{tables}",
                 data_dir,
                 certs.ca(),
                 certs.path("aggregator-localhost.pem"),
@@ -543,4 +562,66 @@ pub fn series(certs: &Certs, url: &str, metric: &str, pid: u32, since: &str) -> 
         .flat_map(|s| s["samples"].as_array().cloned().unwrap_or_default())
         .filter_map(|p| Some((p[0].as_i64()?, p[1].as_f64()?)))
         .collect()
+}
+
+impl Workload {
+    /// Starts `cmd` as a workload (a shell or wrapper around one of them, for example);
+    /// waits until it prints "ready" or "listening on ADDR", like [`Workload::start`].
+    pub fn start_cmd(name: &str, cmd: &mut Command) -> Workload {
+        Workload::spawn(name, cmd)
+    }
+}
+
+/// Like [`start_stack`], with `collector_settings` as the collector's settings file
+/// (flags still set the host, aggregator, interval, log and certificates).
+pub fn start_stack_with(
+    host: &str,
+    collector_settings: &str,
+) -> (Certs, TempDir, Aggregator, Proc) {
+    let certs = Certs::new(&[host]);
+    let data = tempfile::tempdir().expect("create a temporary directory");
+    let agg = Aggregator::start(&certs, &data.path().join("db"), 0);
+    let settings = data.path().join("collector.toml");
+    std::fs::write(&settings, collector_settings).expect("write the collector settings");
+    let (cert, key) = certs.leaf(&format!("collector-{host}"));
+    let collector = Proc::spawn(
+        &format!("collector {host}"),
+        Command::new(bin("goroscope-collector"))
+            .arg("--config")
+            .arg(&settings)
+            .args([
+                "--host",
+                host,
+                "--aggregator",
+                &agg.url(),
+                "--interval",
+                "1s",
+            ])
+            .args(["--log", "info,goroscope_collector=debug"])
+            .arg("--ca")
+            .arg(certs.ca())
+            .arg("--cert")
+            .arg(cert)
+            .arg("--key")
+            .arg(key),
+    );
+    (certs, data, agg, collector)
+}
+
+/// Copies the 64-bit ELF executable `src` to `dst` without its section headers
+/// (e_shoff, e_shnum and e_shstrndx zeroed): it still runs, since the loader reads
+/// program headers only.
+pub fn copy_without_section_headers(src: &Path, dst: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut bytes = std::fs::read(src).expect("read the executable");
+    assert!(
+        bytes.starts_with(b"\x7fELF") && bytes[4] == 2,
+        "{} is not a 64-bit ELF file",
+        src.display()
+    );
+    bytes[0x28..0x30].fill(0);
+    bytes[0x3c..0x40].fill(0);
+    std::fs::write(dst, bytes).expect("write the copy");
+    std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o755))
+        .expect("make the copy executable");
 }

@@ -6,10 +6,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use goroscope_daemon::settings::TlsSettings;
 use goroscope_proto::tls::TlsFiles;
 use serde::Deserialize;
 
-pub use goroscope_proto::settings::SettingsError;
+pub use goroscope_daemon::settings::SettingsError;
 
 pub const ENV_PREFIX: &str = "GOROSCOPE_AGGREGATOR";
 
@@ -22,19 +23,12 @@ pub struct AggregatorConfig {
     pub data_dir: PathBuf,
     /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
     pub log: String,
-    pub tls: TlsConfig,
+    /// Plain-HTTP address of the aggregator's own `/metrics` and `/healthz`; off when
+    /// unset.
+    pub metrics_listen: Option<SocketAddr>,
+    pub tls: TlsSettings,
     pub limits: Limits,
     pub storage: StorageConfig,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    /// The fleet CA certificate that client certificates must chain to.
-    pub ca: PathBuf,
-    /// The aggregator's certificate and key.
-    pub cert: PathBuf,
-    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -42,6 +36,11 @@ pub struct TlsConfig {
 pub struct Limits {
     /// Open connections, at most; more wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// Open connections from one IP address, at most; more are closed at once.
+    pub max_connections_per_peer: usize,
+    /// A connection with no request open for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
     /// Time a client has to finish the TLS handshake.
     #[serde(with = "humantime_serde")]
     pub handshake_timeout: Duration,
@@ -50,8 +49,15 @@ pub struct Limits {
     pub hello_timeout: Duration,
     /// Largest message accepted from a client, in bytes.
     pub max_message_bytes: usize,
-    /// Series one ingest stream may declare, at most.
+    /// Series one ingest stream may declare, at most; more are refused one by one.
     pub max_series_per_stream: usize,
+    /// Targets one ingest stream may declare, at most.
+    pub max_targets_per_stream: usize,
+    /// Series of one target, at most.
+    pub max_series_per_target: usize,
+    /// How far in the future a sample's timestamp may be; later ones are refused.
+    #[serde(with = "humantime_serde")]
+    pub max_sample_future: Duration,
     /// Time one query may take.
     #[serde(with = "humantime_serde")]
     pub query_timeout: Duration,
@@ -66,6 +72,10 @@ pub struct StorageConfig {
     pub sync_writes: bool,
     /// Samples one range query may return, at most.
     pub max_query_samples: usize,
+    /// How long targets are kept after they were last seen; samples older than this are
+    /// refused at ingest.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
 }
 
 impl Default for AggregatorConfig {
@@ -74,20 +84,10 @@ impl Default for AggregatorConfig {
             listen: "127.0.0.1:7443".parse().expect("literal socket address"),
             data_dir: PathBuf::from("goroscope-data"),
             log: "info".into(),
-            tls: TlsConfig::default(),
+            metrics_listen: None,
+            tls: TlsSettings::default(),
             limits: Limits::default(),
             storage: StorageConfig::default(),
-        }
-    }
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        let files = TlsFiles::in_dir(Path::new("certs"), "aggregator-localhost");
-        TlsConfig {
-            ca: files.ca,
-            cert: files.cert,
-            key: files.key,
         }
     }
 }
@@ -96,10 +96,15 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 4096,
+            max_connections_per_peer: 256,
+            idle_timeout: Duration::from_secs(300),
             handshake_timeout: Duration::from_secs(10),
             hello_timeout: Duration::from_secs(10),
             max_message_bytes: 16 * 1024 * 1024,
             max_series_per_stream: 1_000_000,
+            max_targets_per_stream: 100_000,
+            max_series_per_target: 20_000,
+            max_sample_future: Duration::from_secs(300),
             query_timeout: Duration::from_secs(30),
             max_concurrent_requests: 64,
         }
@@ -111,6 +116,7 @@ impl Default for StorageConfig {
         StorageConfig {
             sync_writes: true,
             max_query_samples: 1_000_000,
+            retention: Duration::from_secs(15 * 24 * 3600),
         }
     }
 }
@@ -122,13 +128,13 @@ impl AggregatorConfig {
         overrides: &[(&str, String)],
     ) -> Result<AggregatorConfig, SettingsError> {
         let config: AggregatorConfig =
-            goroscope_proto::settings::load(file, ENV_PREFIX, overrides)?;
+            goroscope_daemon::settings::load(file, ENV_PREFIX, overrides)?;
         config.validate()?;
         Ok(config)
     }
 
     pub fn validate(&self) -> Result<(), SettingsError> {
-        use goroscope_proto::settings::invalid;
+        use goroscope_daemon::settings::invalid;
         let l = &self.limits;
         if l.max_connections == 0 {
             return Err(invalid(
@@ -165,6 +171,29 @@ impl AggregatorConfig {
                 "must be between 1024 and 268435456",
             ));
         }
+        for (key, v) in [
+            ("limits.max_connections_per_peer", l.max_connections_per_peer),
+            ("limits.max_targets_per_stream", l.max_targets_per_stream),
+            ("limits.max_series_per_target", l.max_series_per_target),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, 0, "must be at least 1"));
+            }
+        }
+        if l.idle_timeout < Duration::from_secs(1) {
+            return Err(invalid(
+                "limits.idle_timeout",
+                humantime::format_duration(l.idle_timeout),
+                "must be at least 1s",
+            ));
+        }
+        if self.storage.retention < Duration::from_secs(3600) {
+            return Err(invalid(
+                "storage.retention",
+                humantime::format_duration(self.storage.retention),
+                "must be at least 1h",
+            ));
+        }
         if l.max_series_per_stream == 0 {
             return Err(invalid(
                 "limits.max_series_per_stream",
@@ -192,12 +221,9 @@ impl AggregatorConfig {
         Ok(())
     }
 
+    /// The TLS files; without `tls.cert` and `tls.key`, `certs/aggregator-localhost*.pem`.
     pub fn tls_files(&self) -> TlsFiles {
-        TlsFiles {
-            ca: self.tls.ca.clone(),
-            cert: self.tls.cert.clone(),
-            key: self.tls.key.clone(),
-        }
+        self.tls.files("aggregator-localhost")
     }
 }
 
@@ -210,6 +236,7 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/aggregator.example.toml");
         let config = AggregatorConfig::load(Some(&path), &[]).unwrap();
         assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
         assert_eq!(config.storage, StorageConfig::default());
     }
 

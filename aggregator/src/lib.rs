@@ -4,46 +4,152 @@
 //! - [`config`]: layered settings.
 //! - [`grpc`]: the TLS accept loop and the `Ingest` and `Query` services.
 //! - [`storage`]: time series storage on RocksDB, behind its own small API.
+//! - [`metrics`]: the aggregator's own metrics and health.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod grpc;
+pub mod metrics;
 pub mod storage;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AggregatorConfig;
+use crate::metrics::Metrics;
 use crate::storage::{Storage, StorageOptions};
 
-/// Opens storage, binds the listener and serves until `shutdown` is cancelled.
-/// `on_listening` is called with the bound address (useful with port 0).
+/// How often targets past the retention are looked for.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(600);
+
+/// Opens storage, binds the listeners and serves until `shutdown` is cancelled; then
+/// gives open requests `grace` to finish, stops the storage writer and returns. Returns
+/// an error if the storage writer stops on its own. `on_listening` is called with the
+/// bound gRPC address (useful with port 0).
 pub async fn run(
     config: AggregatorConfig,
     shutdown: CancellationToken,
+    grace: Duration,
     on_listening: impl FnOnce(std::net::SocketAddr),
 ) -> anyhow::Result<()> {
     // Certificates first: a missing or wrong file stops the start before anything else
     // (the database, the port) is taken.
-    let tls = std::sync::Arc::new(
-        goroscope_proto::tls::server_config(&config.tls_files()).context("tls")?,
+    let files = config.tls_files();
+    // Renewed certificates are picked up without a restart: the accept loop takes the
+    // current configuration for every handshake.
+    let tls = goroscope_proto::tls::reloading_server_config(&files).context("tls")?;
+    let tls_rx = tls.subscribe();
+    let data_dir = config.data_dir.clone();
+    let options = StorageOptions {
+        sync_writes: config.storage.sync_writes,
+        max_query_samples: config.storage.max_query_samples,
+        retention: config.storage.retention,
+        ..StorageOptions::default()
+    };
+    let (storage, writer, report) =
+        tokio::task::spawn_blocking(move || Storage::open(&data_dir, options))
+            .await
+            .context("open storage")??;
+    if report.skipped > 0 {
+        tracing::warn!(
+            skipped = report.skipped,
+            "opened the database without the records that could not be decoded"
+        );
+    }
+    tracing::info!(
+        targets = report.targets,
+        series = report.series,
+        "database open"
     );
-    let storage = Storage::open(
-        &config.data_dir,
-        StorageOptions {
-            sync_writes: config.storage.sync_writes,
-            max_query_samples: config.storage.max_query_samples,
-            ..StorageOptions::default()
-        },
-    )?;
+    let metrics = Arc::new(Metrics::new());
+    metrics.watch_storage(storage.clone());
+    for (which, path) in [("cert", &files.cert), ("ca", &files.ca)] {
+        if let Some(at) = goroscope_proto::tls::not_after(path) {
+            metrics.certificate_expires(which, at);
+        }
+    }
+
+    let result = serve_all(
+        &config,
+        tls_rx,
+        storage.clone(),
+        metrics,
+        shutdown,
+        grace,
+        on_listening,
+    )
+    .await;
+    // The writer is joined before the database can be torn down.
+    drop(storage);
+    tokio::task::spawn_blocking(move || writer.stop())
+        .await
+        .context("stop the storage writer")?;
+    result
+}
+
+async fn serve_all(
+    config: &AggregatorConfig,
+    tls_rx: tokio::sync::watch::Receiver<Arc<tokio_rustls::rustls::ServerConfig>>,
+    storage: Storage,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    grace: Duration,
+    on_listening: impl FnOnce(std::net::SocketAddr),
+) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen on {}", config.listen))?;
     let addr = listener
         .local_addr()
         .context("local address of the listener")?;
+    // Stops the helper tasks when serving ends, however it ends.
+    let tasks = shutdown.child_token();
+    let _stop_tasks = tasks.clone().drop_guard();
+    if let Some(metrics_addr) = config.metrics_listen {
+        let listener = goroscope_daemon::http::bind(metrics_addr).await?;
+        tracing::info!(addr = %listener.local_addr().unwrap_or(metrics_addr), "metrics listening");
+        tokio::spawn(goroscope_daemon::http::serve(
+            listener,
+            metrics.clone(),
+            tasks.clone(),
+        ));
+    }
     on_listening(addr);
-    grpc::serve(listener, tls, &config, storage, shutdown).await?;
-    Ok(())
+
+    let housekeeping = {
+        let storage = storage.clone();
+        let tasks = tasks.clone();
+        async move {
+            let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
+            loop {
+                tokio::select! {
+                    _ = tasks.cancelled() => return,
+                    _ = every.tick() => {}
+                }
+                if let Err(e) = storage.forget_expired(goroscope_proto::unix_ms()).await {
+                    tracing::warn!(error = %e, "forgetting targets past the retention failed");
+                }
+            }
+        }
+    };
+    tokio::spawn(housekeeping);
+
+    let shared = grpc::Shared {
+        storage: storage.clone(),
+        metrics: metrics.clone(),
+        conns: grpc::ConnTable::default(),
+    };
+    let server = grpc::serve(listener, tls_rx, config, shared, shutdown.clone(), grace);
+    tokio::select! {
+        result = server => result.map_err(anyhow::Error::from),
+        reason = storage.failed() => {
+            metrics.writer_failed(reason.clone());
+            shutdown.cancel();
+            anyhow::bail!("storage writer stopped: {reason}")
+        }
+    }
 }

@@ -9,16 +9,18 @@ use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use goroscope_proto::identity::{Identity, IdentityError};
 use goroscope_proto::tls::TlsError;
-use rcgen::string::{BmpString, Ia5String, PrintableString, TeletexString, UniversalString};
+use rcgen::string::Ia5String;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, DnValue,
-    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
-    PKCS_ECDSA_P256_SHA256, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
 };
+use time::OffsetDateTime;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::prelude::FromDer;
 
 /// File names of the CA inside the certificate directory.
 pub const CA_CERT_FILE: &str = "ca.pem";
@@ -39,7 +41,10 @@ pub const MAX_VALIDITY_DAYS: u32 = CA_VALIDITY_DAYS;
 const KEY_MODE: u32 = 0o600;
 const CERT_MODE: u32 = 0o644;
 const DIR_MODE: u32 = 0o700;
-const SECONDS_PER_DAY: u64 = 86_400;
+
+/// The years a validity date may fall in: X.509 writes four-digit years, and a clock
+/// before 1970 or far in the future is wrong rather than early or late.
+const VALIDITY_YEARS: std::ops::RangeInclusive<i32> = 1970..=9000;
 
 /// Whom a leaf certificate is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,8 +251,8 @@ pub fn issue(
 
     // rcgen re-encodes the CA's subject from the parsed name; a peer matches issuer to
     // subject byte for byte, so make sure the re-encoding is exact.
-    let issuer_matches = der::parse_certificate(cert.der())
-        .is_some_and(|leaf| leaf.issuer == ca.subject_der.as_slice());
+    let issuer_matches = X509Certificate::from_der(cert.der())
+        .is_ok_and(|(_, leaf)| leaf.issuer().as_raw() == ca.subject_der.as_slice());
     if !issuer_matches {
         return Err(CertsError::BadCa {
             path: ca.cert_path,
@@ -376,40 +381,35 @@ fn load_ca(dir: &Path) -> Result<LoadedCa, CertsError> {
         reason: reason.to_owned(),
     };
     // load_certs returns at least one certificate or an error.
-    let ca_der: &[u8] = certs.first().ok_or_else(|| bad_ca("no certificate"))?;
-    let ca = der::parse_certificate(ca_der)
-        .ok_or_else(|| bad_ca("the first certificate is not a parsable X.509 certificate"))?;
-    if !ca.is_ca {
+    let ca_der = certs.first().ok_or_else(|| bad_ca("no certificate"))?;
+    let (_, ca) = X509Certificate::from_der(ca_der)
+        .map_err(|_| bad_ca("the first certificate is not a parsable X.509 certificate"))?;
+    if !ca.is_ca() {
         return Err(bad_ca("not a CA certificate (basic constraints lack cA)"));
     }
-    let distinguished_name = der::distinguished_name(ca.subject).ok_or_else(|| {
-        bad_ca(
-            "its subject name uses a form this tool cannot reproduce; use a CA made by goroscope",
-        )
-    })?;
 
     let key_pem = fs::read_to_string(&key_path).map_err(io_error("read", &key_path))?;
     let key = KeyPair::from_pem(&key_pem).map_err(|source| CertsError::BadKey {
         path: key_path.clone(),
         source,
     })?;
-    if key.public_key_raw() != ca.public_key {
+    if key.public_key_raw() != ca.public_key().subject_public_key.data.as_ref() {
         return Err(CertsError::BadCa {
             path: key_path,
             reason: format!("this key does not belong to {}", cert_path.display()),
         });
     }
 
-    let mut params = CertificateParams::default();
-    params.distinguished_name = distinguished_name;
-    if let Some(ski) = ca.subject_key_id {
-        // Name the CA's own key identifier in the authority key identifier of new
-        // certificates, whatever method computed it.
-        params.key_identifier_method = KeyIdMethod::PreSpecified(ski);
-    }
+    // rcgen takes the CA's subject as issuer name and its subject key identifier (when it
+    // has one) as the authority key identifier of new certificates.
+    let issuer = Issuer::from_ca_cert_der(ca_der, key).map_err(|_| {
+        bad_ca(
+            "its subject name uses a form this tool cannot reproduce; use a CA made by goroscope",
+        )
+    })?;
     Ok(LoadedCa {
-        subject_der: ca.subject.to_vec(),
-        issuer: Issuer::new(params, key),
+        subject_der: ca.subject().as_raw().to_vec(),
+        issuer,
         cert_path,
     })
 }
@@ -427,45 +427,25 @@ fn ca_common_name(key: &KeyPair) -> String {
     format!("{CA_COMMON_NAME} {fp}")
 }
 
-/// Sets `not_before` to a day ago (tolerating clock skew) and `not_after` to `days` from now.
+/// Sets `not_before` to a day ago (tolerating clock skew) and `not_after` to `days` from
+/// now, both to the second.
 fn set_validity(params: &mut CertificateParams, days: u32) -> Result<(), CertsError> {
-    let since_epoch = SystemTime::now()
+    let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_err(|_| CertsError::Clock)?;
-    let seconds = since_epoch.as_secs();
-    let today = i64::try_from(seconds / SECONDS_PER_DAY).map_err(|_| CertsError::Clock)?;
-    let time_of_day = Duration::from_secs(seconds % SECONDS_PER_DAY);
-    let (y0, m0, d0) = checked_date(today - 1)?;
-    let (y1, m1, d1) = checked_date(today + i64::from(days))?;
-    // `+` on rcgen's date type panics only on overflow; both dates are at most year 9000.
-    params.not_before = rcgen::date_time_ymd(y0, m0, d0) + time_of_day;
-    params.not_after = rcgen::date_time_ymd(y1, m1, d1) + time_of_day;
+        .ok()
+        .and_then(|since_epoch| i64::try_from(since_epoch.as_secs()).ok())
+        .and_then(|seconds| OffsetDateTime::from_unix_timestamp(seconds).ok())
+        .ok_or(CertsError::Clock)?;
+    let within_years = |t: OffsetDateTime| VALIDITY_YEARS.contains(&t.year());
+    params.not_before = now
+        .checked_sub(time::Duration::DAY)
+        .filter(|t| within_years(*t))
+        .ok_or(CertsError::Clock)?;
+    params.not_after = now
+        .checked_add(time::Duration::days(i64::from(days)))
+        .filter(|t| within_years(*t))
+        .ok_or(CertsError::Clock)?;
     Ok(())
-}
-
-/// The calendar date of a day since 1970-01-01, within years rcgen and X.509 handle.
-fn checked_date(days_since_epoch: i64) -> Result<(i32, u8, u8), CertsError> {
-    let (year, month, day) = civil_from_days(days_since_epoch);
-    let year = i32::try_from(year).map_err(|_| CertsError::Clock)?;
-    if !(1970..=9000).contains(&year) {
-        return Err(CertsError::Clock);
-    }
-    Ok((year, month, day))
-}
-
-/// Howard Hinnant's `civil_from_days`: the proleptic Gregorian date of a day count.
-fn civil_from_days(days_since_epoch: i64) -> (i64, u8, u8) {
-    let z = days_since_epoch + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    // month is in 1..=12 and day in 1..=31 by construction, so the casts are lossless.
-    (year, month as u8, day as u8)
 }
 
 fn refuse_existing(paths: &[&Path], force: bool) -> Result<(), CertsError> {
@@ -515,198 +495,6 @@ fn write_file(dir: &Path, name: &str, contents: &[u8], mode: u32) -> Result<Path
         return Err(io_error("rename into place", &path)(e));
     }
     Ok(path)
-}
-
-/// Just enough DER to read a CA certificate without the x509-parser feature of rcgen,
-/// which this crate does not enable (rcgen's `Issuer::from_ca_cert_pem` needs it).
-mod der {
-    use super::*;
-
-    const SEQUENCE: u8 = 0x30;
-    const SET: u8 = 0x31;
-    const INTEGER: u8 = 0x02;
-    const BOOLEAN: u8 = 0x01;
-    const BIT_STRING: u8 = 0x03;
-    const OCTET_STRING: u8 = 0x04;
-    const OID: u8 = 0x06;
-    const VERSION: u8 = 0xa0;
-    const EXTENSIONS: u8 = 0xa3;
-    const OID_SUBJECT_KEY_ID: &[u8] = &[0x55, 0x1d, 0x0e];
-    const OID_BASIC_CONSTRAINTS: &[u8] = &[0x55, 0x1d, 0x13];
-
-    struct Tlv<'a> {
-        tag: u8,
-        content: &'a [u8],
-        /// Header and content.
-        whole: &'a [u8],
-    }
-
-    /// Takes one element off the front of `input`.
-    fn next<'a>(input: &mut &'a [u8]) -> Option<Tlv<'a>> {
-        let data: &'a [u8] = input;
-        let (&tag, rest) = data.split_first()?;
-        if tag & 0x1f == 0x1f {
-            return None; // high tag numbers do not occur in certificates
-        }
-        let (&first, rest) = rest.split_first()?;
-        let (len, rest) = if first < 0x80 {
-            (usize::from(first), rest)
-        } else {
-            let n = usize::from(first & 0x7f);
-            if n == 0 || n > 4 || rest.len() < n {
-                return None;
-            }
-            let len = rest[..n]
-                .iter()
-                .fold(0usize, |len, &b| (len << 8) | usize::from(b));
-            (len, &rest[n..])
-        };
-        if rest.len() < len {
-            return None;
-        }
-        let header = data.len() - rest.len();
-        *input = &rest[len..];
-        Some(Tlv {
-            tag,
-            content: &rest[..len],
-            whole: &data[..header + len],
-        })
-    }
-
-    fn expect<'a>(input: &mut &'a [u8], tag: u8) -> Option<Tlv<'a>> {
-        next(input).filter(|tlv| tlv.tag == tag)
-    }
-
-    pub(super) struct Certificate<'a> {
-        /// DER of the issuer Name, tag and length included.
-        pub issuer: &'a [u8],
-        /// DER of the subject Name, tag and length included.
-        pub subject: &'a [u8],
-        /// The subject public key bits (for EC keys, the uncompressed point).
-        pub public_key: &'a [u8],
-        pub subject_key_id: Option<Vec<u8>>,
-        pub is_ca: bool,
-    }
-
-    pub(super) fn parse_certificate(der: &[u8]) -> Option<Certificate<'_>> {
-        let mut input = der;
-        let certificate = expect(&mut input, SEQUENCE)?;
-        let mut certificate = certificate.content;
-        let mut tbs = expect(&mut certificate, SEQUENCE)?.content;
-        let mut field = next(&mut tbs)?;
-        if field.tag == VERSION {
-            field = next(&mut tbs)?;
-        }
-        if field.tag != INTEGER {
-            return None; // serialNumber
-        }
-        expect(&mut tbs, SEQUENCE)?; // signature algorithm
-        let issuer = expect(&mut tbs, SEQUENCE)?.whole;
-        expect(&mut tbs, SEQUENCE)?; // validity
-        let subject = expect(&mut tbs, SEQUENCE)?.whole;
-        let mut spki = expect(&mut tbs, SEQUENCE)?.content;
-        expect(&mut spki, SEQUENCE)?; // algorithm
-        let bits = expect(&mut spki, BIT_STRING)?.content;
-        let (&unused_bits, public_key) = bits.split_first()?;
-        if unused_bits != 0 {
-            return None;
-        }
-
-        let mut cert = Certificate {
-            issuer,
-            subject,
-            public_key,
-            subject_key_id: None,
-            is_ca: false,
-        };
-        while !tbs.is_empty() {
-            let field = next(&mut tbs)?;
-            if field.tag != EXTENSIONS {
-                continue; // issuerUniqueID, subjectUniqueID
-            }
-            let mut wrapper = field.content;
-            let mut extensions = expect(&mut wrapper, SEQUENCE)?.content;
-            while !extensions.is_empty() {
-                let mut extension = expect(&mut extensions, SEQUENCE)?.content;
-                let oid = expect(&mut extension, OID)?.content;
-                let mut value = next(&mut extension)?;
-                if value.tag == BOOLEAN {
-                    value = next(&mut extension)?; // critical
-                }
-                if value.tag != OCTET_STRING {
-                    return None;
-                }
-                let mut value = value.content;
-                if oid == OID_SUBJECT_KEY_ID {
-                    cert.subject_key_id = Some(expect(&mut value, OCTET_STRING)?.content.to_vec());
-                } else if oid == OID_BASIC_CONSTRAINTS {
-                    let mut constraints = expect(&mut value, SEQUENCE)?.content;
-                    if let Some(ca) = next(&mut constraints).filter(|t| t.tag == BOOLEAN) {
-                        cert.is_ca = ca.content.iter().any(|&b| b != 0);
-                    }
-                }
-            }
-        }
-        Some(cert)
-    }
-
-    /// The rcgen form of a DER Name, if it has one attribute per RDN in a string type rcgen
-    /// can write back (every name rcgen itself makes).
-    pub(super) fn distinguished_name(name_der: &[u8]) -> Option<DistinguishedName> {
-        let mut input = name_der;
-        let mut rdns = expect(&mut input, SEQUENCE)?.content;
-        let mut name = DistinguishedName::new();
-        while !rdns.is_empty() {
-            let mut rdn = expect(&mut rdns, SET)?.content;
-            let mut attribute = expect(&mut rdn, SEQUENCE)?.content;
-            if !rdn.is_empty() {
-                return None; // multi-valued RDN
-            }
-            let oid = decode_oid(expect(&mut attribute, OID)?.content)?;
-            let value = next(&mut attribute)?;
-            let text = || std::str::from_utf8(value.content).ok();
-            let value = match value.tag {
-                0x0c => DnValue::Utf8String(text()?.to_owned()),
-                0x13 => DnValue::PrintableString(PrintableString::try_from(text()?).ok()?),
-                0x14 => DnValue::TeletexString(TeletexString::try_from(text()?).ok()?),
-                0x16 => DnValue::Ia5String(Ia5String::try_from(text()?).ok()?),
-                0x1c => DnValue::UniversalString(
-                    UniversalString::from_utf32be(value.content.to_vec()).ok()?,
-                ),
-                0x1e => DnValue::BmpString(BmpString::from_utf16be(value.content.to_vec()).ok()?),
-                _ => return None,
-            };
-            let ty = DnType::from_oid(&oid);
-            if name.get(&ty).is_some() {
-                return None; // rcgen keeps one value per attribute type
-            }
-            name.push(ty, value);
-        }
-        Some(name)
-    }
-
-    fn decode_oid(bytes: &[u8]) -> Option<Vec<u64>> {
-        let mut arcs = Vec::new();
-        let mut value: u64 = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            value = value.checked_mul(128)? | u64::from(b & 0x7f);
-            if b & 0x80 != 0 {
-                if i + 1 == bytes.len() {
-                    return None; // truncated
-                }
-                continue;
-            }
-            if arcs.is_empty() {
-                let first = (value / 40).min(2);
-                arcs.push(first);
-                arcs.push(value - first * 40);
-            } else {
-                arcs.push(value);
-            }
-            value = 0;
-        }
-        (!arcs.is_empty()).then_some(arcs)
-    }
 }
 
 #[cfg(test)]
@@ -779,28 +567,80 @@ mod tests {
         }
     }
 
+    fn parse(der: &[u8]) -> X509Certificate<'_> {
+        X509Certificate::from_der(der).unwrap().1
+    }
+
     #[test]
     fn leaves_name_the_ca_as_issuer() {
+        use x509_parser::der_parser::asn1_rs::Tag;
+        use x509_parser::extensions::ParsedExtension;
+
         let tmp = tempfile::tempdir().unwrap();
         let dir = fleet(tmp.path());
         let (cert, _) = issue_new(&dir, Subject::Operator("bob".into()));
         let ca_der = load_certs(&dir.join("ca.pem")).unwrap().remove(0);
         let leaf_der = load_certs(&cert).unwrap().remove(0);
-        let ca = der::parse_certificate(&ca_der).unwrap();
-        let leaf = der::parse_certificate(&leaf_der).unwrap();
-        assert!(ca.is_ca);
-        assert!(!leaf.is_ca);
-        assert_eq!(ca.issuer, ca.subject, "the CA is self-signed");
-        assert_eq!(leaf.issuer, ca.subject);
-        assert!(ca.subject_key_id.is_some());
-        let name = der::distinguished_name(ca.subject).unwrap();
-        let Some(DnValue::Utf8String(cn)) = name.get(&DnType::CommonName) else {
-            panic!("the CA has a UTF-8 common name: {name:?}");
-        };
+        let ca = parse(&ca_der);
+        let leaf = parse(&leaf_der);
+        assert!(ca.is_ca());
+        assert!(!leaf.is_ca());
+        assert_eq!(
+            ca.issuer().as_raw(),
+            ca.subject().as_raw(),
+            "the CA is self-signed"
+        );
+        assert_eq!(leaf.issuer().as_raw(), ca.subject().as_raw());
+
+        // The leaf names the CA's key by the CA's own subject key identifier.
+        let ski = ca
+            .iter_extensions()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0),
+                _ => None,
+            })
+            .expect("the CA has a subject key identifier");
+        let aki = leaf
+            .iter_extensions()
+            .find_map(|e| match e.parsed_extension() {
+                ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref(),
+                _ => None,
+            })
+            .expect("the leaf has an authority key identifier");
+        assert_eq!(aki.0, ski);
+
+        let cn = ca.subject().iter_common_name().next().unwrap();
+        assert_eq!(cn.attr_value().header.tag(), Tag::Utf8String);
+        let cn = cn.as_str().unwrap();
         assert!(
             cn.starts_with(CA_COMMON_NAME) && cn.len() == CA_COMMON_NAME.len() + 13,
             "{cn}"
         );
+    }
+
+    #[test]
+    fn validity_starts_a_day_ago_and_lasts_the_days_asked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = fleet(tmp.path());
+        let (cert, _) = issue(&dir, &Subject::Operator("bob".into()), 90, &[], false).unwrap();
+        let now = OffsetDateTime::now_utc();
+        for (path, days) in [(dir.join("ca.pem"), CA_VALIDITY_DAYS), (cert, 90)] {
+            let der = load_certs(&path).unwrap().remove(0);
+            let validity = parse(&der).validity().clone();
+            let not_before = validity.not_before.to_datetime();
+            let not_after = validity.not_after.to_datetime();
+            assert_eq!(
+                not_after - not_before,
+                time::Duration::days(i64::from(days) + 1),
+                "{}",
+                path.display()
+            );
+            let skew = now - time::Duration::DAY - not_before;
+            assert!(
+                skew >= time::Duration::ZERO && skew < time::Duration::minutes(5),
+                "not before {not_before}, now {now}"
+            );
+        }
     }
 
     #[test]
@@ -857,7 +697,7 @@ mod tests {
                 Err(status) => Ok(status.code()),
             }
         };
-        tokio::time::timeout(Duration::from_secs(20), attempt)
+        tokio::time::timeout(std::time::Duration::from_secs(20), attempt)
             .await
             .map_err(|_| "timed out".to_owned())?
     }
@@ -900,8 +740,8 @@ mod tests {
         let our_ca = load_certs(&ours.join("ca.pem")).unwrap().remove(0);
         let their_ca = load_certs(&theirs.join("ca.pem")).unwrap().remove(0);
         assert_ne!(
-            der::parse_certificate(&our_ca).unwrap().subject,
-            der::parse_certificate(&their_ca).unwrap().subject
+            parse(&our_ca).subject().as_raw(),
+            parse(&their_ca).subject().as_raw()
         );
 
         let ca = ours.join("ca.pem");
@@ -1142,11 +982,23 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(20_088), (2024, 12, 31));
+    fn a_garbled_ca_is_refused_naming_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = fleet(tmp.path());
+        let ca = dir.join("ca.pem");
+        fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMAMCAQA=\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let err = issue(&dir, &Subject::Operator("alice".into()), 30, &[], false).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{}: the first certificate is not a parsable X.509 certificate",
+                ca.display()
+            )
+        );
+        assert!(!dir.join("operator-alice.pem").exists());
     }
 }

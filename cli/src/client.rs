@@ -1,14 +1,17 @@
 //! Connecting to the aggregator's query service over mTLS, and the settings that say
 //! where it is and which certificate to show: flags, then `GOROSCOPE_*` environment,
 //! then the config file (`--config`, else `~/.config/goroscope/cli.toml` if present).
+//! Text from the aggregator in an error is escaped, as in tables.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use goroscope_daemon::escape::{Escaped, escape};
+use goroscope_proto::v1;
 use goroscope_proto::v1::query_client::QueryClient;
 use serde::Deserialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// What the config file may hold; every key optional.
 #[derive(Debug, Default, Deserialize)]
@@ -30,6 +33,11 @@ pub struct ConnectSettings {
     pub key: PathBuf,
     pub server_name: String,
 }
+
+/// Time to connect and finish the TLS handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time one request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub const DEFAULT_ADDR: &str = "https://127.0.0.1:7443";
 pub const DEFAULT_CERTS_DIR: &str = "certs";
@@ -104,62 +112,223 @@ pub fn find_operator_cert(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
 }
 
 pub async fn connect(s: &ConnectSettings) -> anyhow::Result<QueryClient<Channel>> {
-    let tls = goroscope_proto::tls::client_tls(&s.ca, Some((&s.cert, &s.key)), &s.server_name)?;
-    let channel = Endpoint::from_shared(s.addr.clone())
-        .with_context(|| format!("aggregator address {:?}", s.addr))?
-        .tls_config(tls)
-        .context("tls settings")?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(60))
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("connect to {}: {}", s.addr, error_chain(&e)))?;
+    let tls = goroscope_proto::connect::client_config(&s.ca, Some((&s.cert, &s.key)))?;
+    // The connection and the TLS handshake under one deadline: an address that accepts
+    // TCP and never speaks TLS fails in seconds instead of hanging.
+    let connector =
+        goroscope_proto::connect::Connector::fixed(tls, &s.server_name, CONNECT_TIMEOUT)
+            .with_context(|| format!("aggregator address {:?}", s.addr))?
+            .request_timeout(REQUEST_TIMEOUT);
+    let channel = connector.connect(&s.addr).await.map_err(|e| {
+        anyhow::anyhow!(
+            "connect to {}: {}",
+            s.addr,
+            goroscope_daemon::escape::escape(&goroscope_daemon::one_line(&e))
+        )
+    })?;
     Ok(QueryClient::new(channel).max_decoding_message_size(256 * 1024 * 1024))
 }
 
-/// A transport error's whole chain in one line ("transport error: ... : invalid peer
-/// certificate: UnknownIssuer").
-pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = s.source();
-    }
-    out
-}
-
-/// A refusal or failure of a call, in one line.
+/// A refusal or failure of a call, in one line; the aggregator's words escaped, since a
+/// status message may carry a peer's string (a label value, a metric name) as sent.
 pub fn status_error(addr: &str, status: tonic::Status) -> anyhow::Error {
     use std::error::Error;
     let mut message = format!(
         "aggregator at {addr}: {}: {}",
-        code_name(status.code()),
+        goroscope_daemon::code_name(status.code()),
         status.message()
     );
     if let Some(source) = status.source() {
         message.push_str(": ");
-        message.push_str(&error_chain(source));
+        message.push_str(&goroscope_daemon::one_line(source));
     }
-    anyhow::anyhow!(message)
+    anyhow::anyhow!(escape(&message).into_owned())
 }
 
-fn code_name(code: tonic::Code) -> &'static str {
-    use tonic::Code;
-    match code {
-        Code::Unauthenticated => "unauthenticated",
-        Code::PermissionDenied => "permission denied",
-        Code::InvalidArgument => "invalid argument",
-        Code::NotFound => "not found",
-        Code::ResourceExhausted => "resource exhausted",
-        Code::DeadlineExceeded => "deadline exceeded",
-        Code::Unavailable => "unavailable",
-        Code::Internal => "internal error",
-        Code::Unimplemented => "unimplemented",
-        _ => "error",
+/// How many pages of targets `goroscope targets` follows at most: ten million targets at
+/// the aggregator's default page size, far more than a fleet has; past it a
+/// `next_page_token` that never ends would keep the command (and its memory) growing.
+pub const MAX_TARGET_PAGES: usize = 10_000;
+
+/// Every target `request` selects, following `next_page_token` page after page, for at
+/// most `max_pages` pages.
+pub async fn list_all_targets(
+    client: &mut QueryClient<Channel>,
+    addr: &str,
+    mut request: v1::ListTargetsRequest,
+    max_pages: usize,
+) -> anyhow::Result<Vec<v1::TargetInfo>> {
+    let mut targets = Vec::new();
+    for _ in 0..max_pages {
+        let page = client
+            .list_targets(request.clone())
+            .await
+            .map_err(|s| status_error(addr, s))?
+            .into_inner();
+        targets.extend(page.targets);
+        if page.next_page_token.is_empty() {
+            return Ok(targets);
+        }
+        if page.next_page_token == request.page_token {
+            // Asking again would get the same page forever.
+            bail!(
+                "aggregator at {addr}: answered page token \"{}\" with itself as the next one",
+                Escaped::max(&page.next_page_token, 100)
+            );
+        }
+        request.page_token = page.next_page_token;
+    }
+    bail!(
+        "aggregator at {addr}: more than {max_pages} pages of targets ({} targets so far); \
+         stopped following next_page_token",
+        targets.len()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use goroscope_proto::v1::query_server::{Query, QueryServer};
+    use tonic::transport::Server;
+    use tonic::transport::server::TcpIncoming;
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+
+    /// Answers `ListTargets` a page at a time: page `n` holds target `h<n>` and points to
+    /// `p<n+1>`, up to `pages` pages (never ending without a bound); `stuck` answers every
+    /// token with itself.
+    #[derive(Clone)]
+    struct Pages {
+        pages: Option<usize>,
+        stuck: bool,
+        asked: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[tonic::async_trait]
+    impl Query for Pages {
+        async fn list_targets(
+            &self,
+            request: Request<v1::ListTargetsRequest>,
+        ) -> Result<Response<v1::ListTargetsResponse>, Status> {
+            let request = request.into_inner();
+            self.asked.lock().unwrap().push(request.page_token.clone());
+            let n: usize = match request.page_token.as_str() {
+                "" => 0,
+                token => token
+                    .strip_prefix('p')
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| Status::invalid_argument(token))?,
+            };
+            let next = if self.stuck && n > 0 {
+                request.page_token.clone()
+            } else if self.pages.is_some_and(|pages| n + 1 >= pages) {
+                String::new()
+            } else {
+                format!("p{}", n + 1)
+            };
+            Ok(Response::new(v1::ListTargetsResponse {
+                targets: vec![v1::TargetInfo {
+                    id: Some(v1::TargetId {
+                        host: format!("h{n}"),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }],
+                next_page_token: next,
+            }))
+        }
+
+        async fn query_range(
+            &self,
+            _: Request<v1::QueryRangeRequest>,
+        ) -> Result<Response<v1::QueryRangeResponse>, Status> {
+            Err(Status::unimplemented("not in this test"))
+        }
+    }
+
+    async fn serve(pages: Pages) -> QueryClient<Channel> {
+        let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = incoming.local_addr().unwrap();
+        tokio::spawn(
+            Server::builder()
+                .add_service(QueryServer::new(pages))
+                .serve_with_incoming(incoming),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        QueryClient::new(channel)
+    }
+
+    fn pages(pages: Option<usize>, stuck: bool) -> Pages {
+        Pages {
+            pages,
+            stuck,
+            asked: Arc::default(),
+        }
+    }
+
+    fn hosts(targets: &[v1::TargetInfo]) -> Vec<String> {
+        targets
+            .iter()
+            .map(|t| t.id.clone().unwrap_or_default().host)
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn targets_follow_every_page() {
+        let server = pages(Some(3), false);
+        let mut client = serve(server.clone()).await;
+        let request = v1::ListTargetsRequest {
+            seen_since_ms: 42,
+            ..Default::default()
+        };
+        let targets = list_all_targets(&mut client, "test", request, 10)
+            .await
+            .unwrap();
+        assert_eq!(hosts(&targets), ["h0", "h1", "h2"]);
+        assert_eq!(*server.asked.lock().unwrap(), ["", "p1", "p2"]);
+
+        // Exactly as many pages as allowed is no error.
+        let targets = list_all_targets(&mut client, "test", Default::default(), 3)
+            .await
+            .unwrap();
+        assert_eq!(targets.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn targets_stop_after_the_page_bound() {
+        let mut client = serve(pages(None, false)).await;
+        let err = list_all_targets(&mut client, "test", Default::default(), 5)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "aggregator at test: more than 5 pages of targets (5 targets so far); \
+             stopped following next_page_token"
+        );
+
+        let mut client = serve(pages(None, true)).await;
+        let err = list_all_targets(&mut client, "test", Default::default(), 5)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "aggregator at test: answered page token \"p1\" with itself as the next one"
+        );
+    }
+
+    #[test]
+    fn status_errors_print_no_raw_control_character() {
+        let status = Status::invalid_argument("bad label value \"\u{1b}]0;PWNED\u{7}\"");
+        let message = status_error("https://agg:7443", status).to_string();
+        assert_eq!(
+            message,
+            "aggregator at https://agg:7443: invalid argument: bad label value \"\\e]0;PWNED\\x07\""
+        );
     }
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use goroscope_daemon::escape::escape;
 use goroscope_proto::v1;
 use serde_json::json;
 
@@ -168,9 +169,10 @@ fn main() -> ExitCode {
             {
                 return ExitCode::SUCCESS;
             }
+            // Escaped whole: an error may quote what a peer sent.
             eprintln!(
                 "goroscope: {}",
-                goroscope_proto::daemon::one_line(e.as_ref())
+                escape(&goroscope_daemon::one_line(e.as_ref()))
             );
             if e.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(EXIT_USAGE)
@@ -191,17 +193,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let seen_since_ms = if since.is_zero() {
                 0
             } else {
-                goroscope_proto::unix_ms() - since.as_millis() as i64
+                ms_before(goroscope_proto::unix_ms(), since)
             };
-            let response = client
-                .list_targets(v1::ListTargetsRequest {
-                    matchers,
-                    seen_since_ms,
-                })
-                .await
-                .map_err(|s| client::status_error(&settings.addr, s))?
-                .into_inner();
-            print_targets(&response.targets, cli.output)
+            let request = v1::ListTargetsRequest {
+                matchers,
+                seen_since_ms,
+                ..Default::default()
+            };
+            let targets = client::list_all_targets(
+                &mut client,
+                &settings.addr,
+                request,
+                client::MAX_TARGET_PAGES,
+            )
+            .await?;
+            print_targets(&targets, cli.output)
         }
         Command::Query {
             metric,
@@ -225,8 +231,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .query_range(v1::QueryRangeRequest {
                     metric: metric.clone(),
                     matchers,
-                    start_ms: now - since.as_millis() as i64,
-                    end_ms: now - until.as_millis() as i64,
+                    start_ms: ms_before(now, since),
+                    end_ms: ms_before(now, until),
                 })
                 .await
                 .map_err(|s| client::status_error(&settings.addr, s))?
@@ -234,6 +240,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_series(&metric, &response.series, cli.output)
         }
     }
+}
+
+/// `age` before `now`, in Unix milliseconds; an age past the epoch's range stops there.
+fn ms_before(now: i64, age: Duration) -> i64 {
+    now.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn connect_settings(args: &ConnArgs) -> anyhow::Result<ConnectSettings> {
@@ -321,13 +332,6 @@ fn label<'a>(labels: &'a [v1::Label], name: &str) -> &'a str {
 }
 
 fn print_targets(targets: &[v1::TargetInfo], output: Output) -> anyhow::Result<()> {
-    let now = goroscope_proto::unix_ms();
-    let latest = |t: &v1::TargetInfo, metric: &str| {
-        t.latest
-            .iter()
-            .find(|m| m.metric == metric)
-            .map(|m| m.value)
-    };
     let mut out = std::io::stdout().lock();
     if output == Output::Json {
         let items: Vec<_> = targets
@@ -345,7 +349,7 @@ fn print_targets(targets: &[v1::TargetInfo], output: Output) -> anyhow::Result<(
                     "first_seen_ms": t.first_seen_ms,
                     "last_seen_ms": t.last_seen_ms,
                     "exited": t.exited,
-                    "latest": t.latest.iter().map(|m| (m.metric.clone(), json!(m.value))).collect::<serde_json::Map<_, _>>(),
+                    "latest": t.latest.iter().map(|m| (m.metric.clone(), render::json_value(m.value))).collect::<serde_json::Map<_, _>>(),
                 })
             })
             .collect();
@@ -360,6 +364,22 @@ fn print_targets(targets: &[v1::TargetInfo], output: Output) -> anyhow::Result<(
         writeln!(out, "no targets")?;
         return Ok(());
     }
+    write!(
+        out,
+        "{}",
+        targets_table(targets, goroscope_proto::unix_ms())
+    )?;
+    Ok(())
+}
+
+/// The targets as a table for people, ages counted from `now` (Unix milliseconds).
+fn targets_table(targets: &[v1::TargetInfo], now: i64) -> String {
+    let latest = |t: &v1::TargetInfo, metric: &str| {
+        t.latest
+            .iter()
+            .find(|m| m.metric == metric)
+            .map(|m| m.value)
+    };
     let mut table = Table::new(&[
         ("HOST", false),
         ("PID", true),
@@ -375,7 +395,7 @@ fn print_targets(targets: &[v1::TargetInfo], output: Output) -> anyhow::Result<(
     let opt = |v: Option<f64>, f: fn(f64) -> String| v.map(f).unwrap_or_else(|| "-".into());
     for t in targets {
         let id = t.id.clone().unwrap_or_default();
-        let seen = render::ago(now - t.last_seen_ms);
+        let seen = render::ago(now.saturating_sub(t.last_seen_ms));
         table.row(vec![
             id.host,
             id.pid.to_string(),
@@ -393,8 +413,7 @@ fn print_targets(targets: &[v1::TargetInfo], output: Output) -> anyhow::Result<(
             },
         ]);
     }
-    write!(out, "{}", table.render())?;
-    Ok(())
+    table.render()
 }
 
 fn print_series(metric: &str, series: &[v1::Series], output: Output) -> anyhow::Result<()> {
@@ -408,7 +427,7 @@ fn print_series(metric: &str, series: &[v1::Series], output: Output) -> anyhow::
                     "metric": s.metric,
                     "target": {"host": id.host, "pid": id.pid, "start_ticks": id.start_ticks},
                     "labels": s.labels.iter().map(|l| (l.name.clone(), json!(l.value))).collect::<serde_json::Map<_, _>>(),
-                    "samples": s.samples.iter().map(|p| json!([p.timestamp_ms, p.value])).collect::<Vec<_>>(),
+                    "samples": s.samples.iter().map(|p| json!([p.timestamp_ms, render::json_value(p.value)])).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -420,9 +439,15 @@ fn print_series(metric: &str, series: &[v1::Series], output: Output) -> anyhow::
         return Ok(());
     }
     if series.iter().all(|s| s.samples.is_empty()) {
-        writeln!(out, "no samples of {metric} in that range")?;
+        writeln!(out, "no samples of {} in that range", escape(metric))?;
         return Ok(());
     }
+    write!(out, "{}", series_table(series))?;
+    Ok(())
+}
+
+/// The samples of each series as a table for people, one row per sample.
+fn series_table(series: &[v1::Series]) -> String {
     let mut table = Table::new(&[
         ("TIME", false),
         ("HOST", false),
@@ -442,8 +467,7 @@ fn print_series(metric: &str, series: &[v1::Series], output: Output) -> anyhow::
             ]);
         }
     }
-    write!(out, "{}", table.render())?;
-    Ok(())
+    table.render()
 }
 
 fn run_certs(command: CertsCommand, output: Output) -> anyhow::Result<()> {
@@ -520,5 +544,147 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    fn target(
+        host: &str,
+        pid: u32,
+        labels: &[(&str, &str)],
+        latest: &[(&str, f64)],
+        last_seen_ms: i64,
+    ) -> v1::TargetInfo {
+        v1::TargetInfo {
+            id: Some(v1::TargetId {
+                host: host.into(),
+                pid,
+                ..Default::default()
+            }),
+            labels: labels
+                .iter()
+                .map(|(name, value)| v1::Label {
+                    name: (*name).into(),
+                    value: (*value).into(),
+                })
+                .collect(),
+            latest: latest
+                .iter()
+                .map(|(metric, value)| v1::MetricValue {
+                    metric: (*metric).into(),
+                    value: *value,
+                    timestamp_ms: last_seen_ms,
+                })
+                .collect(),
+            last_seen_ms,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn targets_table_looks_as_the_readme_shows() {
+        const MIB: f64 = 1024.0 * 1024.0;
+        let now = 1_795_000_000_000;
+        let row = |pid, service, rss, heap, goroutines| {
+            target(
+                "vm",
+                pid,
+                &[
+                    ("service", service),
+                    ("version", "(devel)"),
+                    ("go_version", "go1.26.8"),
+                ],
+                &[
+                    ("process_resident_memory_bytes", rss * MIB),
+                    ("go_memstats_heap_inuse_bytes", heap * MIB),
+                    ("go_goroutines", goroutines),
+                    ("process_threads", 5.0),
+                ],
+                now - 1_000,
+            )
+        };
+        let targets = [
+            row(29740, "steady", 10.2, 10.7, 12.0),
+            row(29741, "leaky", 9.2, 1.0, 25.0),
+        ];
+        assert_eq!(
+            targets_table(&targets, now),
+            "HOST    PID  SERVICE  VERSION  GO             RSS  HEAP INUSE  GOROUTINES  THREADS  LAST SEEN\n\
+             vm    29740  steady   (devel)  go1.26.8  10.2 MiB    10.7 MiB          12        5  1s ago\n\
+             vm    29741  leaky    (devel)  go1.26.8   9.2 MiB     1.0 MiB          25        5  1s ago\n"
+        );
+    }
+
+    /// What a Go binary named with terminal sequences puts in its labels, and a host that
+    /// a hostile collector could report.
+    const EVIL: &str = "\u{1b}]0;PWNED\u{7}\u{1b}[31mred\u{1b}[2J";
+
+    fn assert_no_raw_control(out: &str) {
+        assert!(
+            !out.chars()
+                .any(|c| c != '\n' && goroscope_daemon::escape::is_unsafe(c)),
+            "{out:?}"
+        );
+        assert!(out.contains("\\e]0;PWNED\\x07\\e[31mred\\e[2J"), "{out}");
+    }
+
+    #[test]
+    fn targets_table_prints_no_raw_control_character() {
+        let targets = [target(
+            EVIL,
+            1,
+            &[
+                ("service", EVIL),
+                ("version", EVIL),
+                ("go_version", "go1.26.8\r"),
+            ],
+            &[("go_goroutines", 3.0)],
+            // From an aggregator whose clock is wrong, or that lies: no overflow.
+            i64::MIN,
+        )];
+        let out = targets_table(&targets, 1_795_000_000_000);
+        assert_no_raw_control(&out);
+        assert!(out.contains("go1.26.8\\r"), "{out}");
+        // Every line as long as the others where the last column is as wide: the widths
+        // counted the escaped text.
+        let lines: Vec<_> = out.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let seen = lines[1].rfind("  ").unwrap();
+        assert_eq!(lines[0].find("LAST SEEN").unwrap(), seen + 2);
+    }
+
+    #[test]
+    fn series_table_prints_no_raw_control_character() {
+        let series = [v1::Series {
+            metric: EVIL.into(),
+            target: Some(v1::TargetId {
+                host: EVIL.into(),
+                pid: 7,
+                ..Default::default()
+            }),
+            labels: vec![v1::Label {
+                name: "service".into(),
+                value: EVIL.into(),
+            }],
+            samples: vec![
+                v1::Sample {
+                    timestamp_ms: 0,
+                    value: 1.5,
+                },
+                v1::Sample {
+                    timestamp_ms: i64::MAX,
+                    value: f64::NAN,
+                },
+            ],
+        }];
+        let out = series_table(&series);
+        assert_no_raw_control(&out);
+        assert!(out.starts_with("TIME "), "{out}");
+        assert_eq!(out.lines().count(), 3);
+    }
+
+    #[test]
+    fn ages_before_now_saturate() {
+        assert_eq!(ms_before(10_000, Duration::from_secs(3)), 7_000);
+        assert_eq!(ms_before(0, Duration::MAX), -i64::MAX);
+        assert_eq!(ms_before(i64::MIN, Duration::from_secs(1)), i64::MIN);
     }
 }

@@ -6,11 +6,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use goroscope_proto::settings::{SettingsError, invalid};
+use goroscope_daemon::settings::{SettingsError, TlsSettings, invalid};
 use goroscope_proto::tls::TlsFiles;
 use serde::Deserialize;
 
 pub const ENV_PREFIX: &str = "GOROSCOPE_COLLECTOR";
+
+/// The labels the collector sets on every target from its build info.
+pub const BUILT_IN_LABELS: [&str; 5] = ["service", "version", "go_version", "module", "path"];
 
 /// The shortest sampling interval accepted.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
@@ -30,23 +33,16 @@ pub struct CollectorConfig {
     pub interval: Duration,
     /// Log filter, in `tracing_subscriber::EnvFilter` syntax.
     pub log: String,
+    /// Plain-HTTP address of the collector's own `/metrics` and `/healthz`; off when
+    /// unset.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where procfs is mounted (a DaemonSet mounts the host's /proc).
     pub proc_root: PathBuf,
     /// Labels added to every target of this host (zone, cluster, ...).
     pub labels: BTreeMap<String, String>,
-    pub tls: TlsConfig,
+    pub tls: TlsSettings,
     pub discovery: DiscoveryConfig,
     pub limits: Limits,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct TlsConfig {
-    pub ca: PathBuf,
-    /// Empty: `certs/collector-<host>.pem`.
-    pub cert: PathBuf,
-    /// Empty: `certs/collector-<host>-key.pem`.
-    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -56,17 +52,68 @@ pub struct DiscoveryConfig {
     pub ports: Vec<u16>,
     /// Also try every other TCP port the process listens on.
     pub probe_listening: bool,
-    /// How long to wait before looking again for the endpoints of a process that had none.
+    /// The longest wait before looking again for the endpoints of a process that had
+    /// none; the waits start at 1s and double up to this.
     #[serde(with = "humantime_serde")]
     pub reprobe_interval: Duration,
+    /// By service (the `service` label): the only ports its processes are probed on, in
+    /// order. `ports` and `probe_listening` do not apply to a service listed here; an
+    /// empty list means its processes are never probed.
+    pub service_ports: BTreeMap<String, Vec<u16>>,
+}
+
+/// Ports of one process probed at most.
+pub const MAX_PROBED_PORTS: usize = 16;
+
+impl DiscoveryConfig {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        check_ports("discovery.ports", &self.ports)?;
+        if self.reprobe_interval < Duration::from_secs(1) {
+            return Err(invalid(
+                "discovery.reprobe_interval",
+                humantime::format_duration(self.reprobe_interval),
+                "must be at least 1s",
+            ));
+        }
+        for (service, ports) in &self.service_ports {
+            if service.is_empty() {
+                return Err(invalid(
+                    "discovery.service_ports",
+                    "\"\"",
+                    "a service name cannot be empty",
+                ));
+            }
+            check_ports(&format!("discovery.service_ports.{service}"), ports)?;
+        }
+        Ok(())
+    }
+}
+
+fn check_ports(key: &str, ports: &[u16]) -> Result<(), SettingsError> {
+    if ports.len() > MAX_PROBED_PORTS {
+        return Err(invalid(
+            key,
+            format!("{} ports", ports.len()),
+            &format!("at most {MAX_PROBED_PORTS} ports are probed"),
+        ));
+    }
+    for (i, port) in ports.iter().enumerate() {
+        if *port == 0 {
+            return Err(invalid(key, 0, "port 0 cannot be probed"));
+        }
+        if ports[..i].contains(port) {
+            return Err(invalid(key, port, "listed twice"));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Batches kept for re-sending while the aggregator is unreachable; the oldest are
-    /// dropped beyond this.
-    pub max_pending_batches: usize,
+    /// Bytes of scrapes kept for re-sending while the aggregator is unreachable; the
+    /// oldest are dropped beyond this.
+    pub max_pending_bytes: usize,
     /// Batches sent and not yet acknowledged, at most.
     pub max_in_flight: usize,
     /// Time one HTTP request to a process's endpoint may take.
@@ -91,21 +138,12 @@ impl Default for CollectorConfig {
             server_name: "localhost".into(),
             interval: Duration::from_secs(10),
             log: "info".into(),
+            metrics_listen: None,
             proc_root: PathBuf::from("/proc"),
             labels: BTreeMap::new(),
-            tls: TlsConfig::default(),
+            tls: TlsSettings::default(),
             discovery: DiscoveryConfig::default(),
             limits: Limits::default(),
-        }
-    }
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        TlsConfig {
-            ca: PathBuf::from("certs/ca.pem"),
-            cert: PathBuf::new(),
-            key: PathBuf::new(),
         }
     }
 }
@@ -116,6 +154,7 @@ impl Default for DiscoveryConfig {
             ports: Vec::new(),
             probe_listening: true,
             reprobe_interval: Duration::from_secs(60),
+            service_ports: BTreeMap::new(),
         }
     }
 }
@@ -123,7 +162,7 @@ impl Default for DiscoveryConfig {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_pending_batches: 360,
+            max_pending_bytes: 64 * 1024 * 1024,
             max_in_flight: 16,
             scrape_timeout: Duration::from_secs(3),
             max_response_bytes: 8 * 1024 * 1024,
@@ -142,7 +181,7 @@ impl CollectorConfig {
         overrides: &[(&str, String)],
     ) -> Result<CollectorConfig, SettingsError> {
         let mut config: CollectorConfig =
-            goroscope_proto::settings::load(file, ENV_PREFIX, overrides)?;
+            goroscope_daemon::settings::load(file, ENV_PREFIX, overrides)?;
         config.resolve()?;
         config.validate()?;
         Ok(config)
@@ -162,13 +201,9 @@ impl CollectorConfig {
                     invalid("host", "\"\"", "not set and the host name is unreadable")
                 })?;
         }
-        let files = TlsFiles::in_dir(Path::new("certs"), &format!("collector-{}", self.host));
-        if self.tls.cert.as_os_str().is_empty() {
-            self.tls.cert = files.cert;
-        }
-        if self.tls.key.as_os_str().is_empty() {
-            self.tls.key = files.key;
-        }
+        let files = self.tls.files(&format!("collector-{}", self.host));
+        self.tls.cert = files.cert;
+        self.tls.key = files.key;
         Ok(())
     }
 
@@ -205,11 +240,11 @@ impl CollectorConfig {
             ));
         }
         let l = &self.limits;
-        if l.max_pending_batches == 0 {
+        if l.max_pending_bytes < 64 * 1024 {
             return Err(invalid(
-                "limits.max_pending_batches",
-                0,
-                "must be at least 1",
+                "limits.max_pending_bytes",
+                l.max_pending_bytes,
+                "must be at least 65536",
             ));
         }
         if l.max_in_flight == 0 {
@@ -246,24 +281,34 @@ impl CollectorConfig {
                 "must be at least 1s",
             ));
         }
-        for name in self.labels.keys() {
-            if matches!(name.as_str(), "host" | "pid") || name.is_empty() {
+        // The aggregator would refuse every target of this host over a bad label: refuse
+        // it here, at start, naming the key.
+        for (name, value) in &self.labels {
+            if let Err(e) = goroscope_proto::rules::check_label(name, value) {
+                return Err(invalid(&format!("labels.{name}"), format!("{value:?}"), &e.to_string()));
+            }
+            if BUILT_IN_LABELS.contains(&name.as_str()) {
                 return Err(invalid(
                     &format!("labels.{name}"),
-                    format!("{name:?}"),
-                    "host and pid are set by the collector",
+                    format!("{value:?}"),
+                    "the collector sets this label from the build info",
                 ));
             }
         }
+        let most = goroscope_proto::rules::MAX_LABELS - BUILT_IN_LABELS.len();
+        if self.labels.len() > most {
+            return Err(invalid(
+                "labels",
+                format!("{} labels", self.labels.len()),
+                &format!("at most {most} (the collector adds {} of its own)", BUILT_IN_LABELS.len()),
+            ));
+        }
+        self.discovery.validate()?;
         Ok(())
     }
 
     pub fn tls_files(&self) -> TlsFiles {
-        TlsFiles {
-            ca: self.tls.ca.clone(),
-            cert: self.tls.cert.clone(),
-            key: self.tls.key.clone(),
-        }
+        self.tls.files(&format!("collector-{}", self.host))
     }
 }
 
@@ -300,6 +345,21 @@ mod tests {
                 "limits.max_targets",
                 "0",
             ),
+            (
+                "host = \"a\"\n[labels]\ncluster-name = \"prod\"\n",
+                "labels.cluster-name",
+                "letters, digits and '_'",
+            ),
+            (
+                "host = \"a\"\n[labels]\nhost = \"prod\"\n",
+                "labels.host",
+                "target's id",
+            ),
+            (
+                "host = \"a\"\n[labels]\nservice = \"x\"\n",
+                "labels.service",
+                "build info",
+            ),
         ] {
             std::fs::write(&path, text).unwrap();
             let err = CollectorConfig::load(Some(&path), &[])
@@ -313,11 +373,82 @@ mod tests {
     }
 
     #[test]
+    fn a_label_value_over_the_limit_is_refused_for_its_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, format!("host = \"a\"\n[labels]\nzone = \"{}\"\n", "x".repeat(1100))).unwrap();
+        let err = CollectorConfig::load(Some(&path), &[]).unwrap_err().to_string();
+        assert!(err.contains("labels.zone") && err.contains("1100 bytes, longer than 1024"), "{err}");
+    }
+
+    #[test]
     fn flags_override_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, "host = \"a\"\ninterval = \"5s\"\n").unwrap();
         let config = CollectorConfig::load(Some(&path), &[("interval", "1s".into())]).unwrap();
         assert_eq!(config.interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn service_ports_parse_and_bad_ones_name_the_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "host = \"a\"\n[discovery]\nprobe_listening = false\n\
+             [discovery.service_ports]\nbilling = [6060, 8080]\nbatch = []\n",
+        )
+        .unwrap();
+        let config = CollectorConfig::load(Some(&path), &[]).unwrap();
+        assert_eq!(config.discovery.service_ports["billing"], [6060, 8080]);
+        assert!(config.discovery.service_ports["batch"].is_empty());
+        assert!(!config.discovery.probe_listening);
+
+        let many: Vec<String> = (1..=17).map(|p| p.to_string()).collect();
+        for (table, key, value) in [
+            (
+                "billing = [6060, 0]",
+                "discovery.service_ports.billing",
+                "= 0",
+            ),
+            (
+                "billing = [6060, 6060]",
+                "discovery.service_ports.billing",
+                "= 6060",
+            ),
+            (
+                &format!("billing = [{}]", many.join(", ")),
+                "discovery.service_ports.billing",
+                "17 ports",
+            ),
+        ] {
+            std::fs::write(
+                &path,
+                format!("host = \"a\"\n[discovery.service_ports]\n{table}\n"),
+            )
+            .unwrap();
+            let err = CollectorConfig::load(Some(&path), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(key) && err.contains(value),
+                "{table:?} gave {err}"
+            );
+        }
+        for (text, key) in [
+            ("[discovery]\nports = [0]\n", "discovery.ports"),
+            (
+                "[discovery]\nreprobe_interval = \"500ms\"\n",
+                "discovery.reprobe_interval",
+            ),
+            ("[discovery.service_ports]\nbilling = [70000]\n", "billing"),
+        ] {
+            std::fs::write(&path, format!("host = \"a\"\n{text}")).unwrap();
+            let err = CollectorConfig::load(Some(&path), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{text:?} gave {err}");
+        }
     }
 }

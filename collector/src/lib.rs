@@ -7,11 +7,15 @@
 //! - [`sampler`]: one scrape of every target per interval.
 //! - [`model`]: what a scrape is made of.
 //! - [`outbox`]: scrapes kept until acknowledged.
+//! - [`encoder`]: scrapes into batches that fit, with the stream's declarations.
 //! - [`sender`]: the ingest stream, reconnects and backoff.
+//! - [`metrics`]: the collector's own metrics and health.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod discovery;
+pub mod encoder;
+pub mod metrics;
 pub mod model;
 pub mod outbox;
 pub mod sampler;
@@ -27,6 +31,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CollectorConfig;
+use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::sampler::Sampler;
 use crate::sender::Sender;
@@ -35,10 +40,11 @@ use crate::sender::Sender;
 /// moment to be acknowledged.
 pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let files = config.tls_files();
-    let tls = goroscope_proto::tls::client_tls(
-        &files.ca,
-        Some((&files.cert, &files.key)),
-        &config.server_name,
+    // Renewed certificates are picked up without a restart (the sender reconnects with
+    // them); the aggregator must prove the aggregator identity, not only its DNS name.
+    let tls = goroscope_proto::connect::reloading_client_config(
+        files.ca.clone(),
+        Some((files.cert.clone(), files.key.clone())),
     )?;
     match goroscope_proto::tls::identity_of_file(&files.cert) {
         Ok(id) if id.role == Role::Collector && id.name == config.host => {}
@@ -55,7 +61,22 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow
     let config = Arc::new(config);
     let mut sampler = Sampler::new(config.clone())
         .with_context(|| format!("read {}", config.proc_root.display()))?;
-    let outbox = Arc::new(Outbox::new(config.limits.max_pending_batches));
+    let outbox = Arc::new(Outbox::new(config.limits.max_pending_bytes));
+    let metrics = Arc::new(Metrics::new((config.interval * 3).max(Duration::from_secs(60))));
+    metrics.watch_outbox(outbox.clone());
+    for (which, path) in [("cert", &files.cert), ("ca", &files.ca)] {
+        if let Some(at) = goroscope_proto::tls::not_after(path) {
+            metrics.certificate_expires(which, at);
+        }
+    }
+    // Stops the helper tasks however this function ends.
+    let tasks = shutdown.child_token();
+    let _stop_tasks = tasks.clone().drop_guard();
+    if let Some(addr) = config.metrics_listen {
+        let listener = goroscope_daemon::http::bind(addr).await?;
+        tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "metrics listening");
+        tokio::spawn(goroscope_daemon::http::serve(listener, metrics.clone(), tasks.clone()));
+    }
     let (interval_tx, mut interval_rx) = watch::channel(config.interval);
     let epoch = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -70,8 +91,9 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow
     );
     let sender = Sender {
         config: config.clone(),
-        tls,
+        tls: tls.subscribe(),
         outbox: outbox.clone(),
+        metrics: metrics.clone(),
         epoch,
         interval: interval_tx,
     };
@@ -88,13 +110,20 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow
             }
             _ = ticker.tick() => {}
         }
-        match sampler.sample(goroscope_proto::unix_ms()).await {
+        let started = std::time::Instant::now();
+        // A round ends early on shutdown: stopping must not wait for a slow target.
+        let sampled = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = sampler.sample(goroscope_proto::unix_ms()) => r,
+        };
+        match sampled {
             Ok(scrape) => {
                 tracing::debug!(
                     targets = scrape.samples.len(),
                     gone = scrape.gone.len(),
                     "sampled"
                 );
+                metrics.round_done(started.elapsed(), scrape.samples.len());
                 outbox.push(scrape);
             }
             Err(e) => tracing::warn!(error = %e, "scan of processes failed"),

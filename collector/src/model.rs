@@ -12,6 +12,9 @@ use crate::sources::Metrics;
 /// kept as is on the target until the sender declares it.
 pub use goroscope_proto::v1::Coverage;
 
+/// Label values from processes cut to the longest a label may be, since start.
+pub static LABELS_TRIMMED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The identity and labels of one Go process.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetMeta {
@@ -38,4 +41,30 @@ pub struct Scrape {
     pub samples: Vec<TargetSample>,
     /// Targets whose process exited since the previous scrape.
     pub gone: Vec<Arc<TargetMeta>>,
+}
+
+impl Scrape {
+    /// About what the scrape takes encoded with every target and series declared (the
+    /// most it takes on any stream): what the outbox's byte bound counts.
+    pub fn estimated_bytes(&self) -> usize {
+        let target = |m: &TargetMeta| {
+            48 + m.coverage.debug_addr.len()
+                + m.labels
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 6)
+                    .sum::<usize>()
+        };
+        let samples: usize = self
+            .samples
+            .iter()
+            .map(|s| {
+                target(&s.meta)
+                    + s.metrics
+                        .iter()
+                        .map(|(name, _)| name.len() + 32)
+                        .sum::<usize>()
+            })
+            .sum();
+        samples + self.gone.iter().map(|m| target(m) + 4).sum::<usize>()
+    }
 }

@@ -1,21 +1,27 @@
 //! The sampler: every interval, one [`Scrape`] of every Go process on the host.
 //!
-//! Targets are sampled concurrently (at most `limits.max_concurrent_scrapes` at once),
-//! each request bounded by the scrape timeout, so a process
-//! that hangs, answers garbage or exits costs its own sample and nothing else. The
-//! runtime endpoints (expvar, pprof) are looked for among the ports the process listens
-//! on, once, and again only after they stop answering.
+//! A round lasts at most three quarters of the interval (and at most the scrape
+//! timeout), so that the next one starts on time. /proc is read off the runtime's
+//! thread, each target under its own deadline. Each target's endpoint work (looking for
+//! expvar and pprof among the ports it listens on, then scraping what answered) is a
+//! task of its own, at most `limits.max_concurrent_scrapes` at once. What is not done
+//! when the round ends costs that target and nothing else: endpoint work goes on in the
+//! background, its answer comes with the target's next sample, and nothing more is
+//! started for that target until it has ended.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use futures_util::StreamExt;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
-use crate::config::CollectorConfig;
-use crate::discovery::{Discovery, GoProcess};
+use crate::config::{CollectorConfig, MAX_PROBED_PORTS};
+use crate::discovery::{Discovery, GoProcess, Held, OffThread, off_thread, off_thread_batched};
 use crate::model::{Coverage, Scrape, TargetMeta, TargetSample};
 use crate::sources::http::{self, Read};
 use crate::sources::proc::{self, ProcError};
@@ -23,21 +29,27 @@ use crate::sources::{Metrics, expvar, pprof};
 
 /// Consecutive failed scrapes after which an endpoint is looked for again.
 const MAX_ENDPOINT_FAILURES: u32 = 3;
-/// Ports of one process probed at most.
-const MAX_PROBED_PORTS: usize = 16;
+/// Candidate ports of one process probed at once.
+const PROBE_PARALLELISM: usize = 8;
+/// The first wait before probing again a process that served nothing; it doubles after
+/// each probe that finds nothing, up to `discovery.reprobe_interval`.
+const FIRST_REPROBE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Endpoint {
     Unprobed,
     /// `addr` serves `/debug/vars` (`expvar`), `/debug/pprof/` (`pprof`) or both;
-    /// `failures` counts consecutive scrapes in which neither answered.
+    /// `failures` counts consecutive scrapes in which not all of it answered.
     Found {
         addr: SocketAddr,
         serves: Serves,
         failures: u32,
     },
+    /// The probe that ended at `since` found nothing, after `attempts` earlier ones that
+    /// found nothing either.
     Absent {
         since: Instant,
+        attempts: u32,
     },
 }
 
@@ -51,16 +63,36 @@ struct Serves {
 struct TargetState {
     meta: Arc<TargetMeta>,
     endpoint: Endpoint,
+    /// Endpoint work of an earlier round that has not ended yet.
+    running: Option<EndpointTask>,
 }
 
-pub struct Sampler {
+/// A target's endpoint task; aborted when the target goes.
+struct EndpointTask(JoinHandle<EndpointOutcome>);
+
+impl Drop for EndpointTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What every endpoint task needs.
+struct Shared {
     config: Arc<CollectorConfig>,
-    discovery: Discovery,
-    targets: HashMap<(u32, u64), TargetState>,
-    warned_max_targets: bool,
     /// The collector's own network namespace (None if unreadable: every process is
     /// then taken to share it).
     own_netns: Option<u64>,
+    /// Endpoint tasks running at once, across rounds.
+    slots: Semaphore,
+}
+
+pub struct Sampler {
+    shared: Arc<Shared>,
+    discovery: Discovery,
+    targets: HashMap<(u32, u64), TargetState>,
+    warned_max_targets: bool,
+    /// /proc reads past their deadline, still running, by target.
+    held_proc: Held<(u32, u64)>,
 }
 
 /// What the collector needs of one network namespace to reach its processes: the
@@ -71,11 +103,67 @@ struct Namespace {
     addrs: Vec<IpAddr>,
 }
 
-struct Outcome {
-    metrics: Metrics,
-    coverage: Coverage,
+/// The namespaces read in one round, shared by that round's probes. The kernel builds
+/// /proc/PID/net/tcp by walking every socket of the namespace, which is slow with many
+/// processes: each namespace is read once per round, whichever probe needs it first.
+#[derive(Default)]
+struct Namespaces {
+    by_inode: Mutex<HashMap<u64, Arc<NamespaceSlot>>>,
+}
+
+/// One namespace of [`Namespaces`], `None` until read.
+type NamespaceSlot = Mutex<Option<Arc<Namespace>>>;
+
+impl Namespaces {
+    /// Blocks while another probe loads the same namespace.
+    fn get_or_load(
+        &self,
+        netns: u64,
+        load: impl FnOnce() -> Result<Namespace, ProcError>,
+    ) -> Result<Arc<Namespace>, ProcError> {
+        let slot = self
+            .by_inode
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(netns)
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(ns) = &*slot {
+            return Ok(ns.clone());
+        }
+        // A failure is not kept: it concerns the process read through, and another
+        // process of the namespace may be readable.
+        let ns = Arc::new(load()?);
+        *slot = Some(ns.clone());
+        Ok(ns)
+    }
+}
+
+type ProcSample = Result<Metrics, ProcError>;
+
+/// How a target's endpoint work ended.
+struct EndpointOutcome {
     endpoint: Endpoint,
-    gone: bool,
+    metrics: Metrics,
+    expvar: bool,
+    pprof: bool,
+    addr: Option<SocketAddr>,
+}
+
+/// The answers of one address: `None` for what was not asked.
+struct Scraped {
+    vars: Option<Result<Metrics, String>>,
+    goroutines: Option<Result<u64, String>>,
+}
+
+impl Scraped {
+    fn serves(&self) -> Serves {
+        Serves {
+            expvar: matches!(self.vars, Some(Ok(_))),
+            pprof: matches!(self.goroutines, Some(Ok(_))),
+        }
+    }
 }
 
 impl Sampler {
@@ -88,28 +176,46 @@ impl Sampler {
                 .parse()
                 .ok()
         });
+        let slots = Semaphore::new(config.limits.max_concurrent_scrapes);
         Ok(Sampler {
-            config,
+            shared: Arc::new(Shared {
+                config,
+                own_netns,
+                slots,
+            }),
             discovery,
             targets: HashMap::new(),
             warned_max_targets: false,
-            own_netns,
+            held_proc: Held::default(),
         })
     }
 
-    /// Discovers and samples every Go process once.
+    /// Discovers and samples every Go process once, within the round's time.
     pub async fn sample(&mut self, timestamp_ms: i64) -> Result<Scrape, ProcError> {
-        let mut scan = self.discovery.scan()?;
+        let config = self.shared.config.clone();
+        let deadline = Instant::now() + round_budget(&config);
+        let per_target = config.limits.scrape_timeout;
+        let mut scan = self.discovery.scan(deadline, per_target).await?;
         let mut scrape = Scrape {
             timestamp_ms,
             ..Scrape::default()
         };
+        let running: HashSet<(u32, u64)> = scan
+            .running
+            .iter()
+            .map(|p| (p.pid, p.start_ticks))
+            .collect();
         for p in &scan.exited {
-            if let Some(state) = self.targets.remove(&(p.pid, p.start_ticks)) {
+            let key = (p.pid, p.start_ticks);
+            if let Some(state) = self.targets.remove(&key)
+                // An exec into another Go program keeps the pid and the start time, so
+                // the target: it is declared again with the new program's labels.
+                && !running.contains(&key)
+            {
                 scrape.gone.push(state.meta);
             }
         }
-        let max = self.config.limits.max_targets;
+        let max = config.limits.max_targets;
         if scan.running.len() > max {
             if !self.warned_max_targets {
                 tracing::warn!(
@@ -122,65 +228,154 @@ impl Sampler {
             scan.running.truncate(max);
         }
 
-        let config = &self.config;
-        // Listening sockets are looked up here, once per network namespace, before the
-        // concurrent part: the kernel builds /proc/PID/net/tcp by walking every socket
-        // of the namespace, which is slow with many processes and would hold the
-        // runtime's one thread while other targets' request timers run.
-        let mut namespaces: HashMap<u64, Arc<Namespace>> = HashMap::new();
-        let own_netns = self.own_netns;
-        let mut jobs = Vec::with_capacity(scan.running.len());
+        // Endpoint work first, so that it runs while /proc is read.
+        let namespaces = Arc::new(Namespaces::default());
+        let mut tasks = Vec::with_capacity(scan.running.len());
+        let mut late: HashMap<(u32, u64), EndpointOutcome> = HashMap::new();
         for p in &scan.running {
-            let state = self
-                .targets
-                .entry((p.pid, p.start_ticks))
-                .or_insert_with(|| TargetState {
-                    meta: Arc::new(initial_meta(p, config)),
-                    endpoint: Endpoint::Unprobed,
-                });
-            let endpoint = state.endpoint;
-            let probe_due = match endpoint {
+            let key = (p.pid, p.start_ticks);
+            let state = self.targets.entry(key).or_insert_with(|| TargetState {
+                meta: Arc::new(initial_meta(p, &config)),
+                endpoint: Endpoint::Unprobed,
+                running: None,
+            });
+            if let Some(task) = &mut state.running {
+                if !task.0.is_finished() {
+                    continue;
+                }
+                // Ended since its round: its answer comes with this round's sample,
+                // unless this round's own work answers in time.
+                if let Ok(outcome) = (&mut task.0).await {
+                    state.endpoint = outcome.endpoint;
+                    late.insert(key, outcome);
+                }
+                state.running = None;
+            }
+            let probe = match state.endpoint {
                 Endpoint::Unprobed => true,
-                Endpoint::Absent { since } => since.elapsed() >= config.discovery.reprobe_interval,
+                Endpoint::Absent { since, attempts } => {
+                    since.elapsed() >= reprobe_delay(attempts, config.discovery.reprobe_interval)
+                }
                 Endpoint::Found { .. } => false,
             };
-            let candidates =
-                probe_due.then(|| probe_candidates(config, p.pid, own_netns, &mut namespaces));
-            let process = p.clone();
-            jobs.push(async move {
-                let outcome = sample_one(config, &process, endpoint, candidates).await;
-                (process, outcome)
-            });
+            let task = tokio::spawn(endpoint_work(
+                self.shared.clone(),
+                namespaces.clone(),
+                p.pid,
+                p.service(),
+                state.endpoint,
+                probe,
+            ));
+            tasks.push((key, task));
         }
-        let outcomes: Vec<(Arc<GoProcess>, Outcome)> = futures_util::stream::iter(jobs)
-            .buffer_unordered(config.limits.max_concurrent_scrapes)
-            .collect()
-            .await;
 
-        for (process, outcome) in outcomes {
-            let key = (process.pid, process.start_ticks);
-            if outcome.gone {
-                if let Some(state) = self.targets.remove(&key) {
-                    scrape.gone.push(state.meta);
-                }
-                continue;
+        // `None`: not read in time this round.
+        let mut procs: Vec<((u32, u64), Option<ProcSample>)> = Vec::new();
+        let mut due = Vec::with_capacity(scan.running.len());
+        for p in &scan.running {
+            let key = (p.pid, p.start_ticks);
+            if self.held_proc.is_held(&key) {
+                procs.push((key, None));
+            } else {
+                due.push(key);
             }
+        }
+        let root = config.proc_root.clone();
+        let batched = off_thread_batched(
+            due,
+            |key| key.0,
+            move |pid| sample_proc(&root, pid),
+            deadline,
+            per_target,
+        )
+        .await;
+        for (key, handle) in batched.stuck {
+            tracing::warn!(
+                pid = key.0,
+                "proc sample unread in time; read again once the read ends"
+            );
+            self.held_proc.hold(key, handle);
+            procs.push((key, None));
+        }
+        procs.extend(batched.done.into_iter().map(|(key, r)| (key, Some(r))));
+        procs.extend(batched.left.into_iter().map(|key| (key, None)));
+
+        let mut outcomes = late;
+        for (key, mut task) in tasks {
+            match tokio::time::timeout_at(deadline, &mut task).await {
+                Ok(Ok(outcome)) => {
+                    outcomes.insert(key, outcome);
+                }
+                Ok(Err(e)) => tracing::warn!(pid = key.0, error = %e, "endpoint work failed"),
+                Err(_) => {
+                    if let Some(state) = self.targets.get_mut(&key) {
+                        state.running = Some(EndpointTask(task));
+                    }
+                }
+            }
+        }
+
+        for (key, proc_result) in procs {
+            let mut coverage = Coverage {
+                buildinfo: true,
+                ..Coverage::default()
+            };
+            let mut metrics = match proc_result {
+                Some(Ok(metrics)) => {
+                    coverage.proc = true;
+                    metrics
+                }
+                Some(Err(ProcError::Gone { .. })) => {
+                    if let Some(state) = self.targets.remove(&key) {
+                        scrape.gone.push(state.meta);
+                    }
+                    continue;
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(pid = key.0, error = %e, "proc sample failed");
+                    Metrics::new()
+                }
+                // Not read in time this round.
+                None => Metrics::new(),
+            };
             let Some(state) = self.targets.get_mut(&key) else {
                 continue;
             };
-            state.endpoint = outcome.endpoint;
-            if state.meta.coverage != outcome.coverage {
+            if let Some(outcome) = outcomes.remove(&key) {
+                state.endpoint = outcome.endpoint;
+                metrics.extend(outcome.metrics);
+                coverage.expvar = outcome.expvar;
+                coverage.pprof = outcome.pprof;
+                coverage.debug_addr = outcome.addr.map(|a| a.to_string()).unwrap_or_default();
+            }
+            if state.meta.coverage != coverage {
                 let mut meta = (*state.meta).clone();
-                meta.coverage = outcome.coverage;
+                meta.coverage = coverage;
                 state.meta = Arc::new(meta);
             }
             scrape.samples.push(TargetSample {
                 meta: state.meta.clone(),
-                metrics: outcome.metrics,
+                metrics,
             });
         }
+        let live = &self.targets;
+        self.held_proc.retain(|key| live.contains_key(key));
         Ok(scrape)
     }
+}
+
+/// How long one round may take: three quarters of the interval, so that the next tick
+/// finds the thread free, and at most the scrape timeout.
+fn round_budget(config: &CollectorConfig) -> Duration {
+    (config.interval * 3 / 4).min(config.limits.scrape_timeout)
+}
+
+/// The wait before probing again a process whose last probe found nothing, after
+/// `attempts` earlier ones that found nothing either: 1s, 2s, 4s ... up to `cap`. A
+/// process that starts listening a few seconds after it starts is found seconds later.
+fn reprobe_delay(attempts: u32, cap: Duration) -> Duration {
+    let factor = 1u32.checked_shl(attempts).unwrap_or(u32::MAX);
+    FIRST_REPROBE.checked_mul(factor).unwrap_or(cap).min(cap)
 }
 
 fn initial_meta(p: &GoProcess, config: &CollectorConfig) -> TargetMeta {
@@ -198,6 +393,17 @@ fn initial_meta(p: &GoProcess, config: &CollectorConfig) -> TargetMeta {
         ("path", b.path.clone()),
     ] {
         if !value.is_empty() {
+            // A value from the binary may be longer than a label may be: cut, counted,
+            // so that the aggregator does not refuse the whole target over it.
+            let value = match goroscope_proto::rules::trim_label_value(&value) {
+                std::borrow::Cow::Borrowed(_) => value,
+                std::borrow::Cow::Owned(cut) => {
+                    crate::model::LABELS_TRIMMED
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(pid = p.pid, label = name, bytes = value.len(), "label value from the build info cut to 1024 bytes");
+                    cut
+                }
+            };
             labels.retain(|(k, _)| k != name);
             labels.push((name.to_owned(), value));
         }
@@ -214,125 +420,135 @@ fn initial_meta(p: &GoProcess, config: &CollectorConfig) -> TargetMeta {
     }
 }
 
-/// `candidates`: the addresses to probe for runtime endpoints, when a probe is due.
-async fn sample_one(
-    config: &CollectorConfig,
-    p: &GoProcess,
+/// One target's endpoint work for a round: a probe when `probe`, then a scrape of what
+/// the endpoint serves.
+async fn endpoint_work(
+    shared: Arc<Shared>,
+    namespaces: Arc<Namespaces>,
+    pid: u32,
+    service: String,
     endpoint: Endpoint,
-    candidates: Option<Vec<SocketAddr>>,
-) -> Outcome {
-    let mut out = Outcome {
-        metrics: Metrics::with_capacity(32),
-        coverage: Coverage {
-            buildinfo: true,
-            ..Coverage::default()
-        },
+    probe: bool,
+) -> EndpointOutcome {
+    // The semaphore is never closed; without a slot the work would only run unbounded.
+    let _slot = shared.slots.acquire().await.ok();
+    let config = &shared.config;
+    let nothing = |endpoint| EndpointOutcome {
         endpoint,
-        gone: false,
+        metrics: Metrics::new(),
+        expvar: false,
+        pprof: false,
+        addr: None,
     };
-    match sample_proc(&config.proc_root, p.pid, &mut out.metrics) {
-        Ok(()) => out.coverage.proc = true,
-        Err(ProcError::Gone { .. }) => {
-            out.gone = true;
-            return out;
-        }
-        Err(e) => tracing::debug!(pid = p.pid, error = %e, "proc sample failed"),
-    }
 
-    if let Some(candidates) = candidates {
-        out.endpoint = match probe(config, p.pid, &candidates).await {
-            Some((addr, serves)) => {
-                tracing::info!(pid = p.pid, %addr, expvar = serves.expvar, pprof = serves.pprof, "runtime endpoints found");
-                Endpoint::Found {
-                    addr,
-                    serves,
-                    failures: 0,
-                }
-            }
-            None => Endpoint::Absent {
-                since: Instant::now(),
-            },
+    let (addr, serves, failures, scraped) = if probe {
+        let attempts = match endpoint {
+            Endpoint::Absent { attempts, .. } => attempts.saturating_add(1),
+            _ => 0,
         };
-    }
-    if let Endpoint::Found {
-        addr,
-        serves,
-        failures,
-    } = out.endpoint
-    {
+        let for_thread = shared.clone();
+        let until = Instant::now() + config.limits.scrape_timeout;
+        let candidates = match off_thread(until, move || {
+            probe_candidates(
+                &for_thread.config,
+                pid,
+                &service,
+                for_thread.own_netns,
+                &namespaces,
+            )
+        })
+        .await
+        {
+            OffThread::Done(c) => c,
+            OffThread::Late(_) | OffThread::Failed(_) => {
+                tracing::debug!(pid, "listening sockets unread in time; probing later");
+                Vec::new()
+            }
+        };
+        match probe_ports(config, pid, &candidates).await {
+            Some((addr, scraped)) => {
+                let serves = scraped.serves();
+                tracing::info!(pid, %addr, expvar = serves.expvar, pprof = serves.pprof, "runtime endpoints found");
+                // What the address does not serve is not a failed sample.
+                let scraped = Scraped {
+                    vars: scraped.vars.filter(|r| r.is_ok()),
+                    goroutines: scraped.goroutines.filter(|r| r.is_ok()),
+                };
+                (addr, serves, 0, scraped)
+            }
+            None => {
+                return nothing(Endpoint::Absent {
+                    since: Instant::now(),
+                    attempts,
+                });
+            }
+        }
+    } else {
+        let Endpoint::Found {
+            addr,
+            serves,
+            failures,
+        } = endpoint
+        else {
+            return nothing(endpoint);
+        };
         // Only what the probe found is scraped: a process without expvar costs no
         // request (and no warning) per interval.
-        let (vars, goroutines) = tokio::join!(
-            async {
-                if serves.expvar {
-                    Some(scrape_expvar(config, addr).await)
-                } else {
-                    None
-                }
-            },
-            async {
-                if serves.pprof {
-                    Some(scrape_goroutines(config, addr).await)
-                } else {
-                    None
-                }
-            }
-        );
-        let vars_ok = match vars {
-            Some(Ok(m)) => {
-                out.metrics.extend(m);
-                true
-            }
-            Some(Err(e)) => {
-                if failures == 0 {
-                    tracing::warn!(pid = p.pid, error = %e, "expvar sample failed");
-                }
-                false
-            }
-            None => false,
-        };
-        let goroutines_ok = match goroutines {
-            Some(Ok(n)) => {
-                out.metrics.push(("go_goroutines", n as f64));
-                true
-            }
-            Some(Err(e)) => {
-                if failures == 0 {
-                    tracing::warn!(pid = p.pid, error = %e, "goroutine sample failed");
-                }
-                false
-            }
-            None => false,
-        };
-        out.coverage.expvar = vars_ok;
-        out.coverage.pprof = goroutines_ok;
-        out.coverage.debug_addr = addr.to_string();
-        let all_ok = vars_ok == serves.expvar && goroutines_ok == serves.pprof;
-        out.endpoint = if all_ok {
-            Endpoint::Found {
-                addr,
-                serves,
-                failures: 0,
-            }
-        } else if failures + 1 >= MAX_ENDPOINT_FAILURES {
-            // Probe again: the process may have moved its endpoints or restarted them.
-            Endpoint::Unprobed
-        } else {
-            Endpoint::Found {
-                addr,
-                serves,
-                failures: failures + 1,
-            }
-        };
+        let scraped = scrape(config, addr, serves.expvar, serves.pprof).await;
+        (addr, serves, failures, scraped)
+    };
+
+    let mut out = nothing(endpoint);
+    out.addr = Some(addr);
+    match scraped.vars {
+        Some(Ok(m)) => {
+            out.metrics.extend(m);
+            out.expvar = true;
+        }
+        Some(Err(e)) if failures == 0 => {
+            tracing::warn!(pid, error = %goroscope_daemon::escape::peer(&e), "expvar sample failed");
+        }
+        _ => {}
     }
+    match scraped.goroutines {
+        Some(Ok(n)) => {
+            out.metrics.push(("go_goroutines", n as f64));
+            out.pprof = true;
+        }
+        Some(Err(e)) if failures == 0 => {
+            tracing::warn!(pid, error = %goroscope_daemon::escape::peer(&e), "goroutine sample failed");
+        }
+        _ => {}
+    }
+    let all_ok = out.expvar == serves.expvar && out.pprof == serves.pprof;
+    out.endpoint = if all_ok {
+        Endpoint::Found {
+            addr,
+            serves,
+            failures: 0,
+        }
+    } else if failures + 1 >= MAX_ENDPOINT_FAILURES {
+        // Probe again: the process may have moved its endpoints or restarted them.
+        Endpoint::Unprobed
+    } else {
+        Endpoint::Found {
+            addr,
+            serves,
+            failures: failures + 1,
+        }
+    };
     out
 }
 
-/// Reads the /proc vital signs of `pid` into `out`.
-fn sample_proc(root: &Path, pid: u32, out: &mut Metrics) -> Result<(), ProcError> {
+/// Reads the /proc vital signs of `pid`.
+fn sample_proc(root: &Path, pid: u32) -> Result<Metrics, ProcError> {
     let stat = proc::read_stat(root, pid)?;
+    if stat.is_dead() {
+        return Err(ProcError::Gone { pid });
+    }
     let status = proc::read_status(root, pid)?;
     let ticks = proc::clock_ticks_per_second().max(1) as f64;
+    let mut out = Metrics::with_capacity(32);
     out.extend_from_slice(&[
         ("process_resident_memory_bytes", status.rss_bytes as f64),
         (
@@ -364,7 +580,28 @@ fn sample_proc(root: &Path, pid: u32, out: &mut Metrics) -> Result<(), ProcError
         // Another user's process: fds need more privilege than the rest.
         Err(e) => tracing::debug!(pid, error = %e, "open fds unreadable"),
     }
-    Ok(())
+    Ok(out)
+}
+
+/// Asks `addr` for what is wanted, both at once, each under the scrape timeout.
+async fn scrape(config: &CollectorConfig, addr: SocketAddr, expvar: bool, pprof: bool) -> Scraped {
+    let (vars, goroutines) = tokio::join!(
+        async {
+            if expvar {
+                Some(scrape_expvar(config, addr).await)
+            } else {
+                None
+            }
+        },
+        async {
+            if pprof {
+                Some(scrape_goroutines(config, addr).await)
+            } else {
+                None
+            }
+        }
+    );
+    Scraped { vars, goroutines }
 }
 
 async fn scrape_expvar(config: &CollectorConfig, addr: SocketAddr) -> Result<Metrics, String> {
@@ -383,13 +620,20 @@ async fn scrape_expvar(config: &CollectorConfig, addr: SocketAddr) -> Result<Met
     Ok(m)
 }
 
+/// The goroutine count from the pprof index page, which the runtime answers without
+/// building any stack.
 async fn scrape_goroutines(config: &CollectorConfig, addr: SocketAddr) -> Result<u64, String> {
-    let line = bounded(
+    let page = bounded(
         config,
-        http::get(addr, pprof::GOROUTINE_PATH, 256, Read::FirstLine),
+        http::get(
+            addr,
+            pprof::INDEX_PATH,
+            pprof::MAX_INDEX_BYTES.min(config.limits.max_response_bytes),
+            Read::Until(pprof::TABLE_END),
+        ),
     )
     .await?;
-    pprof::parse_goroutine_total(&line).map_err(|e| format!("{addr}: {e}"))
+    pprof::parse_goroutine_count(&page).map_err(|e| format!("{addr}: {e}"))
 }
 
 async fn bounded<T>(
@@ -406,9 +650,9 @@ async fn bounded<T>(
     }
 }
 
-/// The addresses where `pid` may serve its runtime endpoints: the configured ports
-/// first, then (if allowed) every other port it listens on. `namespaces` caches what
-/// is read per network namespace for this round.
+/// The addresses where `pid` may serve its runtime endpoints. For a service listed in
+/// `discovery.service_ports`, those ports only; else the configured ports first, then
+/// (if allowed) every other port it listens on. Reads /proc: blocking.
 ///
 /// A process in another network namespace than the collector's (a pod beside a
 /// host-network collector) is reached at its namespace's addresses when it listens on
@@ -416,10 +660,18 @@ async fn bounded<T>(
 fn probe_candidates(
     config: &CollectorConfig,
     pid: u32,
+    service: &str,
     own_netns: Option<u64>,
-    namespaces: &mut HashMap<u64, Arc<Namespace>>,
+    namespaces: &Namespaces,
 ) -> Vec<SocketAddr> {
-    let wanted = &config.discovery.ports;
+    let discovery = &config.discovery;
+    let (wanted, others): (&[u16], bool) = match discovery.service_ports.get(service) {
+        Some(ports) => (ports, false),
+        None => (&discovery.ports, discovery.probe_listening),
+    };
+    if wanted.is_empty() && !others {
+        return Vec::new();
+    }
     let root = &config.proc_root;
     let found = (|| {
         let inodes = proc::socket_inodes(root, pid)?;
@@ -427,23 +679,18 @@ fn probe_candidates(
             return Ok(None);
         }
         let netns = proc::net_namespace(root, pid)?;
-        let ns = match namespaces.get(&netns) {
-            Some(ns) => ns.clone(),
-            None => {
-                let foreign = own_netns.is_some_and(|own| own != netns);
-                let ns = Arc::new(Namespace {
-                    listening: proc::listening_sockets(root, pid)?,
-                    foreign,
-                    addrs: if foreign {
-                        proc::namespace_addresses(root, pid)?
-                    } else {
-                        Vec::new()
-                    },
-                });
-                namespaces.insert(netns, ns.clone());
-                ns
-            }
-        };
+        let ns = namespaces.get_or_load(netns, || {
+            let foreign = own_netns.is_some_and(|own| own != netns);
+            Ok(Namespace {
+                listening: proc::listening_sockets(root, pid)?,
+                foreign,
+                addrs: if foreign {
+                    proc::namespace_addresses(root, pid)?
+                } else {
+                    Vec::new()
+                },
+            })
+        })?;
         Ok::<_, ProcError>(Some((proc::owned_listeners(&inodes, &ns.listening), ns)))
     })();
     let mut candidates: Vec<SocketAddr> = match found {
@@ -457,9 +704,14 @@ fn probe_candidates(
                 }
                 addrs.extend(reached);
             }
-            addrs.sort_by_key(|a| !wanted.contains(&a.port()));
+            addrs.sort_by_key(|a| {
+                wanted
+                    .iter()
+                    .position(|p| *p == a.port())
+                    .unwrap_or(usize::MAX)
+            });
             addrs.dedup();
-            if !config.discovery.probe_listening {
+            if !others {
                 addrs.retain(|a| wanted.contains(&a.port()));
             }
             addrs
@@ -477,24 +729,44 @@ fn probe_candidates(
 }
 
 /// Finds the address serving `/debug/vars` or `/debug/pprof/` for `pid` among
-/// `candidates`, and which of the two it serves.
-async fn probe(
+/// `candidates`, and what it answered. The candidates are asked at once (a few at a
+/// time), and the whole probe ends within twice the scrape timeout; of those that
+/// answer, the first in the candidates' order wins.
+async fn probe_ports(
     config: &CollectorConfig,
     pid: u32,
     candidates: &[SocketAddr],
-) -> Option<(SocketAddr, Serves)> {
-    let mut last_error = None;
-    for &addr in candidates {
-        let (vars, goroutines) =
-            tokio::join!(scrape_expvar(config, addr), scrape_goroutines(config, addr));
-        let serves = Serves {
-            expvar: vars.is_ok(),
-            pprof: goroutines.is_ok(),
-        };
-        if serves.expvar || serves.pprof {
-            return Some((addr, serves));
+) -> Option<(SocketAddr, Scraped)> {
+    let deadline = Instant::now() + config.limits.scrape_timeout * 2;
+    let mut answers = futures_util::stream::iter(candidates.iter().copied().enumerate())
+        .map(|(i, addr)| async move { (i, addr, scrape(config, addr, true, true).await) })
+        .buffer_unordered(PROBE_PARALLELISM);
+    let mut done = vec![false; candidates.len()];
+    let mut best: Option<(usize, SocketAddr, Scraped)> = None;
+    let mut last_error: Option<String> = None;
+    loop {
+        // Nothing better can come once every candidate before the best has answered.
+        if let Some((i, ..)) = &best
+            && done[..*i].iter().all(|d| *d)
+        {
+            break;
         }
-        last_error = vars.err();
+        let Ok(Some((i, addr, scraped))) = tokio::time::timeout_at(deadline, answers.next()).await
+        else {
+            break;
+        };
+        done[i] = true;
+        let serves = scraped.serves();
+        if serves.expvar || serves.pprof {
+            if best.as_ref().is_none_or(|(b, ..)| i < *b) {
+                best = Some((i, addr, scraped));
+            }
+        } else if let Some(Err(e)) = scraped.vars {
+            last_error = Some(e);
+        }
+    }
+    if let Some((_, addr, scraped)) = best {
+        return Some((addr, scraped));
     }
     tracing::debug!(
         pid,
@@ -531,4 +803,263 @@ fn reachable(addr: SocketAddr, ns: &Namespace) -> Vec<SocketAddr> {
         .filter(|a| ip.is_ipv6() || a.is_ipv4())
         .map(|a| SocketAddr::new(*a, addr.port()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::tests::{FakeProc, go_binary};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn reprobe_waits_double_up_to_the_cap() {
+        let cap = Duration::from_secs(60);
+        let waits: Vec<u64> = (0..8).map(|a| reprobe_delay(a, cap).as_secs()).collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(reprobe_delay(u32::MAX, cap), cap);
+        assert_eq!(
+            reprobe_delay(3, Duration::from_millis(1500)),
+            Duration::from_millis(1500)
+        );
+    }
+
+    #[test]
+    fn a_round_fits_in_the_interval() {
+        let mut config = CollectorConfig::default();
+        assert_eq!(round_budget(&config), Duration::from_secs(3));
+        config.interval = Duration::from_secs(1);
+        assert_eq!(round_budget(&config), Duration::from_millis(750));
+    }
+
+    /// A port that accepts connections (the kernel does, into the backlog) and never
+    /// answers.
+    fn silent() -> (std::net::TcpListener, SocketAddr) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        (l, addr)
+    }
+
+    const INDEX: &str = "<table>\n<thead><td>Count</td><td>Profile</td></thead>\n\
+        <tr><td>4</td><td><a href='goroutine?debug=1'>goroutine</a></td></tr>\n</table>\n";
+    const VARS: &str = r#"{"memstats": {"Alloc":1,"TotalAlloc":2,"Sys":3,"Mallocs":4,"Frees":5,
+        "HeapAlloc":6,"HeapSys":7,"HeapIdle":8,"HeapInuse":9,"HeapReleased":10,"HeapObjects":11,
+        "StackInuse":12,"StackSys":13,"NextGC":14,"LastGC":15,"PauseTotalNs":16,"NumGC":17,
+        "NumForcedGC":18,"GCCPUFraction":0.5}}"#;
+
+    /// A server answering `/debug/vars` and `/debug/pprof/` as a Go program does.
+    async fn runtime_endpoints() -> SocketAddr {
+        slow_runtime_endpoints(Duration::ZERO).await
+    }
+
+    /// [`runtime_endpoints`], each answer `delay` late.
+    async fn slow_runtime_endpoints(delay: Duration) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&head);
+                    let path = head.split_whitespace().nth(1).unwrap_or("");
+                    let (status, body) = match path {
+                        "/debug/vars" => ("200 OK", VARS),
+                        "/debug/pprof/" => ("200 OK", INDEX),
+                        _ => ("404 Not Found", "404 page not found\n"),
+                    };
+                    tokio::time::sleep(delay).await;
+                    let response = format!(
+                        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = conn.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn probing_many_silent_ports_costs_one_timeout() {
+        let mut config = CollectorConfig::default();
+        config.limits.scrape_timeout = Duration::from_millis(500);
+        let silent: Vec<_> = (0..7).map(|_| silent()).collect();
+        let good = runtime_endpoints().await;
+        let mut candidates: Vec<SocketAddr> = silent.iter().map(|s| s.1).collect();
+        candidates.push(good);
+
+        let started = std::time::Instant::now();
+        let (addr, scraped) = probe_ports(&config, 1, &candidates).await.unwrap();
+        let took = started.elapsed();
+        // One after the other, the silent ports would take 7 × 500ms.
+        assert!(took < Duration::from_millis(1400), "{took:?}");
+        assert_eq!(addr, good);
+        assert_eq!(
+            scraped.serves(),
+            Serves {
+                expvar: true,
+                pprof: true
+            }
+        );
+        assert!(matches!(scraped.goroutines, Some(Ok(4))));
+
+        // Of two that answer, the first in the candidates' order, without waiting for
+        // the silent ones after it.
+        let other = runtime_endpoints().await;
+        let started = std::time::Instant::now();
+        let (addr, _) = probe_ports(&config, 1, &[other, silent[0].1, good])
+            .await
+            .unwrap();
+        assert_eq!(addr, other);
+        assert!(started.elapsed() < Duration::from_millis(400));
+
+        assert!(probe_ports(&config, 1, &[silent[1].1]).await.is_none());
+        assert!(probe_ports(&config, 1, &[]).await.is_none());
+    }
+
+    #[test]
+    fn service_ports_are_the_only_ports_probed_for_their_service() {
+        let (a, a_addr) = silent();
+        let (b, b_addr) = silent();
+        let me = std::process::id();
+        let own = proc::net_namespace(Path::new("/proc"), me).ok();
+        let mut config = CollectorConfig::default();
+        config.discovery.service_ports = [
+            ("billing".to_string(), vec![b_addr.port()]),
+            ("batch".to_string(), vec![]),
+        ]
+        .into();
+        let candidates = |config: &CollectorConfig, service: &str| {
+            probe_candidates(config, me, service, own, &Namespaces::default())
+        };
+        assert_eq!(candidates(&config, "billing"), vec![b_addr]);
+        assert_eq!(candidates(&config, "batch"), vec![]);
+
+        // Any other service: the configured ports first, then every listener.
+        config.discovery.ports = vec![b_addr.port()];
+        let web = candidates(&config, "web");
+        assert_eq!(web[0], b_addr, "{web:?}");
+        // Tests beside this one listen too; past the cap, `a` may be cut off.
+        assert!(
+            web.len() == MAX_PROBED_PORTS || web.contains(&a_addr),
+            "{web:?}"
+        );
+        config.discovery.probe_listening = false;
+        assert_eq!(candidates(&config, "web"), vec![b_addr]);
+        drop((a, b));
+    }
+
+    fn fake_config(root: &Path) -> Arc<CollectorConfig> {
+        Arc::new(CollectorConfig {
+            proc_root: root.to_owned(),
+            interval: Duration::from_secs(1),
+            ..CollectorConfig::default()
+        })
+    }
+
+    fn metric(s: &TargetSample, name: &str) -> Option<f64> {
+        s.metrics.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+
+    #[tokio::test]
+    async fn a_silent_endpoint_costs_only_its_own_target_and_rounds_end_on_time() {
+        let fake = FakeProc::new();
+        let (_silent, silent_addr) = silent();
+        let good = runtime_endpoints().await;
+        let netns = proc::net_namespace(Path::new("/proc"), std::process::id()).unwrap();
+        fake.set(50, 100, 'S', go_binary());
+        fake.set(51, 100, 'S', go_binary());
+        fake.listen(netns, &[(50, silent_addr), (51, good)]);
+        let config = fake_config(fake.root());
+        assert_eq!(config.limits.scrape_timeout, Duration::from_secs(3));
+        let mut sampler = Sampler::new(config).unwrap();
+
+        for round in 0..3 {
+            let started = std::time::Instant::now();
+            let scrape = sampler.sample(round).await.unwrap();
+            let took = started.elapsed();
+            assert!(
+                took < Duration::from_millis(900),
+                "round {round} took {took:?}"
+            );
+            let by_pid: HashMap<u32, &TargetSample> =
+                scrape.samples.iter().map(|s| (s.meta.pid, s)).collect();
+            assert_eq!(by_pid.len(), 2, "round {round}");
+            let (hung, ok) = (by_pid[&50], by_pid[&51]);
+            assert_eq!(metric(hung, "process_threads"), Some(3.0), "round {round}");
+            assert!(hung.meta.coverage.proc && !hung.meta.coverage.pprof);
+            assert_eq!(metric(hung, "go_goroutines"), None);
+            assert_eq!(metric(ok, "go_goroutines"), Some(4.0), "round {round}");
+            assert_eq!(metric(ok, "go_memstats_heap_inuse_bytes"), Some(9.0));
+            assert_eq!(ok.meta.coverage.debug_addr, good.to_string());
+        }
+        // The silent target's probe is still running: no second one was started.
+        assert!(sampler.targets[&(50, 100)].running.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_slow_endpoint_answers_with_the_next_sample() {
+        let fake = FakeProc::new();
+        let slow = slow_runtime_endpoints(Duration::from_millis(900)).await;
+        let netns = proc::net_namespace(Path::new("/proc"), std::process::id()).unwrap();
+        fake.set(55, 100, 'S', go_binary());
+        fake.listen(netns, &[(55, slow)]);
+        let mut sampler = Sampler::new(fake_config(fake.root())).unwrap();
+
+        // Slower than the round (750ms): the first sample has /proc only.
+        let first = sampler.sample(1).await.unwrap();
+        assert_eq!(metric(&first.samples[0], "go_goroutines"), None);
+        assert_eq!(metric(&first.samples[0], "process_threads"), Some(3.0));
+        for round in 2..5 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            let started = std::time::Instant::now();
+            let scrape = sampler.sample(round).await.unwrap();
+            assert!(started.elapsed() < Duration::from_millis(900));
+            let s = &scrape.samples[0];
+            assert_eq!(metric(s, "go_goroutines"), Some(4.0), "round {round}");
+            assert!(s.meta.coverage.pprof && s.meta.coverage.expvar);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_exec_declares_the_target_again_or_ends_it() {
+        let fake = FakeProc::new();
+        fake.set(60, 100, 'S', go_binary());
+        let mut sampler = Sampler::new(fake_config(fake.root())).unwrap();
+        let first = sampler.sample(1).await.unwrap();
+        assert_eq!(first.samples.len(), 1);
+        let meta = first.samples[0].meta.clone();
+
+        // Another Go program under the same pid and start time: the same target, with
+        // new labels, not a gone one.
+        let other = fake.root().join("other-go");
+        std::fs::copy(go_binary(), &other).unwrap();
+        fake.set(60, 100, 'S', &other);
+        let second = sampler.sample(2).await.unwrap();
+        assert!(second.gone.is_empty());
+        assert_eq!(second.samples.len(), 1);
+        assert!(!Arc::ptr_eq(&second.samples[0].meta, &meta));
+        assert_eq!(
+            (
+                second.samples[0].meta.pid,
+                second.samples[0].meta.start_ticks
+            ),
+            (60, 100)
+        );
+
+        // Something else than Go: gone, while the pid lives on.
+        fake.set(60, 100, 'S', Path::new("/bin/sh"));
+        let third = sampler.sample(3).await.unwrap();
+        assert!(third.samples.is_empty());
+        assert_eq!(third.gone.len(), 1);
+        assert_eq!(third.gone[0].pid, 60);
+        let fourth = sampler.sample(4).await.unwrap();
+        assert!(fourth.samples.is_empty() && fourth.gone.is_empty());
+    }
 }

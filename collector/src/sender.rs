@@ -1,15 +1,17 @@
 //! The sender: keeps one ingest stream open to the aggregator and drains the outbox
 //! into it.
 //!
-//! A session connects over mTLS, says Hello, learns from the Welcome which batches the
-//! aggregator already stored, then sends pending scrapes in sequence order (at most
-//! `limits.max_in_flight` unacknowledged) and forgets each once acked. Any failure ends
-//! the session; the next one starts after a jittered exponential backoff and sends again
-//! whatever was not acked. Refusals that retrying cannot fix (a wrong certificate or
-//! role) are logged as errors and retried only at the longest backoff, since an operator
-//! may fix the certificate while the collector runs.
+//! A session connects over mTLS (the connection and the TLS handshake under one
+//! deadline), says Hello, learns from the Welcome what the aggregator already stored
+//! and the largest batch it takes, then sends pending scrapes in order, each split into
+//! parts that fit (at most `limits.max_in_flight` unacknowledged), and forgets each
+//! once acked. Items an ack says were refused are logged (paced) and counted, never
+//! sent again. Any failure ends the session; the next one starts after a jittered
+//! exponential backoff and sends again whatever was not acked. Refusals that retrying
+//! cannot fix (a wrong certificate or role) are logged as errors and retried only at the
+//! longest backoff, since an operator may fix the certificate while the collector runs.
 
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,19 +21,22 @@ use goroscope_proto::v1::{
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use goroscope_proto::connect::Connector;
 use tonic::Code;
-use tonic::transport::{ClientTlsConfig, Endpoint};
 
 use crate::config::{CollectorConfig, MIN_INTERVAL};
-use crate::model::{Scrape, TargetMeta};
-use crate::outbox::Outbox;
+use crate::encoder::Encoder;
+use crate::metrics::Metrics;
+use crate::outbox::{Outbox, split_seq};
 
 const INITIAL_BACKOFF: Duration = Duration::from_millis(500);
 /// An accepted session that lasted this long was healthy: the next failure starts a
 /// fresh backoff.
 const MIN_HEALTHY_SESSION: Duration = Duration::from_secs(2);
-/// What wrapping a Batch in a CollectorMessage adds, at most (tag and length).
-const BATCH_FRAMING_BYTES: usize = 16;
+/// The batch limit assumed when an aggregator does not say.
+const DEFAULT_MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// Time to connect and finish the TLS handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
 /// Time given to in-flight batches to be acked after a shutdown request.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
@@ -41,33 +46,14 @@ pub enum SessionError {
     #[error("connect {addr}: {source}")]
     Connect {
         addr: String,
-        source: tonic::transport::Error,
+        source: goroscope_proto::connect::ConnectError,
     },
-    #[error("aggregator refused: {}: {}", code_name(.0.code()), .0.message())]
+    #[error("aggregator refused: {}: {}", goroscope_daemon::code_name(.0.code()), .0.message())]
     Status(tonic::Status),
     #[error("aggregator closed the stream")]
     Closed,
     #[error("protocol: {0}")]
     Protocol(String),
-    #[error(
-        "batch {seq} is {size} bytes, over the aggregator's limit of {max} (its \
-         limits.max_message_bytes); dropped it: lower limits.max_targets here or raise \
-         the aggregator's limit"
-    )]
-    Oversized { seq: u64, size: usize, max: usize },
-}
-
-fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Unauthenticated => "unauthenticated",
-        Code::PermissionDenied => "permission denied",
-        Code::InvalidArgument => "invalid argument",
-        Code::Unavailable => "unavailable",
-        Code::ResourceExhausted => "resource exhausted",
-        Code::DeadlineExceeded => "deadline exceeded",
-        Code::Internal => "internal error",
-        _ => "error",
-    }
 }
 
 impl SessionError {
@@ -80,8 +66,10 @@ impl SessionError {
 /// Everything a session needs, shared across sessions.
 pub struct Sender {
     pub config: Arc<CollectorConfig>,
-    pub tls: ClientTlsConfig,
+    /// The current client TLS configuration; a renewal sends a new one.
+    pub tls: watch::Receiver<Arc<rustls::ClientConfig>>,
     pub outbox: Arc<Outbox>,
+    pub metrics: Arc<Metrics>,
     pub epoch: u64,
     /// The sampling interval; a SetInterval command changes it.
     pub interval: watch::Sender<Duration>,
@@ -93,10 +81,12 @@ impl Sender {
         let max_backoff = self.config.limits.max_backoff;
         let mut backoff = INITIAL_BACKOFF;
         let mut last_error = String::new();
+        let mut paced = Paced::default();
         loop {
             let started = Instant::now();
             let mut welcomed = false;
-            let result = self.session(&shutdown, &mut welcomed).await;
+            let result = self.session(&shutdown, &mut welcomed, &mut paced).await;
+            self.metrics.connected.set(0);
             if shutdown.is_cancelled() {
                 return;
             }
@@ -113,7 +103,7 @@ impl Sender {
             match result {
                 Ok(()) => {}
                 Err(e) => {
-                    let message = e.to_string();
+                    let message = goroscope_daemon::escape::peer(&e.to_string()).to_string();
                     if e.is_refusal() {
                         tracing::error!(
                             retry_in = %humantime::format_duration(delay),
@@ -146,24 +136,19 @@ impl Sender {
         &self,
         shutdown: &CancellationToken,
         welcomed: &mut bool,
+        paced: &mut Paced,
     ) -> Result<(), SessionError> {
         let config = &self.config;
-        let connect_err = |source| SessionError::Connect {
-            addr: config.aggregator.clone(),
-            source,
-        };
-        let channel = Endpoint::from_shared(config.aggregator.clone())
-            .map_err(connect_err)?
-            .tls_config(self.tls.clone())
-            .map_err(connect_err)?
-            .connect_timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(30))
-            .keep_alive_timeout(Duration::from_secs(10))
-            .keep_alive_while_idle(true)
-            .connect()
-            .await
-            .map_err(connect_err)?;
+        let mut tls = self.tls.clone();
+        tls.mark_unchanged();
+        // The connection and the TLS handshake have one deadline: a peer that accepts
+        // TCP and never speaks TLS cannot hold the collector.
+        let channel = Connector::new(tls.clone(), &config.server_name, CONNECT_TIMEOUT)
+            .and_then(|c| c.channel(&config.aggregator))
+            .map_err(|source| SessionError::Connect {
+                addr: config.aggregator.clone(),
+                source,
+            })?;
         let mut client = IngestClient::new(channel)
             .max_encoding_message_size(usize::MAX)
             .max_decoding_message_size(4 * 1024 * 1024);
@@ -179,11 +164,18 @@ impl Sender {
         };
         // The receiver is alive and the channel empty: this cannot fail.
         let _ = tx.try_send(hello);
-        let mut inbound = client
-            .stream(ReceiverStream::new(rx))
-            .await
-            .map_err(SessionError::Status)?
-            .into_inner();
+        let opened = async {
+            let inbound = client
+                .stream(ReceiverStream::new(rx))
+                .await
+                .map_err(SessionError::Status)?
+                .into_inner();
+            Ok::<_, SessionError>(inbound)
+        };
+        let mut inbound = match tokio::time::timeout(WELCOME_TIMEOUT, opened).await {
+            Ok(r) => r?,
+            Err(_) => return Err(SessionError::Protocol("no answer to the hello".into())),
+        };
 
         let welcome = match tokio::time::timeout(WELCOME_TIMEOUT, inbound.message()).await {
             Err(_) => {
@@ -203,67 +195,107 @@ impl Sender {
             },
         };
         *welcomed = true;
+        self.metrics.connected.set(1);
         let dropped = self.outbox.ack(welcome.last_acked_seq);
+        let max_batch_bytes = match welcome.max_batch_bytes as usize {
+            0 => DEFAULT_MAX_BATCH_BYTES,
+            n => n,
+        };
         tracing::info!(
             aggregator = %config.aggregator,
-            aggregator_version = %welcome.aggregator_version,
+            aggregator_version = %goroscope_daemon::escape::peer(&welcome.aggregator_version),
             pending = self.outbox.len(),
             already_stored = dropped,
+            max_batch_bytes,
             "connected to aggregator"
         );
 
         let mut encoder = Encoder::new(&config.host);
-        let mut last_sent = welcome.last_acked_seq;
+        // Where the next batch starts: a scrape number and an item in it.
+        let (mut number, mut item) = match split_seq(welcome.last_acked_seq) {
+            (0, _) => (0, 0),
+            (n, crate::outbox::COMPLETE) => (n.wrapping_add(1), 0),
+            (n, end) => (n, end),
+        };
+        let mut in_flight: VecDeque<u64> = VecDeque::new();
         let max_in_flight = config.limits.max_in_flight;
-        let max_batch_bytes = welcome.max_batch_bytes as usize;
         loop {
-            while self.outbox.count_through(last_sent) < max_in_flight {
-                let Some(pending) = self.outbox.next_after(last_sent) else {
+            while in_flight.len() < max_in_flight {
+                let Some(pending) = self.outbox.at_or_after(number) else {
                     break;
                 };
-                let batch = encoder.encode(pending.seq, &pending.scrape);
-                let size = prost::Message::encoded_len(&batch);
-                // The aggregator would end the stream over it, again after every
-                // reconnect. Dropping it and starting a new stream (a fresh encoder:
-                // the declarations it made went nowhere) keeps the rest flowing.
-                if max_batch_bytes > 0 && size + BATCH_FRAMING_BYTES > max_batch_bytes {
-                    self.outbox.discard(pending.seq);
-                    return Err(SessionError::Oversized {
-                        seq: pending.seq,
-                        size,
-                        max: max_batch_bytes,
-                    });
+                let from = if pending.number == number {
+                    item.max(pending.acked_items)
+                } else {
+                    pending.acked_items
+                };
+                let part = encoder.encode_part(
+                    pending.number,
+                    &pending.scrape,
+                    from,
+                    max_batch_bytes,
+                );
+                if part.oversized > 0 {
+                    self.metrics.oversized_items.inc_by(part.oversized.into());
+                    tracing::error!(
+                        scrape = pending.number,
+                        items = part.oversized,
+                        max_batch_bytes,
+                        "left out items larger than the aggregator's batch limit on their own \
+                         (its limits.max_message_bytes)"
+                    );
                 }
+                let seq = part.batch.seq;
                 let message = v1::CollectorMessage {
-                    msg: Some(collector_message::Msg::Batch(batch)),
+                    msg: Some(collector_message::Msg::Batch(part.batch)),
                 };
                 if tx.send(message).await.is_err() {
                     return Err(SessionError::Closed);
                 }
-                last_sent = pending.seq;
+                self.metrics.batches_sent.inc();
+                in_flight.push_back(seq);
+                (number, item) = match part.end {
+                    Some(end) => (pending.number, end),
+                    None => (pending.number.wrapping_add(1), 0),
+                };
             }
             let message = tokio::select! {
                 _ = shutdown.cancelled() => {
                     drop(tx);
-                    self.drain(&mut inbound).await;
+                    self.drain(&mut inbound, paced).await;
+                    return Ok(());
+                }
+                _ = tls.changed() => {
+                    // Renewed certificates: finish what is in flight, then reconnect so
+                    // that the aggregator sees the new certificate now, not whenever
+                    // this connection happens to end.
+                    tracing::info!("certificates renewed: reconnecting with them");
+                    drop(tx);
+                    self.drain(&mut inbound, paced).await;
                     return Ok(());
                 }
                 _ = self.outbox.pushed() => continue,
                 message = inbound.message() => message,
             };
             match message {
-                Ok(Some(m)) => self.handle(m),
+                Ok(Some(m)) => {
+                    if let Some(seq) = self.handle(m, paced) {
+                        while in_flight.front().is_some_and(|s| *s <= seq) {
+                            in_flight.pop_front();
+                        }
+                    }
+                }
                 Ok(None) => return Err(SessionError::Closed),
                 Err(status) => {
                     if status.code() == Code::InvalidArgument {
                         // Batches are handled in order: the refused one is the oldest unacked.
-                        if let Some(seq) = self.outbox.oldest()
-                            && self.outbox.discard(seq)
+                        if let Some(seq) = in_flight.front()
+                            && self.outbox.discard(split_seq(*seq).0)
                         {
                             tracing::error!(
                                 seq,
-                                reason = status.message(),
-                                "aggregator refused a batch as malformed; dropped it"
+                                reason = %goroscope_daemon::escape::peer(status.message()),
+                                "aggregator refused a batch as malformed; dropped its scrape"
                             );
                         }
                     }
@@ -273,32 +305,88 @@ impl Sender {
         }
     }
 
-    fn handle(&self, message: v1::AggregatorMessage) {
+    /// Takes one message from the aggregator; returns the acknowledged seq, if any.
+    fn handle(&self, message: v1::AggregatorMessage, paced: &mut Paced) -> Option<u64> {
         match message.msg {
             Some(aggregator_message::Msg::Ack(ack)) => {
                 self.outbox.ack(ack.seq);
-            }
-            Some(aggregator_message::Msg::Command(command)) => match command.kind {
-                Some(v1::command::Kind::SetInterval(set)) => {
-                    let interval = Duration::from_millis(set.interval_ms.into()).max(MIN_INTERVAL);
-                    tracing::info!(interval = %humantime::format_duration(interval), "aggregator set the sampling interval");
-                    self.interval.send_replace(interval);
+                self.metrics.batches_acked.inc();
+                if !ack.refused.is_empty() {
+                    self.note_refusals(ack.seq, &ack.refused, paced);
                 }
-                None => tracing::debug!(id = command.id, "ignoring an unknown command"),
-            },
+                Some(ack.seq)
+            }
+            Some(aggregator_message::Msg::Command(command)) => {
+                match command.kind {
+                    Some(v1::command::Kind::SetInterval(set)) => {
+                        let interval =
+                            Duration::from_millis(set.interval_ms.into()).max(MIN_INTERVAL);
+                        tracing::info!(interval = %humantime::format_duration(interval), "aggregator set the sampling interval");
+                        self.interval.send_replace(interval);
+                    }
+                    None => tracing::debug!(id = command.id, "ignoring an unknown command"),
+                }
+                None
+            }
             Some(aggregator_message::Msg::Throttle(t)) => {
                 // Acks pace the stream already; a throttle only shows up in the log for now.
                 tracing::info!(delay_ms = t.delay_ms, "aggregator asked to slow down");
+                None
             }
-            Some(aggregator_message::Msg::Welcome(_)) | None => {}
+            Some(aggregator_message::Msg::Welcome(_)) | None => None,
+        }
+    }
+
+    fn note_refusals(&self, seq: u64, refused: &[v1::Refusal], paced: &mut Paced) {
+        use v1::refusal::Kind;
+        for r in refused {
+            let kind = match Kind::try_from(r.kind).unwrap_or(Kind::Unspecified) {
+                Kind::Target => "target",
+                Kind::Series => "series",
+                Kind::Samples => "samples",
+                Kind::Unspecified => "other",
+            };
+            self.metrics.refused(kind, 1);
+        }
+        if paced.allow() {
+            tracing::warn!(
+                seq,
+                refused = refused.len(),
+                first = %goroscope_daemon::escape::peer(&refused[0].reason),
+                "the aggregator left items of a batch out"
+            );
         }
     }
 
     /// After a shutdown request: takes the acks of what is in flight, for a moment.
-    async fn drain(&self, inbound: &mut tonic::Streaming<v1::AggregatorMessage>) {
+    async fn drain(
+        &self,
+        inbound: &mut tonic::Streaming<v1::AggregatorMessage>,
+        paced: &mut Paced,
+    ) {
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
         while let Ok(Ok(Some(m))) = tokio::time::timeout_at(deadline, inbound.message()).await {
-            self.handle(m);
+            self.handle(m, paced);
+        }
+    }
+}
+
+/// Lets the first few refusal lines through, then one a minute.
+#[derive(Default)]
+struct Paced {
+    lines: u32,
+    last: Option<Instant>,
+}
+
+impl Paced {
+    fn allow(&mut self) -> bool {
+        let due = self.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+        if self.lines < 5 || due {
+            self.lines += 1;
+            self.last = Some(Instant::now());
+            true
+        } else {
+            false
         }
     }
 }
@@ -314,172 +402,3 @@ fn jitter(d: Duration) -> Duration {
     d.mul_f64(factor)
 }
 
-/// Encodes scrapes into batches for one stream, declaring each target and series the
-/// first time the stream carries it (and a target again when its labels or coverage
-/// change). Refs are never reused within a stream.
-pub struct Encoder {
-    host: String,
-    targets: HashMap<(u32, u64), (u32, Arc<TargetMeta>)>,
-    series: HashMap<(u32, &'static str), u32>,
-    next_target_ref: u32,
-    next_series_ref: u32,
-}
-
-impl Encoder {
-    pub fn new(host: &str) -> Encoder {
-        Encoder {
-            host: host.to_owned(),
-            targets: HashMap::new(),
-            series: HashMap::new(),
-            next_target_ref: 0,
-            next_series_ref: 0,
-        }
-    }
-
-    pub fn encode(&mut self, seq: u64, scrape: &Scrape) -> v1::Batch {
-        let mut batch = v1::Batch {
-            seq,
-            ..v1::Batch::default()
-        };
-        for sample in &scrape.samples {
-            let target_ref = self.declare_target(&sample.meta, &mut batch);
-            for &(metric, value) in &sample.metrics {
-                let series_ref = match self.series.get(&(target_ref, metric)) {
-                    Some(r) => *r,
-                    None => {
-                        let r = self.next_series_ref;
-                        self.next_series_ref += 1;
-                        self.series.insert((target_ref, metric), r);
-                        batch.series.push(v1::SeriesDecl {
-                            r#ref: r,
-                            target_ref,
-                            metric: metric.to_owned(),
-                        });
-                        r
-                    }
-                };
-                batch.samples.push(v1::SeriesSamples {
-                    series_ref,
-                    timestamp_deltas: vec![scrape.timestamp_ms],
-                    values: vec![value],
-                });
-            }
-        }
-        for meta in &scrape.gone {
-            let target_ref = self.declare_target(meta, &mut batch);
-            batch.gone_targets.push(target_ref);
-            self.targets.remove(&(meta.pid, meta.start_ticks));
-            self.series.retain(|(t, _), _| *t != target_ref);
-        }
-        batch
-    }
-
-    fn declare_target(&mut self, meta: &Arc<TargetMeta>, batch: &mut v1::Batch) -> u32 {
-        let key = (meta.pid, meta.start_ticks);
-        let target_ref = match self.targets.get(&key) {
-            Some((r, known)) if Arc::ptr_eq(known, meta) || known == meta => return *r,
-            Some((r, _)) => *r,
-            None => {
-                let r = self.next_target_ref;
-                self.next_target_ref += 1;
-                r
-            }
-        };
-        self.targets.insert(key, (target_ref, meta.clone()));
-        batch.targets.push(v1::TargetUpsert {
-            r#ref: target_ref,
-            id: Some(v1::TargetId {
-                host: self.host.clone(),
-                pid: meta.pid,
-                start_ticks: meta.start_ticks,
-            }),
-            labels: meta
-                .labels
-                .iter()
-                .map(|(name, value)| v1::Label {
-                    name: name.clone(),
-                    value: value.clone(),
-                })
-                .collect(),
-            coverage: Some(meta.coverage.clone()),
-            start_time_ms: meta.start_time_ms,
-        });
-        target_ref
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::{Coverage, TargetSample};
-
-    fn meta(pid: u32, expvar: bool) -> Arc<TargetMeta> {
-        Arc::new(TargetMeta {
-            pid,
-            start_ticks: 7,
-            start_time_ms: 1,
-            labels: vec![("service".into(), "billing".into())],
-            coverage: Coverage {
-                expvar,
-                ..Coverage::default()
-            },
-        })
-    }
-
-    fn scrape(ts: i64, metas: &[Arc<TargetMeta>]) -> Scrape {
-        Scrape {
-            timestamp_ms: ts,
-            samples: metas
-                .iter()
-                .map(|m| TargetSample {
-                    meta: m.clone(),
-                    metrics: vec![("go_goroutines", 3.0), ("process_threads", 5.0)],
-                })
-                .collect(),
-            gone: vec![],
-        }
-    }
-
-    #[test]
-    fn declares_targets_and_series_once_per_stream() {
-        let a = meta(1, false);
-        let mut enc = Encoder::new("node-a");
-        let first = enc.encode(1, &scrape(1000, std::slice::from_ref(&a)));
-        assert_eq!(first.targets.len(), 1);
-        assert_eq!(first.targets[0].id.as_ref().unwrap().host, "node-a");
-        assert_eq!(first.series.len(), 2);
-        assert_eq!(first.samples.len(), 2);
-        assert_eq!(first.samples[0].timestamp_deltas, vec![1000]);
-
-        let second = enc.encode(2, &scrape(2000, std::slice::from_ref(&a)));
-        assert!(second.targets.is_empty() && second.series.is_empty());
-        assert_eq!(second.samples.len(), 2);
-
-        // Changed coverage: the same ref is declared again, its series are not.
-        let a2 = meta(1, true);
-        let third = enc.encode(3, &scrape(3000, std::slice::from_ref(&a2)));
-        assert_eq!(third.targets.len(), 1);
-        assert_eq!(third.targets[0].r#ref, first.targets[0].r#ref);
-        assert!(third.series.is_empty());
-
-        // A new stream (a new encoder) declares everything again.
-        let mut fresh = Encoder::new("node-a");
-        let again = fresh.encode(3, &scrape(3000, &[a2]));
-        assert_eq!((again.targets.len(), again.series.len()), (1, 2));
-    }
-
-    #[test]
-    fn gone_targets_are_declared_if_needed_and_forgotten() {
-        let a = meta(1, false);
-        let mut enc = Encoder::new("node-a");
-        let gone = Scrape {
-            timestamp_ms: 1,
-            samples: vec![],
-            gone: vec![a.clone()],
-        };
-        let batch = enc.encode(1, &gone);
-        assert_eq!(batch.targets.len(), 1);
-        assert_eq!(batch.gone_targets, vec![batch.targets[0].r#ref]);
-        assert!(enc.targets.is_empty() && enc.series.is_empty());
-    }
-}

@@ -3,13 +3,13 @@
 //! - [`v1`]: the generated `goroscope.v1` messages and tonic services (ingest, query).
 //! - [`identity`]: SPIFFE-style identities carried in certificates, and their parsing.
 //! - [`tls`]: loading PEM material and building the rustls / tonic TLS configurations.
-//! - [`settings`]: the layered settings loader both daemons share.
-//! - [`daemon`]: what both daemons do alike at start (logging).
+//! - [`connect`]: connecting to the aggregator, certificates reloaded as they are renewed.
+//! - [`rules`]: the rules both ends enforce on metric names and labels.
 #![forbid(unsafe_code)]
 
-pub mod daemon;
+pub mod connect;
 pub mod identity;
-pub mod settings;
+pub mod rules;
 pub mod tls;
 
 /// The `goroscope.v1` package, generated from `proto/goroscope/v1/*.proto`.

@@ -109,11 +109,19 @@ pub fn identity_of_file(path: &Path) -> Result<Identity, TlsError> {
     })
 }
 
-fn provider() -> Arc<CryptoProvider> {
+/// When the first certificate of a PEM file expires, Unix seconds; `None` if the file
+/// cannot be read or parsed.
+pub fn not_after(path: &Path) -> Option<i64> {
+    let certs = load_certs(path).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&certs[0]).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+pub(crate) fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
+pub(crate) fn roots(ca: &Path) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(ca)? {
         roots.add(cert).map_err(|e| TlsError::BadPem {
@@ -143,6 +151,18 @@ pub fn server_config(files: &TlsFiles) -> Result<rustls::ServerConfig, TlsError>
         .map_err(|e| TlsError::Config(format!("{}: {e}", files.key.display())))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
+}
+
+/// A server configuration that follows its files (see [`crate::connect::Reloading`]).
+pub fn reloading_server_config(
+    files: &TlsFiles,
+) -> Result<crate::connect::Reloading<rustls::ServerConfig>, TlsError> {
+    let files = files.clone();
+    crate::connect::Reloading::start(
+        vec![files.ca.clone(), files.cert.clone(), files.key.clone()],
+        crate::connect::RELOAD_EVERY,
+        move || server_config(&files),
+    )
 }
 
 /// The client side for tonic: trusts only the fleet CA, presents `cert`/`key` if given,

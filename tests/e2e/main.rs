@@ -1,6 +1,9 @@
 //! End-to-end tests: real Go workloads, the real collector and aggregator binaries over
 //! mTLS on loopback, and answers read through the real `goroscope` CLI.
 
+mod discovery;
+mod edges;
+
 use std::time::Duration;
 
 use goroscope_tests::*;
@@ -451,33 +454,6 @@ fn the_aggregator_refuses_the_wrong_identities() {
     let mut as_operator = as_operator;
     let mut liar = liar;
     assert!(as_operator.proc_alive() && liar.proc_alive());
-}
-
-/// A batch larger than the aggregator takes is dropped with one line that says so and
-/// which settings to change; the collector and the aggregator keep running.
-#[test]
-fn an_oversized_batch_is_dropped_with_a_clear_line() {
-    let _w = Workload::start("steady", &[]);
-    let (_certs, _data, mut agg, mut collector) =
-        start_stack("e2e-e", "[limits]\nmax_message_bytes = 1024\n");
-    let line = collector.wait_for_line("over the aggregator's limit", STARTUP);
-    assert!(
-        line.contains("bytes, over the aggregator's limit of 1024"),
-        "{line}"
-    );
-    assert!(
-        line.contains("limits.max_targets") && line.contains("limits.max_message_bytes"),
-        "{line}"
-    );
-    std::thread::sleep(Duration::from_secs(2));
-    assert!(
-        collector.try_exit().is_none(),
-        "the collector is still running"
-    );
-    assert!(
-        agg.proc.try_exit().is_none(),
-        "the aggregator is still running"
-    );
 }
 
 /// A bad setting stops a daemon at start, with one line naming the key and the value.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use goroscope_aggregator::config::AggregatorConfig;
-use goroscope_proto::daemon::EXIT_USAGE;
+use goroscope_daemon::EXIT_USAGE;
 use tokio_util::sync::CancellationToken;
 
 /// The goroscope aggregator: mTLS gRPC ingest from collectors, RocksDB storage, queries.
@@ -22,8 +22,12 @@ struct Args {
     /// Database directory, overriding the settings.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Plain-HTTP address for /metrics and /healthz, overriding the settings
+    /// (metrics_listen), for example 127.0.0.1:9464.
+    #[arg(long)]
+    metrics_listen: Option<String>,
     #[command(flatten)]
-    tls: goroscope_proto::daemon::TlsFlags,
+    tls: goroscope_daemon::TlsFlags,
     /// Log filter, overriding the settings (for example "info,goroscope_aggregator=debug").
     #[arg(long)]
     log: Option<String>,
@@ -41,6 +45,9 @@ fn main() -> ExitCode {
     if let Some(dir) = &args.data_dir {
         overrides.push(("data_dir", dir.display().to_string()));
     }
+    if let Some(addr) = &args.metrics_listen {
+        overrides.push(("metrics_listen", addr.clone()));
+    }
     if let Some(log) = &args.log {
         overrides.push(("log", log.clone()));
     }
@@ -52,7 +59,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if let Err(e) = goroscope_proto::daemon::init_logging(&config.log) {
+    if let Err(e) = goroscope_daemon::init_logging(&config.log) {
         eprintln!("goroscope-aggregator: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
@@ -71,7 +78,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Logging is set up: one line through it, as every other line.
-            tracing::error!("{}", goroscope_proto::daemon::one_line(e.as_ref()));
+            tracing::error!("{}", goroscope_daemon::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -83,6 +90,7 @@ async fn run(config: AggregatorConfig, grace: Duration) -> anyhow::Result<()> {
     let server = tokio::spawn(goroscope_aggregator::run(
         config,
         shutdown.clone(),
+        grace,
         move |addr| {
             tracing::info!(%addr, data_dir = %data_dir.display(), "aggregator listening");
         },
@@ -90,27 +98,15 @@ async fn run(config: AggregatorConfig, grace: Duration) -> anyhow::Result<()> {
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => return result?,
-        signal = shutdown_signal() => {
+        signal = goroscope_daemon::shutdown_signal() => {
             signal?;
             tracing::info!("shutting down");
         }
     }
     shutdown.cancel();
-    match tokio::time::timeout(grace, server).await {
-        Ok(result) => result?,
-        Err(_) => {
-            tracing::warn!(grace = %humantime::format_duration(grace), "requests still open after the grace period; exiting");
-            Ok(())
-        }
-    }
-}
-
-async fn shutdown_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        r = tokio::signal::ctrl_c() => r?,
-    }
-    Ok(())
+    // `run` gives open requests the grace period, then stops the storage writer and
+    // returns: the database is closed before the process exits.
+    let result = server.await?;
+    tracing::info!("stopped");
+    result
 }

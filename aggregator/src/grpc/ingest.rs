@@ -3,33 +3,51 @@
 //! The session checks the collector's identity against its Hello, resolves the stream's
 //! interned refs into series keys, hands each batch to storage and acks it once durable.
 //! Batches of one stream are handled in order, so acks are in order too.
+//!
+//! One bad item costs only itself: a target whose labels break the rules (see
+//! `goroscope_proto::rules`), a series past a cap, samples outside the time window are
+//! left out and named in the Ack's refusals, and the rest of the batch is stored. Only
+//! what breaks the stream itself (no Hello, a message over the size limit, refs past
+//! every cap) ends it, with a status that says which limit.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+use goroscope_daemon::escape::peer;
 use goroscope_proto::Role;
-use goroscope_proto::tls::require_role;
-use goroscope_proto::v1::{self, aggregator_message, collector_message, ingest_server::Ingest};
+use goroscope_proto::rules;
+use goroscope_proto::v1::{
+    self, aggregator_message, collector_message, ingest_server::Ingest, refusal::Kind,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
+use super::{Shared, authorize};
 use crate::config::Limits;
+use crate::metrics::Metrics;
 use crate::storage::{
     Coverage, IngestWrite, SeriesKey, SeriesPoints, Storage, TargetKey, TargetUpdate, WriteOutcome,
 };
 
+/// Refusals listed in one Ack, at most; the rest are only counted.
+const MAX_REFUSALS_PER_ACK: usize = 256;
+
 pub struct IngestService {
+    shared: Shared,
     storage: Storage,
     limits: Limits,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 }
 
 impl IngestService {
-    pub fn new(storage: Storage, limits: Limits, shutdown: CancellationToken) -> IngestService {
+    pub fn new(shared: Shared, limits: Limits, shutdown: CancellationToken) -> IngestService {
         IngestService {
-            storage,
+            storage: shared.storage.clone(),
+            metrics: shared.metrics.clone(),
+            shared,
             limits,
             shutdown,
         }
@@ -46,9 +64,10 @@ impl Ingest for IngestService {
         &self,
         request: Request<Streaming<v1::CollectorMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
-        let identity = require_role(&request, Role::Collector).inspect_err(|status| {
-            tracing::warn!(reason = status.message(), "ingest stream refused");
-        })?;
+        let identity = authorize(&self.shared, "ingest", &request, Role::Collector)
+            .inspect_err(|status| {
+                tracing::warn!(reason = %peer(status.message()), "ingest stream refused");
+            })?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(self.limits.hello_timeout, inbound.message())
             .await
@@ -57,7 +76,8 @@ impl Ingest for IngestService {
                     "no hello within {}",
                     humantime::format_duration(self.limits.hello_timeout)
                 ))
-            })??;
+            })?
+            .map_err(|s| inbound_error(s, self.limits.max_message_bytes))?;
         let hello = match first.and_then(|m| m.msg) {
             Some(collector_message::Msg::Hello(hello)) => hello,
             _ => {
@@ -69,16 +89,18 @@ impl Ingest for IngestService {
         if hello.host != identity.name {
             let status = Status::permission_denied(format!(
                 "certificate {identity} may only ingest for host {:?}, hello names host {:?}",
-                identity.name, hello.host
+                identity.name,
+                peer(&hello.host).to_string()
             ));
-            tracing::warn!(reason = status.message(), "ingest stream refused");
+            self.metrics.refused("ingest", status.code());
+            tracing::warn!(reason = %peer(status.message()), "ingest stream refused");
             return Err(status);
         }
         let last_acked_seq = self.storage.last_seq(&hello.host, hello.epoch);
         tracing::info!(
             host = %hello.host,
             epoch = hello.epoch,
-            collector_version = %hello.collector_version,
+            collector_version = %peer(&hello.collector_version),
             last_acked_seq,
             "collector connected"
         );
@@ -93,35 +115,107 @@ impl Ingest for IngestService {
         };
         // The channel is fresh and has room: this cannot fail.
         let _ = tx.try_send(Ok(welcome));
-        let session = Session {
-            host: hello.host,
-            epoch: hello.epoch,
-            storage: self.storage.clone(),
-            max_series: self.limits.max_series_per_stream,
-            targets: HashMap::new(),
-            series: HashMap::new(),
-        };
+        let session = Session::new(
+            hello.host,
+            hello.epoch,
+            self.storage.clone(),
+            self.limits.clone(),
+            self.metrics.clone(),
+        );
         tokio::spawn(session.run(inbound, tx, self.shutdown.clone()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
-struct Session {
+/// What the client sent that ended its stream, as the status it gets back: a message
+/// over the size limit names the limit and the setting.
+fn inbound_error(status: Status, max_message_bytes: usize) -> Status {
+    if status.code() == Code::OutOfRange && status.message().contains("message length too large")
+    {
+        return Status::resource_exhausted(format!(
+            "message larger than the aggregator accepts ({max_message_bytes} bytes, its \
+             limits.max_message_bytes; Welcome.max_batch_bytes says so): {}",
+            status.message()
+        ));
+    }
+    status
+}
+
+/// A batch's refusals, and what they added up to.
+#[derive(Default, Debug)]
+pub(crate) struct Refusals {
+    listed: Vec<v1::Refusal>,
+    total: usize,
+    samples: u64,
+}
+
+impl Refusals {
+    fn push(&mut self, kind: Kind, r#ref: u32, count: u32, reason: String) {
+        self.total += 1;
+        if kind == Kind::Samples {
+            self.samples += u64::from(count);
+        }
+        if self.listed.len() < MAX_REFUSALS_PER_ACK {
+            self.listed.push(v1::Refusal {
+                kind: kind.into(),
+                r#ref,
+                reason,
+                count,
+            });
+        }
+    }
+}
+
+struct SessionTarget {
+    key: TargetKey,
+    series: Vec<u32>,
+}
+
+pub(crate) struct Session {
     host: String,
     epoch: u64,
     storage: Storage,
-    max_series: usize,
-    targets: HashMap<u32, TargetKey>,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    targets: HashMap<u32, SessionTarget>,
     series: HashMap<u32, Arc<SeriesKey>>,
+    /// Refs refused on this stream: their later items are dropped without a refusal of
+    /// their own.
+    refused_targets: HashSet<u32>,
+    refused_series: HashSet<u32>,
+    /// Batches with refusals so far, for pacing the log.
+    refused_batches: u64,
 }
 
 impl Session {
+    pub(crate) fn new(
+        host: String,
+        epoch: u64,
+        storage: Storage,
+        limits: Limits,
+        metrics: Arc<Metrics>,
+    ) -> Session {
+        Session {
+            host,
+            epoch,
+            storage,
+            limits,
+            metrics,
+            targets: HashMap::new(),
+            series: HashMap::new(),
+            refused_targets: HashSet::new(),
+            refused_series: HashSet::new(),
+            refused_batches: 0,
+        }
+    }
+
     async fn run(
         mut self,
         mut inbound: Streaming<v1::CollectorMessage>,
         tx: mpsc::Sender<Outbound>,
         shutdown: CancellationToken,
     ) {
+        let _stream = self.metrics.stream_opened();
         loop {
             let message = tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -143,27 +237,44 @@ impl Session {
                     tracing::info!(host = %self.host, "collector closed its stream");
                     break;
                 }
-                Err(status) => {
-                    tracing::info!(host = %self.host, error = %status.message(), "collector stream ended");
+                Err(status) if status.code() == Code::Cancelled => {
+                    tracing::info!(host = %self.host, "collector went away");
                     break;
                 }
-            };
-            let seq = batch.seq;
-            let write = match self.decode(batch) {
-                Ok(write) => write,
                 Err(status) => {
-                    tracing::warn!(host = %self.host, seq, reason = status.message(), "batch refused");
+                    let status = inbound_error(status, self.limits.max_message_bytes);
+                    self.metrics.refused("ingest", status.code());
+                    tracing::warn!(host = %self.host, reason = %peer(status.message()), "collector stream ended");
                     let _ = tx.send(Err(status)).await;
                     break;
                 }
             };
+            self.metrics.batch_received();
+            let seq = batch.seq;
+            let started = std::time::Instant::now();
+            let (write, refusals) = match self.decode(batch, goroscope_proto::unix_ms()) {
+                Ok(decoded) => decoded,
+                Err(status) => {
+                    self.metrics.refused("ingest", status.code());
+                    tracing::warn!(host = %self.host, seq, reason = %peer(status.message()), "stream refused");
+                    let _ = tx.send(Err(status)).await;
+                    break;
+                }
+            };
+            if refusals.total > 0 {
+                self.log_refusals(seq, &refusals);
+            }
             match self.storage.write(write).await {
                 Ok(outcome) => {
                     if outcome == WriteOutcome::Duplicate {
                         tracing::debug!(host = %self.host, seq, "duplicate batch acked again");
                     }
+                    self.metrics.batch_acked(started.elapsed());
                     let ack = v1::AggregatorMessage {
-                        msg: Some(aggregator_message::Msg::Ack(v1::Ack { seq })),
+                        msg: Some(aggregator_message::Msg::Ack(v1::Ack {
+                            seq,
+                            refused: refusals.listed,
+                        })),
                     };
                     if tx.send(Ok(ack)).await.is_err() {
                         break;
@@ -177,165 +288,274 @@ impl Session {
         }
     }
 
-    /// Resolves the stream's refs and validates the batch; refuses it with the field named.
-    fn decode(&mut self, batch: v1::Batch) -> Result<IngestWrite, Status> {
+    fn log_refusals(&mut self, seq: u64, refusals: &Refusals) {
+        self.refused_batches += 1;
+        self.metrics.items_refused(refusals.total as u64, refusals.samples);
+        let first = refusals
+            .listed
+            .first()
+            .map(|r| r.reason.as_str())
+            .unwrap_or("");
+        // The first few, then one in a hundred: a collector that keeps sending what is
+        // refused (a skewed clock, say) must not flood the log.
+        if self.refused_batches <= 5 || self.refused_batches % 100 == 0 {
+            tracing::warn!(
+                host = %self.host,
+                seq,
+                refused = refusals.total,
+                samples = refusals.samples,
+                batches_with_refusals = self.refused_batches,
+                first = %peer(first),
+                "left items of a batch out"
+            );
+        }
+    }
+
+    /// Resolves the stream's refs and validates the batch. Items that break a rule are
+    /// left out and listed; only what breaks the stream is an error.
+    pub(crate) fn decode(
+        &mut self,
+        batch: v1::Batch,
+        now_ms: i64,
+    ) -> Result<(IngestWrite, Refusals), Status> {
         let seq = batch.seq;
-        let bad = |what: String| Status::invalid_argument(format!("batch {seq}: {what}"));
+        let mut refusals = Refusals::default();
+        let l = self.limits.clone();
         let mut targets = Vec::with_capacity(batch.targets.len());
         for upsert in batch.targets {
-            let id = upsert
-                .id
-                .ok_or_else(|| bad(format!("targets[ref={}].id is missing", upsert.r#ref)))?;
-            if id.host != self.host {
-                return Err(Status::permission_denied(format!(
-                    "batch {seq}: target on host {:?}, but this stream may only ingest for host {:?}",
-                    id.host, self.host
-                )));
-            }
-            if upsert.labels.len() > MAX_LABELS {
-                return Err(bad(format!(
-                    "targets[ref={}].labels has {} labels, more than {MAX_LABELS}",
-                    upsert.r#ref,
-                    upsert.labels.len()
-                )));
-            }
-            let mut labels = BTreeMap::new();
-            for label in upsert.labels {
-                if !valid_label_name(&label.name) || label.value.len() > MAX_LABEL_VALUE {
-                    return Err(bad(format!(
-                        "targets[ref={}].labels has an invalid label {:?}",
-                        upsert.r#ref, label.name
-                    )));
+            let r = upsert.r#ref;
+            match self.check_target(&upsert) {
+                Ok(update) => {
+                    self.refused_targets.remove(&r);
+                    let known = self.targets.entry(r).or_insert_with(|| SessionTarget {
+                        key: update.key.clone(),
+                        series: Vec::new(),
+                    });
+                    if known.key != update.key {
+                        // A ref re-used for another process: the old one's series go.
+                        for s in std::mem::take(&mut known.series) {
+                            self.series.remove(&s);
+                        }
+                        known.key = update.key.clone();
+                    }
+                    targets.push(update);
                 }
-                labels.insert(label.name, label.value);
+                Err(reason) => {
+                    if self.refused_targets.len() >= l.max_targets_per_stream {
+                        return Err(Status::resource_exhausted(format!(
+                            "batch {seq}: more than {} refused targets on one stream",
+                            l.max_targets_per_stream
+                        )));
+                    }
+                    self.refused_targets.insert(r);
+                    refusals.push(Kind::Target, r, 0, format!("target ref {r}: {reason}"));
+                }
             }
-            let key = TargetKey {
-                host: id.host,
-                pid: id.pid,
-                start_ticks: id.start_ticks,
-            };
-            let coverage = upsert.coverage.unwrap_or_default();
-            self.targets.insert(upsert.r#ref, key.clone());
-            targets.push(TargetUpdate {
-                key,
-                labels,
-                coverage: Coverage {
-                    proc: coverage.proc,
-                    buildinfo: coverage.buildinfo,
-                    expvar: coverage.expvar,
-                    pprof: coverage.pprof,
-                    debug_addr: coverage.debug_addr,
-                },
-                start_time_ms: upsert.start_time_ms,
-            });
         }
         for decl in batch.series {
-            let target = self.targets.get(&decl.target_ref).ok_or_else(|| {
-                bad(format!(
-                    "series[ref={}].target_ref {} was never declared on this stream",
-                    decl.r#ref, decl.target_ref
-                ))
-            })?;
-            if !valid_metric_name(&decl.metric) {
-                return Err(bad(format!(
-                    "series[ref={}].metric {:?} is not a valid metric name",
-                    decl.r#ref, decl.metric
-                )));
+            let r = decl.r#ref;
+            if self.refused_targets.contains(&decl.target_ref) {
+                self.refuse_series_quietly(seq, r)?;
+                continue;
             }
-            if self.series.len() >= self.max_series && !self.series.contains_key(&decl.r#ref) {
-                return Err(Status::resource_exhausted(format!(
-                    "batch {seq}: this stream declared {} series, the most one stream may",
-                    self.max_series
-                )));
+            match self.check_series(&decl) {
+                Ok(key) => {
+                    self.refused_series.remove(&r);
+                    if self.series.insert(r, key).is_none()
+                        && let Some(t) = self.targets.get_mut(&decl.target_ref)
+                    {
+                        t.series.push(r);
+                    }
+                }
+                Err(reason) => {
+                    self.refuse_series_quietly(seq, r)?;
+                    refusals.push(Kind::Series, r, 0, format!("series ref {r}: {reason}"));
+                }
             }
-            let key = Arc::new(SeriesKey {
-                target: target.clone(),
-                metric: decl.metric,
-            });
-            self.series.insert(decl.r#ref, key);
         }
+        let oldest = now_ms.saturating_sub(self.storage.retention().as_millis() as i64);
+        let newest = now_ms.saturating_add(l.max_sample_future.as_millis() as i64);
         let mut samples = Vec::with_capacity(batch.samples.len());
         for s in batch.samples {
-            let series = self.series.get(&s.series_ref).ok_or_else(|| {
-                bad(format!(
-                    "samples.series_ref {} was never declared on this stream",
-                    s.series_ref
-                ))
-            })?;
+            let r = s.series_ref;
+            let Some(series) = self.series.get(&r) else {
+                if !self.refused_series.contains(&r) {
+                    refusals.push(
+                        Kind::Samples,
+                        r,
+                        s.values.len().min(u32::MAX as usize) as u32,
+                        format!("samples of series ref {r}: the ref was never declared on this stream"),
+                    );
+                }
+                continue;
+            };
             if s.timestamp_deltas.len() != s.values.len() {
-                return Err(bad(format!(
-                    "samples[series_ref={}] has {} timestamps but {} values",
-                    s.series_ref,
-                    s.timestamp_deltas.len(),
-                    s.values.len()
-                )));
+                refusals.push(
+                    Kind::Samples,
+                    r,
+                    s.values.len().min(u32::MAX as usize) as u32,
+                    format!(
+                        "samples of series ref {r}: {} timestamps but {} values",
+                        s.timestamp_deltas.len(),
+                        s.values.len()
+                    ),
+                );
+                continue;
             }
             let mut ts = 0i64;
             let mut points = Vec::with_capacity(s.values.len());
+            let mut outside = 0u32;
+            let mut overflow = false;
             for (delta, value) in s.timestamp_deltas.iter().zip(&s.values) {
-                ts = ts.checked_add(*delta).ok_or_else(|| {
-                    bad(format!(
-                        "samples[series_ref={}] timestamps overflow",
-                        s.series_ref
-                    ))
-                })?;
+                let Some(next) = ts.checked_add(*delta) else {
+                    overflow = true;
+                    break;
+                };
+                ts = next;
+                if ts < oldest || ts > newest {
+                    outside += 1;
+                    continue;
+                }
                 points.push((ts, *value));
             }
-            samples.push(SeriesPoints {
-                series: series.clone(),
-                points,
-            });
+            if overflow {
+                refusals.push(
+                    Kind::Samples,
+                    r,
+                    s.values.len().min(u32::MAX as usize) as u32,
+                    format!("samples of series ref {r}: timestamps overflow"),
+                );
+                continue;
+            }
+            if outside > 0 {
+                refusals.push(
+                    Kind::Samples,
+                    r,
+                    outside,
+                    format!(
+                        "samples of series ref {r}: {outside} with timestamps outside the \
+                         window [now - retention, now + limits.max_sample_future \
+                         ({})]",
+                        humantime::format_duration(l.max_sample_future)
+                    ),
+                );
+            }
+            if !points.is_empty() {
+                samples.push(SeriesPoints {
+                    series: series.clone(),
+                    points,
+                });
+            }
         }
         let mut gone = Vec::with_capacity(batch.gone_targets.len());
         for r in batch.gone_targets {
-            let key = self.targets.get(&r).ok_or_else(|| {
-                bad(format!(
-                    "gone_targets names ref {r}, never declared on this stream"
-                ))
-            })?;
-            gone.push(key.clone());
+            if let Some(t) = self.targets.remove(&r) {
+                // Forgotten by the session: the collector declares anew if it comes back.
+                for s in t.series {
+                    self.series.remove(&s);
+                }
+                gone.push(t.key);
+            } else {
+                self.refused_targets.remove(&r);
+            }
         }
-        Ok(IngestWrite {
-            host: self.host.clone(),
-            epoch: self.epoch,
-            seq,
-            received_ms: goroscope_proto::unix_ms(),
-            targets,
-            samples,
-            gone,
+        Ok((
+            IngestWrite {
+                host: self.host.clone(),
+                epoch: self.epoch,
+                seq,
+                received_ms: now_ms,
+                targets,
+                samples,
+                gone,
+            },
+            refusals,
+        ))
+    }
+
+    fn refuse_series_quietly(&mut self, seq: u64, r: u32) -> Result<(), Status> {
+        if self.refused_series.len() >= self.limits.max_series_per_stream {
+            return Err(Status::resource_exhausted(format!(
+                "batch {seq}: more than {} refused series on one stream",
+                self.limits.max_series_per_stream
+            )));
+        }
+        self.series.remove(&r);
+        self.refused_series.insert(r);
+        Ok(())
+    }
+
+    fn check_target(&self, upsert: &v1::TargetUpsert) -> Result<TargetUpdate, String> {
+        let id = upsert.id.as_ref().ok_or("id is missing")?;
+        if id.host != self.host {
+            return Err(format!(
+                "target on host {:?}, but this stream may only ingest for host {:?}",
+                peer(&id.host).to_string(),
+                self.host
+            ));
+        }
+        if !self.targets.contains_key(&upsert.r#ref)
+            && self.targets.len() >= self.limits.max_targets_per_stream
+        {
+            return Err(format!(
+                "this stream has {} targets, the most one stream may (limits.max_targets_per_stream)",
+                self.limits.max_targets_per_stream
+            ));
+        }
+        rules::check_label_count(upsert.labels.len()).map_err(|e| format!("labels: {e}"))?;
+        let mut labels = BTreeMap::new();
+        for label in &upsert.labels {
+            rules::check_label(&label.name, &label.value).map_err(|e| {
+                format!("label {:?}: {e}", peer(&label.name).to_string())
+            })?;
+            labels.insert(label.name.clone(), label.value.clone());
+        }
+        let coverage = upsert.coverage.clone().unwrap_or_default();
+        Ok(TargetUpdate {
+            key: TargetKey {
+                host: id.host.clone(),
+                pid: id.pid,
+                start_ticks: id.start_ticks,
+            },
+            labels,
+            coverage: Coverage {
+                proc: coverage.proc,
+                buildinfo: coverage.buildinfo,
+                expvar: coverage.expvar,
+                pprof: coverage.pprof,
+                debug_addr: coverage.debug_addr,
+            },
+            start_time_ms: upsert.start_time_ms,
         })
     }
-}
 
-const MAX_LABELS: usize = 64;
-const MAX_LABEL_VALUE: usize = 1024;
-
-fn valid_label_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        && name.len() <= 128
-}
-
-fn valid_metric_name(name: &str) -> bool {
-    let mut bytes = name.bytes();
-    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_' || b == b':')
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
-        && name.len() <= 256
+    fn check_series(&self, decl: &v1::SeriesDecl) -> Result<Arc<SeriesKey>, String> {
+        let target = self
+            .targets
+            .get(&decl.target_ref)
+            .ok_or_else(|| format!("target ref {} was never declared on this stream", decl.target_ref))?;
+        rules::check_metric_name(&decl.metric)
+            .map_err(|e| format!("metric {:?}: {e}", peer(&decl.metric).to_string()))?;
+        let l = &self.limits;
+        let known = self.series.contains_key(&decl.r#ref);
+        if !known && self.series.len() >= l.max_series_per_stream {
+            return Err(format!(
+                "this stream has {} series, the most one stream may (limits.max_series_per_stream)",
+                l.max_series_per_stream
+            ));
+        }
+        if !known && target.series.len() >= l.max_series_per_target {
+            return Err(format!(
+                "target ref {} has {} series, the most one target may (limits.max_series_per_target)",
+                decl.target_ref, l.max_series_per_target
+            ));
+        }
+        Ok(Arc::new(SeriesKey {
+            target: target.key.clone(),
+            metric: decl.metric.clone(),
+        }))
+    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_follow_prometheus_rules() {
-        assert!(valid_metric_name("go_goroutines"));
-        assert!(valid_metric_name("job:rate5m"));
-        assert!(!valid_metric_name(""));
-        assert!(!valid_metric_name("9lives"));
-        assert!(!valid_metric_name("go-goroutines"));
-        assert!(valid_label_name("go_version"));
-        assert!(!valid_label_name("go:version"));
-    }
-}
+mod tests;

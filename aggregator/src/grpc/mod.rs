@@ -1,31 +1,37 @@
 //! The gRPC server: a TLS accept loop of our own in front of tonic.
 //!
-//! Owning the accept loop bounds what one client can cost (a connection cap, a handshake
-//! timeout) and lets a failed handshake be logged in one line with the peer's address.
-//! The handshake verifies any client certificate against the fleet CA; the services
-//! then authorise by the identity in it (`goroscope_proto::tls::require_role`).
+//! Owning the accept loop bounds what one client can cost: a cap on open connections,
+//! a cap per peer address, a handshake timeout, an idle timeout, and a short life for
+//! a connection without a client certificate (it may hear why it is refused, once, and
+//! is then closed). A failed handshake is logged in one line with the peer's address
+//! (paced, so a flood of them cannot flood the log) and counted. The handshake
+//! verifies any client certificate against the fleet CA; the services then authorise
+//! by the identity in it ([`authorize`]).
+//!
+//! tonic's own tower stack adds, per RPC: a tracing span, the request timeout, a
+//! concurrency limit per connection with load shedding beyond it, HTTP/2
+//! `max_concurrent_streams`, and decode-size limits per service.
 
+mod conn;
 mod ingest;
 mod query;
 
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::time::Duration;
 
+use goroscope_proto::tls::require_role;
 use goroscope_proto::v1::{ingest_server::IngestServer, query_server::QueryServer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
+use goroscope_proto::{Identity, Role};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::{Connected, TcpConnectInfo, TlsConnectInfo};
 
 use crate::config::AggregatorConfig;
+use crate::metrics::Metrics;
 use crate::storage::{Storage, StorageError};
 
+pub use conn::ConnTable;
 pub use ingest::IngestService;
 pub use query::QueryService;
 
@@ -33,12 +39,15 @@ pub use query::QueryService;
 const MAX_QUERY_REQUEST_BYTES: usize = 1024 * 1024;
 /// Largest query response sent.
 const MAX_QUERY_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
+/// Largest header block a client may send.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 
 impl From<StorageError> for tonic::Status {
     fn from(e: StorageError) -> tonic::Status {
         match e {
             StorageError::TooManySamples { .. } => tonic::Status::resource_exhausted(e.to_string()),
             StorageError::WriterGone => tonic::Status::unavailable(e.to_string()),
+            StorageError::Cancelled => tonic::Status::cancelled(e.to_string()),
             StorageError::Open { .. } | StorageError::Engine(_) | StorageError::Corrupt { .. } => {
                 tonic::Status::internal(e.to_string())
             }
@@ -52,170 +61,92 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// What the services share: the storage, the metrics, and the table of open
+/// connections (to close one whose client has no certificate).
+#[derive(Clone)]
+pub struct Shared {
+    pub storage: Storage,
+    pub metrics: Arc<Metrics>,
+    pub conns: ConnTable,
+}
+
+/// Refuses `request` unless its peer holds `role`. A peer without a certificate hears
+/// why, and its connection is closed right after: it cannot hold a slot by retrying.
+pub fn authorize<T>(
+    shared: &Shared,
+    service: &'static str,
+    request: &tonic::Request<T>,
+    role: Role,
+) -> Result<Identity, tonic::Status> {
+    require_role(request, role).inspect_err(|status| {
+        shared.metrics.refused(service, status.code());
+        if status.code() == tonic::Code::Unauthenticated
+            && let Some(addr) = request.remote_addr()
+        {
+            shared.conns.close_soon(addr);
+        }
+    })
+}
+
 /// Serves ingest and query on `listener` until `shutdown` is cancelled, then lets open
-/// requests finish.
+/// requests finish for at most `grace`.
 pub async fn serve(
     listener: TcpListener,
-    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    tls: watch::Receiver<Arc<tokio_rustls::rustls::ServerConfig>>,
     config: &AggregatorConfig,
-    storage: Storage,
+    shared: Shared,
     shutdown: CancellationToken,
+    grace: Duration,
 ) -> Result<(), ServeError> {
     let limits = config.limits.clone();
-    let (conn_tx, conn_rx) = mpsc::channel::<io::Result<Conn>>(64);
-    let accept = tokio::spawn(accept_loop(
+    let (conn_tx, conn_rx) = mpsc::channel(64);
+    let accept = tokio::spawn(conn::accept_loop(
         listener,
-        TlsAcceptor::from(tls),
-        Arc::new(Semaphore::new(limits.max_connections)),
-        limits.handshake_timeout,
+        tls,
+        limits.clone(),
+        shared.clone(),
         conn_tx,
         shutdown.clone(),
     ));
 
     let ingest = IngestServer::new(IngestService::new(
-        storage.clone(),
+        shared.clone(),
         limits.clone(),
         shutdown.clone(),
     ))
     .max_decoding_message_size(limits.max_message_bytes);
-    let query = QueryServer::new(QueryService::new(storage, limits.query_timeout))
+    let query = QueryServer::new(QueryService::new(shared.clone(), limits.query_timeout))
         .max_decoding_message_size(MAX_QUERY_REQUEST_BYTES)
         .max_encoding_message_size(MAX_QUERY_RESPONSE_BYTES);
 
-    let result = tonic::transport::Server::builder()
+    let max_streams = u32::try_from(limits.max_concurrent_requests).unwrap_or(u32::MAX);
+    let server = tonic::transport::Server::builder()
+        .trace_fn(|req| tracing::info_span!("rpc", method = %req.uri().path()))
+        .timeout(limits.query_timeout)
         .concurrency_limit_per_connection(limits.max_concurrent_requests)
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .load_shed(true)
+        .max_concurrent_streams(max_streams)
+        .http2_max_header_list_size(MAX_HEADER_LIST_BYTES)
+        .http2_max_pending_accept_reset_streams(Some(max_streams as usize))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(ingest)
         .add_service(query)
-        .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), shutdown.cancelled())
-        .await;
+        .serve_with_incoming_shutdown(
+            ReceiverStream::new(conn_rx),
+            Box::pin(shutdown.clone().cancelled_owned()),
+        );
+    tokio::pin!(server);
+    let result = tokio::select! {
+        r = &mut server => r,
+        _ = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace = %humantime::format_duration(grace), "requests still open after the grace period; closing them");
+            Ok(())
+        }
+    };
     accept.abort();
     result.map_err(ServeError::from)
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    acceptor: TlsAcceptor,
-    slots: Arc<Semaphore>,
-    handshake_timeout: std::time::Duration,
-    conns: mpsc::Sender<io::Result<Conn>>,
-    shutdown: CancellationToken,
-) {
-    loop {
-        // Take a slot before accepting: beyond the cap, clients wait in the backlog.
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let conns = conns.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    let _ = conns
-                        .send(Ok(Conn {
-                            inner: tls,
-                            _permit: permit,
-                        }))
-                        .await;
-                }
-                Ok(Err(e)) => {
-                    tracing::warn!(%peer, error = %describe_handshake_error(&e), "tls handshake failed");
-                }
-                Err(_) => {
-                    tracing::warn!(%peer, "tls handshake timed out");
-                }
-            }
-        });
-    }
-}
-
-/// A handshake failure in words an operator can act on; the rustls reason stays in
-/// parentheses for searching.
-fn describe_handshake_error(e: &io::Error) -> String {
-    use tokio_rustls::rustls::{CertificateError, Error};
-    let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<Error>()) else {
-        return e.to_string();
-    };
-    match tls {
-        Error::InvalidCertificate(
-            reason @ (CertificateError::UnknownIssuer | CertificateError::BadSignature),
-        ) => format!("client certificate is not signed by the fleet CA ({reason:?})"),
-        Error::InvalidCertificate(reason @ CertificateError::Expired)
-        | Error::InvalidCertificate(reason @ CertificateError::ExpiredContext { .. }) => {
-            format!("client certificate has expired ({reason:?})")
-        }
-        other => other.to_string(),
-    }
-}
-
-/// A verified TLS connection that holds its connection slot until it closes.
-struct Conn {
-    inner: TlsStream<TcpStream>,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Connected for Conn {
-    type ConnectInfo = TlsConnectInfo<TcpConnectInfo>;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.inner.connect_info()
-    }
-}
-
-impl AsyncRead for Conn {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Conn {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
 }

@@ -1,35 +1,49 @@
 //! The `Query` service: what operators ask. Reads run off the async threads, each under
-//! the configured query timeout.
+//! the configured query timeout; a read whose caller gave up (the timeout passed, the
+//! client went away) is told to stop and does, instead of scanning on.
 
 use std::time::Duration;
 
 use goroscope_proto::Role;
-use goroscope_proto::tls::require_role;
 use goroscope_proto::v1::{self, query_server::Query};
 use tonic::{Request, Response, Status};
 
-use crate::storage::{Selector, Storage, TargetRecord};
+use super::{Shared, authorize};
+use crate::storage::{Cancel, PageToken, Selector, Storage, TargetRecord, TargetView};
+
+/// Targets per page when the request does not say; the most a page holds.
+const DEFAULT_PAGE: usize = 1000;
+const MAX_PAGE: usize = 10_000;
 
 pub struct QueryService {
-    storage: Storage,
+    shared: Shared,
     timeout: Duration,
 }
 
 impl QueryService {
-    pub fn new(storage: Storage, timeout: Duration) -> QueryService {
-        QueryService { storage, timeout }
+    pub fn new(shared: Shared, timeout: Duration) -> QueryService {
+        QueryService { shared, timeout }
     }
 
-    /// Runs blocking storage work on the blocking pool, bounded by the query timeout.
+    /// Runs blocking storage work on the blocking pool, bounded by the query timeout;
+    /// the work is cancelled when the timeout passes or this future is dropped.
     async fn blocking<T, F>(&self, f: F) -> Result<T, Status>
     where
-        F: FnOnce(Storage) -> Result<T, Status> + Send + 'static,
+        F: FnOnce(Storage, &Cancel) -> Result<T, Status> + Send + 'static,
         T: Send + 'static,
     {
-        let storage = self.storage.clone();
+        struct CancelOnDrop(Cancel);
+        impl Drop for CancelOnDrop {
+            fn drop(&mut self) {
+                self.0.cancel();
+            }
+        }
+        let storage = self.shared.storage.clone();
+        let cancel = Cancel::new();
+        let _guard = CancelOnDrop(cancel.clone());
         match tokio::time::timeout(
             self.timeout,
-            tokio::task::spawn_blocking(move || f(storage)),
+            tokio::task::spawn_blocking(move || f(storage, &cancel)),
         )
         .await
         {
@@ -74,11 +88,12 @@ fn labels(t: &TargetRecord) -> Vec<v1::Label> {
         .collect()
 }
 
-impl From<TargetRecord> for v1::TargetInfo {
-    fn from(t: TargetRecord) -> v1::TargetInfo {
+impl From<TargetView> for v1::TargetInfo {
+    fn from(view: TargetView) -> v1::TargetInfo {
+        let t = &view.record;
         v1::TargetInfo {
-            id: Some(target_id(&t)),
-            labels: labels(&t),
+            id: Some(target_id(t)),
+            labels: labels(t),
             coverage: Some(v1::Coverage {
                 proc: t.coverage.proc,
                 buildinfo: t.coverage.buildinfo,
@@ -88,15 +103,15 @@ impl From<TargetRecord> for v1::TargetInfo {
             }),
             start_time_ms: t.start_time_ms,
             first_seen_ms: t.first_seen_ms,
-            last_seen_ms: t.last_seen_ms,
+            last_seen_ms: view.last_seen_ms,
             exited: t.exited,
-            latest: t
+            latest: view
                 .latest
-                .iter()
-                .map(|(metric, &(ts, value))| v1::MetricValue {
-                    metric: metric.clone(),
+                .into_iter()
+                .map(|(metric, timestamp_ms, value)| v1::MetricValue {
+                    metric,
                     value,
-                    timestamp_ms: ts,
+                    timestamp_ms,
                 })
                 .collect(),
         }
@@ -109,14 +124,27 @@ impl Query for QueryService {
         &self,
         request: Request<v1::ListTargetsRequest>,
     ) -> Result<Response<v1::ListTargetsResponse>, Status> {
-        require_role(&request, Role::Operator)?;
+        authorize(&self.shared, "query", &request, Role::Operator)?;
         let req = request.into_inner();
         let selector = selector(req.matchers)?;
-        let targets = self
-            .blocking(move |s| Ok(s.list_targets(&selector, req.seen_since_ms)))
+        let page_size = match req.page_size as usize {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let after = match req.page_token.as_str() {
+            "" => None,
+            token => Some(PageToken::decode(token).ok_or_else(|| {
+                Status::invalid_argument("page_token is not one this aggregator gave out")
+            })?),
+        };
+        let (targets, next) = self
+            .blocking(move |s, _| {
+                Ok(s.list_targets(&selector, req.seen_since_ms, page_size, after.as_ref()))
+            })
             .await?;
         Ok(Response::new(v1::ListTargetsResponse {
             targets: targets.into_iter().map(Into::into).collect(),
+            next_page_token: next.map(|t| t.encode()).unwrap_or_default(),
         }))
     }
 
@@ -124,7 +152,7 @@ impl Query for QueryService {
         &self,
         request: Request<v1::QueryRangeRequest>,
     ) -> Result<Response<v1::QueryRangeResponse>, Status> {
-        require_role(&request, Role::Operator)?;
+        authorize(&self.shared, "query", &request, Role::Operator)?;
         let req = request.into_inner();
         if req.metric.is_empty() {
             return Err(Status::invalid_argument("metric is empty"));
@@ -137,8 +165,8 @@ impl Query for QueryService {
         }
         let selector = selector(req.matchers)?;
         let series = self
-            .blocking(move |s| {
-                s.query_range(&req.metric, &selector, req.start_ms, req.end_ms)
+            .blocking(move |s, cancel| {
+                s.query_range(&req.metric, &selector, req.start_ms, req.end_ms, cancel)
                     .map_err(Status::from)
             })
             .await?;

@@ -20,19 +20,40 @@ pub const CF_HEAD: &str = "head";
 
 const ALL_CFS: [&str; 4] = [CF_META, CF_SERIES, CF_TARGETS, CF_HEAD];
 
-/// One atomic write: puts into column families by name.
+enum Op {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+    DeleteRange(Vec<u8>, Vec<u8>),
+}
+
+/// One atomic write: puts and deletes in column families by name.
 #[derive(Default)]
 pub struct WriteSet {
-    puts: Vec<(&'static str, Vec<u8>, Vec<u8>)>,
+    ops: Vec<(&'static str, Op)>,
 }
 
 impl WriteSet {
     pub fn put(&mut self, cf: &'static str, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.puts.push((cf, key.into(), value.into()));
+        self.ops.push((cf, Op::Put(key.into(), value.into())));
+    }
+
+    pub fn delete(&mut self, cf: &'static str, key: impl Into<Vec<u8>>) {
+        self.ops.push((cf, Op::Delete(key.into())));
+    }
+
+    /// Deletes every key in `[from, to)`: one tombstone, however many keys.
+    pub fn delete_range(
+        &mut self,
+        cf: &'static str,
+        from: impl Into<Vec<u8>>,
+        to: impl Into<Vec<u8>>,
+    ) {
+        self.ops
+            .push((cf, Op::DeleteRange(from.into(), to.into())));
     }
 
     pub fn is_empty(&self) -> bool {
-        self.puts.is_empty()
+        self.ops.is_empty()
     }
 }
 
@@ -82,8 +103,13 @@ impl Engine {
     /// Applies every put of `set` in one atomic write.
     pub fn commit(&self, set: WriteSet) -> Result<(), StorageError> {
         let mut batch = WriteBatch::default();
-        for (cf, key, value) in &set.puts {
-            batch.put_cf(self.cf(cf)?, key, value);
+        for (cf, op) in &set.ops {
+            let cf = self.cf(cf)?;
+            match op {
+                Op::Put(key, value) => batch.put_cf(cf, key, value),
+                Op::Delete(key) => batch.delete_cf(cf, key),
+                Op::DeleteRange(from, to) => batch.delete_range_cf(cf, from, to),
+            }
         }
         let mut opts = WriteOptions::default();
         opts.set_sync(self.sync);
@@ -112,6 +138,28 @@ impl Engine {
             f(&key, &value)?;
         }
         Ok(())
+    }
+
+    /// The last key and value in `[from, to)` of a column family, if any.
+    pub fn last_in_range(
+        &self,
+        cf: &str,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<Option<(Box<[u8]>, Box<[u8]>)>, StorageError> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(from.to_vec());
+        opts.set_iterate_upper_bound(to.to_vec());
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(cf)?, opts);
+        iter.seek_to_last();
+        if iter.valid() {
+            if let (Some(k), Some(v)) = (iter.key(), iter.value()) {
+                return Ok(Some((k.into(), v.into())));
+            }
+        }
+        iter.status()
+            .map_err(|e| StorageError::Engine(format!("seek {cf}: {}", e.into_string())))?;
+        Ok(None)
     }
 
     /// Calls `f` with every key and value in `[from, to)` of a column family.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use goroscope_collector::config::CollectorConfig;
-use goroscope_proto::daemon::EXIT_USAGE;
+use goroscope_daemon::EXIT_USAGE;
 use tokio_util::sync::CancellationToken;
 
 /// The goroscope collector: samples every Go process of this host and streams the
@@ -25,8 +25,12 @@ struct Args {
     /// Sampling interval, overriding the settings (for example 10s).
     #[arg(long)]
     interval: Option<String>,
+    /// Plain-HTTP address for /metrics and /healthz, overriding the settings
+    /// (metrics_listen), for example 127.0.0.1:9465.
+    #[arg(long)]
+    metrics_listen: Option<String>,
     #[command(flatten)]
-    tls: goroscope_proto::daemon::TlsFlags,
+    tls: goroscope_daemon::TlsFlags,
     /// Log filter, overriding the settings.
     #[arg(long)]
     log: Option<String>,
@@ -38,6 +42,7 @@ fn main() -> ExitCode {
         ("host", args.host),
         ("aggregator", args.aggregator),
         ("interval", args.interval),
+        ("metrics_listen", args.metrics_listen),
         ("log", args.log),
     ]
     .into_iter()
@@ -51,7 +56,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if let Err(e) = goroscope_proto::daemon::init_logging(&config.log) {
+    if let Err(e) = goroscope_daemon::init_logging(&config.log) {
         eprintln!("goroscope-collector: {e}");
         return ExitCode::from(EXIT_USAGE);
     }
@@ -73,7 +78,7 @@ fn main() -> ExitCode {
         tokio::pin!(run);
         tokio::select! {
             r = &mut run => return r?,
-            r = shutdown_signal() => r?,
+            r = goroscope_daemon::shutdown_signal() => r?,
         }
         tracing::info!("shutting down");
         shutdown.cancel();
@@ -83,18 +88,8 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Logging is set up: one line through it, as every other line.
-            tracing::error!("{}", goroscope_proto::daemon::one_line(e.as_ref()));
+            tracing::error!("{}", goroscope_daemon::one_line(e.as_ref()));
             ExitCode::FAILURE
         }
     }
-}
-
-async fn shutdown_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => {}
-        r = tokio::signal::ctrl_c() => r?,
-    }
-    Ok(())
 }

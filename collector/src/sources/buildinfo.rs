@@ -1,8 +1,9 @@
-//! Go build info from an executable's `.go.buildinfo` ELF section.
+//! Go build info from an executable, found the way Go's own `debug/buildinfo` finds it.
 //!
 //! This is how the collector decides whether a process is a Go program at all, and where
 //! it gets the Go version, main package and VCS stamp it labels the process with. It
-//! reads only the ELF header, section headers and that one section, never the whole file.
+//! reads the ELF and program headers, the section headers if any, at most 64 KiB of the
+//! data segment and the two strings: every read is bounded, none is of the whole file.
 
 use std::fs::File;
 use std::io;
@@ -10,9 +11,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use object::Endianness;
-use object::elf::{FileHeader32, FileHeader64};
+use object::elf::{FileHeader32, FileHeader64, PF_W, PF_X, PT_LOAD};
 use object::read::ReadCache;
-use object::read::elf::{FileHeader, SectionHeader};
+use object::read::elf::{FileHeader, ProgramHeader, SectionHeader};
 
 /// What Go's `debug/buildinfo` found in one executable.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -40,35 +41,52 @@ pub enum BuildInfoError {
     // and the caller already knows which file it asked about.
     #[error("not an elf file")]
     NotElf,
-    #[error("not a go program: no .go.buildinfo section")]
+    #[error("not a go program: no go build info")]
     NotGo,
     #[error("malformed go build info: {0}")]
     Malformed(String),
-    #[error("unsupported go build info: {0}")]
-    Unsupported(&'static str),
 }
 
 const MAGIC: &[u8; 14] = b"\xff Go buildinf:";
-const HEADER_LEN: usize = 32;
+const HEADER_LEN: u64 = 32;
+/// The linker aligns the build info blob; the magic is looked for only there.
+const ALIGN: u64 = 16;
+const PTR_SIZE_OFFSET: usize = 14;
 const FLAGS_OFFSET: usize = 15;
+const POINTERS_OFFSET: usize = 16;
+const FLAG_BIG_ENDIAN: u8 = 0x1;
+/// Set since Go 1.18: the strings follow the header. Unset, the header holds pointers
+/// to the two Go string variables in the data segment.
 const FLAG_INLINE_STRINGS: u8 = 0x2;
 const SECTION_NAME: &[u8] = b".go.buildinfo";
+/// How much of the data segment is searched for the magic when there is no
+/// `.go.buildinfo` section. The linker puts the blob at the segment's start; this is
+/// the bound Go's `debug/buildinfo` used before it read whole segments.
+const SEARCH_LEN: u64 = 64 << 10;
 /// Module info of even very large programs is tens of kilobytes; anything near this is a
-/// corrupt header, and we must not allocate whatever size it claims.
-const MAX_SECTION_LEN: u64 = 16 << 20;
+/// corrupt length, and we must not allocate whatever size it claims.
+const MAX_STRING_LEN: u64 = 16 << 20;
+const MAX_HEADER_TABLE_LEN: u64 = 16 << 20;
 const MAX_SHSTRTAB_LEN: u64 = 1 << 20;
 
 /// Reads the build info of the executable at `path` (normally `/proc/PID/exe`).
 ///
-/// Returns [`BuildInfoError::NotElf`] or [`BuildInfoError::NotGo`] cheaply for the
-/// common case of a process that is not a Go program.
+/// Returns [`BuildInfoError::NotElf`] or [`BuildInfoError::NotGo`] for the common case
+/// of a process that is not a Go program.
 pub fn read_build_info(path: &Path) -> Result<BuildInfo, BuildInfoError> {
+    let file = File::open(path).map_err(|source| BuildInfoError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    read_build_info_from(&file, path)
+}
+
+/// [`read_build_info`] of a file already open; `path` names it in errors.
+pub fn read_build_info_from(file: &File, path: &Path) -> Result<BuildInfo, BuildInfoError> {
     let io_err = |source| BuildInfoError::Io {
         path: path.to_path_buf(),
         source,
     };
-    let file = File::open(path).map_err(io_err)?;
-
     let mut ident = [0u8; 16];
     match file.read_exact_at(&mut ident, 0) {
         Ok(()) => {}
@@ -78,46 +96,165 @@ pub fn read_build_info(path: &Path) -> Result<BuildInfo, BuildInfoError> {
     if &ident[..4] != b"\x7fELF" {
         return Err(BuildInfoError::NotElf);
     }
-
-    let cache = ReadCache::new(file);
-    let found = match ident[4] {
-        object::elf::ELFCLASS32 => find_section::<FileHeader32<Endianness>>(&cache),
-        object::elf::ELFCLASS64 => find_section::<FileHeader64<Endianness>>(&cache),
+    let file_len = file.metadata().map_err(io_err)?.len();
+    let image = match ident[4] {
+        object::elf::ELFCLASS32 => ElfImage::parse::<FileHeader32<Endianness>>(file, file_len),
+        object::elf::ELFCLASS64 => ElfImage::parse::<FileHeader64<Endianness>>(file, file_len),
         _ => Err("unknown elf class".to_string()),
     }
     .map_err(|reason| malformed_at(path, &reason))?;
-    let (offset, size) = found.ok_or(BuildInfoError::NotGo)?;
-
-    // Read the section with the plain file rather than the cache so that an I/O error
-    // stays an I/O error instead of becoming ReadCache's opaque `()`.
-    let file = cache.into_inner();
-    let file_len = file.metadata().map_err(io_err)?.len();
-    if size > MAX_SECTION_LEN || offset.checked_add(size).is_none_or(|end| end > file_len) {
-        return Err(malformed_at(
-            path,
-            ".go.buildinfo section extends past the file",
-        ));
-    }
-    let mut data = vec![0u8; size as usize];
-    file.read_exact_at(&mut data, offset).map_err(io_err)?;
-
-    parse_build_info_section(&data).map_err(|e| match e {
-        BuildInfoError::Malformed(reason) => malformed_at(path, &reason),
-        other => other,
-    })
+    let (start, size) = image.data_start.ok_or(BuildInfoError::NotGo)?;
+    let image = Located {
+        image: &image,
+        path,
+    };
+    let at = search_magic(&image, start, size).map_err(|e| in_file(e, path))?;
+    decode_at(&image, at).map_err(|e| in_file(e, path))
 }
 
 fn malformed_at(path: &Path, reason: &str) -> BuildInfoError {
     BuildInfoError::Malformed(format!("{}: {reason}", path.display()))
 }
 
-/// The file offset and size of `.go.buildinfo`, `None` if the ELF file has no such section.
+fn in_file(e: BuildInfoError, path: &Path) -> BuildInfoError {
+    match e {
+        BuildInfoError::Malformed(reason) => malformed_at(path, &reason),
+        other => other,
+    }
+}
+
+/// A program's bytes by virtual address, as the loader maps them from its file.
+trait Memory {
+    /// Up to `len` bytes at `addr`: fewer where the file-backed part of the segment
+    /// holding `addr` ends, none where no segment holds it.
+    fn read(&self, addr: u64, len: u64) -> Result<Vec<u8>, BuildInfoError>;
+}
+
+/// A loadable segment's file-backed part.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    vaddr: u64,
+    offset: u64,
+    filesz: u64,
+}
+
+struct ElfImage<'f> {
+    file: &'f File,
+    file_len: u64,
+    segments: Vec<Segment>,
+    /// Where the build info is looked for (address, size): the `.go.buildinfo` section,
+    /// else the first writable, non-executable loadable segment; `None` if neither.
+    data_start: Option<(u64, u64)>,
+}
+
+impl<'f> ElfImage<'f> {
+    fn parse<Elf: FileHeader<Endian = Endianness>>(
+        file: &'f File,
+        file_len: u64,
+    ) -> Result<ElfImage<'f>, String> {
+        let lower = |e: object::read::Error| lower_first(&e.to_string());
+        let cache = ReadCache::new(file);
+        let header = Elf::parse(&cache).map_err(lower)?;
+        let endian = header.endian().map_err(lower)?;
+        let phnum = header.phnum(endian, &cache).map_err(lower)? as u64;
+        if phnum.saturating_mul(u64::from(header.e_phentsize(endian))) > MAX_HEADER_TABLE_LEN {
+            return Err("program header table is implausibly large".to_string());
+        }
+        let mut segments = Vec::new();
+        let mut first_data = None;
+        for ph in header.program_headers(endian, &cache).map_err(lower)? {
+            if ph.p_type(endian) != PT_LOAD {
+                continue;
+            }
+            let vaddr: u64 = ph.p_vaddr(endian).into();
+            segments.push(Segment {
+                vaddr,
+                offset: ph.p_offset(endian).into(),
+                filesz: ph.p_filesz(endian).into(),
+            });
+            if first_data.is_none() && ph.p_flags(endian) & (PF_X | PF_W) == PF_W {
+                first_data = Some((vaddr, ph.p_memsz(endian).into()));
+            }
+        }
+        // A table we cannot read is treated like none at all, as for a binary stripped of
+        // its section headers: the data segment is searched instead.
+        let section = find_section(header, endian, &cache).unwrap_or(None);
+        Ok(ElfImage {
+            file,
+            file_len,
+            segments,
+            data_start: section.or(first_data).filter(|&(_, size)| size > 0),
+        })
+    }
+}
+
+impl ElfImage<'_> {
+    /// See [`Memory::read`].
+    fn read(&self, addr: u64, len: u64) -> Result<Vec<u8>, io::Error> {
+        // Go's debug/buildinfo reads through the program headers in this order too.
+        let Some(seg) = self.segments.iter().find(|s| {
+            addr >= s.vaddr && s.vaddr.checked_add(s.filesz).is_some_and(|end| addr < end)
+        }) else {
+            return Ok(Vec::new());
+        };
+        let start = seg.offset.saturating_add(addr - seg.vaddr);
+        let in_segment = seg.vaddr + seg.filesz - addr;
+        let in_file = self.file_len.saturating_sub(start);
+        let n = len.min(in_segment).min(in_file);
+        let mut buf = vec![0u8; n as usize];
+        self.file.read_exact_at(&mut buf, start)?;
+        Ok(buf)
+    }
+}
+
+/// An [`ElfImage`] whose I/O errors name its file.
+struct Located<'a> {
+    image: &'a ElfImage<'a>,
+    path: &'a Path,
+}
+
+/// Bytes of a build info blob held in memory, at address `base`.
+struct Bytes<'a> {
+    base: u64,
+    data: &'a [u8],
+}
+
+impl Memory for Bytes<'_> {
+    fn read(&self, addr: u64, len: u64) -> Result<Vec<u8>, BuildInfoError> {
+        let Some(start) = addr
+            .checked_sub(self.base)
+            .and_then(|s| usize::try_from(s).ok())
+            .filter(|&s| s < self.data.len())
+        else {
+            return Ok(Vec::new());
+        };
+        let end = start.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+        Ok(self.data[start..end.min(self.data.len())].to_vec())
+    }
+}
+
+impl Memory for Located<'_> {
+    fn read(&self, addr: u64, len: u64) -> Result<Vec<u8>, BuildInfoError> {
+        self.image
+            .read(addr, len)
+            .map_err(|source| BuildInfoError::Io {
+                path: self.path.to_path_buf(),
+                source,
+            })
+    }
+}
+
+/// The address and size of `.go.buildinfo`, `None` if the ELF file has no such section.
 fn find_section<Elf: FileHeader<Endian = Endianness>>(
-    cache: &ReadCache<File>,
+    header: &Elf,
+    endian: Endianness,
+    cache: &ReadCache<&File>,
 ) -> Result<Option<(u64, u64)>, String> {
     let lower = |e: object::read::Error| lower_first(&e.to_string());
-    let header = Elf::parse(cache).map_err(lower)?;
-    let endian = header.endian().map_err(lower)?;
+    let shnum = header.shnum(endian, cache).map_err(lower)? as u64;
+    if shnum.saturating_mul(u64::from(header.e_shentsize(endian))) > MAX_HEADER_TABLE_LEN {
+        return Err("section header table is implausibly large".to_string());
+    }
     let sections = header.section_headers(endian, cache).map_err(lower)?;
     if sections.is_empty() {
         return Ok(None);
@@ -141,37 +278,94 @@ fn find_section<Elf: FileHeader<Endian = Endianness>>(
         };
         let name = name.split(|&b| b == 0).next().unwrap_or_default();
         if name == SECTION_NAME {
-            return Ok(Some(section.file_range(endian).ok_or_else(|| {
-                ".go.buildinfo section has no file data".to_string()
-            })?));
+            return Ok(Some((
+                section.sh_addr(endian).into(),
+                section.sh_size(endian).into(),
+            )));
         }
     }
     Ok(None)
 }
 
-/// Parses the bytes of a `.go.buildinfo` section (Go 1.18+ inline-string format).
+/// The address of the first 16-byte aligned magic among the first [`SEARCH_LEN`] bytes
+/// of `[start, start + size)`, as Go's `searchMagic` finds it.
+fn search_magic(mem: &impl Memory, start: u64, size: u64) -> Result<u64, BuildInfoError> {
+    let end = start
+        .checked_add(size)
+        .ok_or_else(|| BuildInfoError::Malformed("data segment wraps around".to_string()))?;
+    // The magic cannot be in the unaligned head.
+    let Some(aligned) = start.checked_add(ALIGN - 1).map(|a| a & !(ALIGN - 1)) else {
+        return Err(BuildInfoError::NotGo);
+    };
+    if aligned >= end {
+        return Err(BuildInfoError::NotGo);
+    }
+    let remaining = end - aligned;
+    let data = mem.read(aligned, remaining.min(SEARCH_LEN))?;
+    let found = data
+        .chunks(ALIGN as usize)
+        .position(|chunk| chunk.starts_with(MAGIC))
+        .map(|i| i as u64 * ALIGN);
+    match found {
+        // Go refuses a magic without room for the whole header after it.
+        Some(i) if remaining - i >= HEADER_LEN => Ok(aligned + i),
+        _ => Err(BuildInfoError::NotGo),
+    }
+}
+
+/// Parses the bytes of a `.go.buildinfo` section (either format; pointers of the
+/// pre-1.18 format are taken as offsets into `data`).
 pub fn parse_build_info_section(data: &[u8]) -> Result<BuildInfo, BuildInfoError> {
+    if !data.starts_with(MAGIC) {
+        return Err(BuildInfoError::Malformed("bad magic".to_string()));
+    }
+    decode_at(&Bytes { base: 0, data }, 0)
+}
+
+/// Decodes the blob whose magic is at `addr`.
+fn decode_at(mem: &impl Memory, addr: u64) -> Result<BuildInfo, BuildInfoError> {
     let malformed = |s: &str| BuildInfoError::Malformed(s.to_string());
-    if data.len() < MAGIC.len() || &data[..MAGIC.len()] != MAGIC {
-        return Err(malformed("bad magic"));
+    let header = mem.read(addr, HEADER_LEN)?;
+    if header.len() < HEADER_LEN as usize {
+        return Err(malformed("truncated header"));
     }
-    let flags = *data
-        .get(FLAGS_OFFSET)
-        .ok_or_else(|| malformed("truncated header"))?;
-    if flags & FLAG_INLINE_STRINGS == 0 {
-        return Err(BuildInfoError::Unsupported("pre-Go 1.18 buildinfo format"));
-    }
-    let body = data
-        .get(HEADER_LEN..)
-        .ok_or_else(|| malformed("truncated header"))?;
-    let (version, rest) = read_string(body)?;
-    let (modinfo, _) = read_string(rest)?;
+    let flags = header[FLAGS_OFFSET];
+    let (version, modinfo) = if flags & FLAG_INLINE_STRINGS != 0 {
+        let after = addr
+            .checked_add(HEADER_LEN)
+            .ok_or_else(|| malformed("truncated header"))?;
+        let (version, next) = read_string(mem, after)?;
+        let (modinfo, _) = read_string(mem, next)?;
+        (version, modinfo)
+    } else {
+        // Before Go 1.18: pointers, of the target's size and byte order, to the two Go
+        // string headers (data pointer, length) of runtime.buildVersion and
+        // runtime.modinfo.
+        let ptr_size = usize::from(header[PTR_SIZE_OFFSET]);
+        if ptr_size != 4 && ptr_size != 8 {
+            return Err(BuildInfoError::Malformed(format!(
+                "pointer size {ptr_size} is neither 4 nor 8"
+            )));
+        }
+        let ptr = Pointers {
+            size: ptr_size,
+            big_endian: flags & FLAG_BIG_ENDIAN != 0,
+        };
+        let version_at = ptr.get(&header[POINTERS_OFFSET..]);
+        let modinfo_at = ptr.get(&header[POINTERS_OFFSET + ptr_size..]);
+        let version = ptr
+            .read_go_string(mem, version_at)?
+            .ok_or_else(|| malformed("go version points outside the file's segments"))?;
+        // As in Go: a module string that cannot be read leaves the version alone.
+        let modinfo = ptr.read_go_string(mem, modinfo_at)?.unwrap_or_default();
+        (version, modinfo)
+    };
     if version.is_empty() {
         return Err(malformed("empty go version"));
     }
 
     let mut info = BuildInfo {
-        go_version: String::from_utf8_lossy(version).into_owned(),
+        go_version: String::from_utf8_lossy(&version).into_owned(),
         ..BuildInfo::default()
     };
     // Same rule as Go's debug/buildinfo: the text is framed by two 16-byte sentinels and
@@ -184,17 +378,61 @@ pub fn parse_build_info_section(data: &[u8]) -> Result<BuildInfo, BuildInfoError
     Ok(info)
 }
 
-/// One uvarint-length-prefixed string, and what follows it.
-fn read_string(data: &[u8]) -> Result<(&[u8], &[u8]), BuildInfoError> {
-    let (len, n) =
-        uvarint(data).ok_or_else(|| BuildInfoError::Malformed("bad string length".to_string()))?;
-    let rest = &data[n..];
-    if len > rest.len() as u64 {
-        return Err(BuildInfoError::Malformed(
-            "string length past the end of the section".to_string(),
-        ));
+/// The pointer format of a pre-1.18 build info header.
+struct Pointers {
+    size: usize,
+    big_endian: bool,
+}
+
+impl Pointers {
+    /// The pointer at the start of `b` (which holds at least one).
+    fn get(&self, b: &[u8]) -> u64 {
+        let mut bytes = [0u8; 8];
+        let b = &b[..self.size];
+        if self.big_endian {
+            bytes[8 - self.size..].copy_from_slice(b);
+            u64::from_be_bytes(bytes)
+        } else {
+            bytes[..self.size].copy_from_slice(b);
+            u64::from_le_bytes(bytes)
+        }
     }
-    Ok(rest.split_at(len as usize))
+
+    /// The Go string whose header (data pointer, length) is at `addr`; `None` if the
+    /// header or the bytes it points to are not in the file.
+    fn read_go_string(
+        &self,
+        mem: &impl Memory,
+        addr: u64,
+    ) -> Result<Option<Vec<u8>>, BuildInfoError> {
+        let header = mem.read(addr, 2 * self.size as u64)?;
+        if header.len() < 2 * self.size {
+            return Ok(None);
+        }
+        let data_at = self.get(&header);
+        let len = self.get(&header[self.size..]);
+        if len > MAX_STRING_LEN {
+            return Err(BuildInfoError::Malformed(format!(
+                "string of {len} bytes is implausibly long"
+            )));
+        }
+        let data = mem.read(data_at, len)?;
+        Ok((data.len() as u64 == len).then_some(data))
+    }
+}
+
+/// One uvarint-length-prefixed string at `addr`, and the address after it.
+fn read_string(mem: &impl Memory, addr: u64) -> Result<(Vec<u8>, u64), BuildInfoError> {
+    let malformed = |s: &str| BuildInfoError::Malformed(s.to_string());
+    let prefix = mem.read(addr, 10)?;
+    let (len, n) = uvarint(&prefix).ok_or_else(|| malformed("bad string length"))?;
+    let past_the_end = || malformed("string length past the end of the section");
+    let start = addr.checked_add(n as u64).ok_or_else(past_the_end)?;
+    let data = mem.read(start, len.min(MAX_STRING_LEN))?;
+    if (data.len() as u64) < len {
+        return Err(past_the_end());
+    }
+    Ok((data, start + len))
 }
 
 /// Go's `binary.Uvarint`: the value and the number of bytes it took, `None` if the input
@@ -394,6 +632,8 @@ fn lower_first(s: &str) -> String {
 mod tests {
     use super::*;
 
+    const HEADER: usize = HEADER_LEN as usize;
+
     const INFO_START: &[u8; 16] = b"0w\xaf\x0c\x92t\x08\x02A\xe1\xc1\x07\xe6\xd6\x18\xe6";
     const INFO_END: &[u8; 16] = b"\xf92C1\x86\x18 r\x00\x82B\x10A\x16\xd8\xf2";
 
@@ -409,7 +649,7 @@ mod tests {
         let mut data = MAGIC.to_vec();
         data.push(8);
         data.push(FLAG_INLINE_STRINGS);
-        data.resize(HEADER_LEN, 0);
+        data.resize(HEADER, 0);
         put_uvarint(&mut data, version.len() as u64);
         data.extend_from_slice(version.as_bytes());
         let mut framed = INFO_START.to_vec();
@@ -472,7 +712,7 @@ mod tests {
     fn unframed_or_empty_modinfo_gives_only_the_version() {
         let mut data = MAGIC.to_vec();
         data.extend_from_slice(&[8, FLAG_INLINE_STRINGS]);
-        data.resize(HEADER_LEN, 0);
+        data.resize(HEADER, 0);
         data.extend_from_slice(b"\x08go1.26.8\x00");
         let info = parse_build_info_section(&data).unwrap();
         assert_eq!(info.go_version, "go1.26.8");
@@ -503,7 +743,7 @@ mod tests {
         for len in 0..data.len() {
             let _ = parse_build_info_section(&data[..len]);
         }
-        for len in [15, 20, HEADER_LEN, HEADER_LEN + 3, data.len() - 40] {
+        for len in [15, 20, HEADER, HEADER + 3, data.len() - 40] {
             assert!(
                 matches!(
                     parse_build_info_section(&data[..len]),
@@ -518,20 +758,20 @@ mod tests {
     fn rejects_lengths_past_the_end() {
         let mut data = MAGIC.to_vec();
         data.extend_from_slice(&[8, FLAG_INLINE_STRINGS]);
-        data.resize(HEADER_LEN, 0);
+        data.resize(HEADER, 0);
         put_uvarint(&mut data, u64::MAX);
         data.extend_from_slice(b"go1.26.8");
         let err = parse_build_info_section(&data).unwrap_err();
         assert!(err.to_string().contains("past the end"), "{err}");
 
         // A varint that never ends, and one that overflows 64 bits.
-        let mut never_ends = data[..HEADER_LEN].to_vec();
+        let mut never_ends = data[..HEADER].to_vec();
         never_ends.extend_from_slice(&[0xff; 5]);
         assert!(matches!(
             parse_build_info_section(&never_ends),
             Err(BuildInfoError::Malformed(_))
         ));
-        let mut overflows = data[..HEADER_LEN].to_vec();
+        let mut overflows = data[..HEADER].to_vec();
         overflows.extend_from_slice(&[0xff; 11]);
         assert!(matches!(
             parse_build_info_section(&overflows),
@@ -539,20 +779,227 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn pointer_format_is_unsupported() {
+    /// A pre-1.18 blob at `base` (as the linker lays it out: header, then the two
+    /// string headers, then the bytes), with pointers of `ptr_size` bytes.
+    fn pointer_blob(
+        base: u64,
+        ptr_size: usize,
+        big_endian: bool,
+        version: &str,
+        modinfo: &[u8],
+    ) -> Vec<u8> {
+        let put = |out: &mut Vec<u8>, v: u64| {
+            let bytes = if big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            };
+            if big_endian {
+                out.extend_from_slice(&bytes[8 - ptr_size..]);
+            } else {
+                out.extend_from_slice(&bytes[..ptr_size]);
+            }
+        };
+        let headers = base + HEADER_LEN;
+        let strings = headers + 4 * ptr_size as u64;
         let mut data = MAGIC.to_vec();
-        data.extend_from_slice(&[8, 0]);
-        data.extend_from_slice(&0x4d_0000u64.to_le_bytes());
-        data.extend_from_slice(&0x4d_0010u64.to_le_bytes());
-        let err = parse_build_info_section(&data).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                BuildInfoError::Unsupported("pre-Go 1.18 buildinfo format")
-            ),
-            "{err:?}"
+        data.push(ptr_size as u8);
+        data.push(u8::from(big_endian));
+        put(&mut data, headers);
+        put(&mut data, headers + 2 * ptr_size as u64);
+        data.resize(HEADER_LEN as usize, 0);
+        put(&mut data, strings);
+        put(&mut data, version.len() as u64);
+        put(&mut data, strings + version.len() as u64);
+        put(&mut data, modinfo.len() as u64);
+        data.extend_from_slice(version.as_bytes());
+        data.extend_from_slice(modinfo);
+        data
+    }
+
+    fn framed(modinfo: &str) -> Vec<u8> {
+        let mut framed = INFO_START.to_vec();
+        framed.extend_from_slice(modinfo.as_bytes());
+        framed.extend_from_slice(INFO_END);
+        framed
+    }
+
+    #[test]
+    fn reads_the_pre_1_18_pointer_format() {
+        for (ptr_size, big_endian) in [(8, false), (4, false), (8, true), (4, true)] {
+            let data = pointer_blob(0, ptr_size, big_endian, "go1.17.13", &framed(MODINFO));
+            let info = parse_build_info_section(&data).unwrap();
+            assert_eq!(info.go_version, "go1.17.13", "{ptr_size} {big_endian}");
+            assert_eq!(info.path, "example.com/acme/cmd/billing");
+            assert_eq!(info.main_version, "v1.4.2");
+            assert_eq!(info.service_name(), "billing");
+        }
+        // A GOPATH build: no framed module info, the version alone.
+        let data = pointer_blob(0, 8, false, "go1.16.15", b"");
+        let info = parse_build_info_section(&data).unwrap();
+        assert_eq!(
+            (info.go_version.as_str(), info.path.as_str()),
+            ("go1.16.15", "")
         );
+    }
+
+    #[test]
+    fn pointer_format_with_bad_pointers_is_malformed_not_a_panic() {
+        let good = pointer_blob(0, 8, false, "go1.17.13", &framed(MODINFO));
+        // The version's string header points past the end.
+        let mut bad = good.clone();
+        bad[16..24].copy_from_slice(&0xdead_beefu64.to_le_bytes());
+        let err = parse_build_info_section(&bad).unwrap_err();
+        assert!(
+            err.to_string().contains("go version points outside"),
+            "{err}"
+        );
+        // A length far beyond anything real is refused before anything is allocated.
+        let mut huge = good.clone();
+        huge[40..48].copy_from_slice(&u64::MAX.to_le_bytes());
+        let err = parse_build_info_section(&huge).unwrap_err();
+        assert!(err.to_string().contains("implausibly long"), "{err}");
+        // Only the module info unreadable: the version stays, as in Go.
+        let mut no_mod = good.clone();
+        no_mod[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
+        let info = parse_build_info_section(&no_mod).unwrap();
+        assert_eq!(
+            (info.go_version.as_str(), info.path.as_str()),
+            ("go1.17.13", "")
+        );
+        // A pointer size Go never wrote.
+        let mut odd = good.clone();
+        odd[PTR_SIZE_OFFSET] = 3;
+        let err = parse_build_info_section(&odd).unwrap_err();
+        assert!(err.to_string().contains("pointer size 3"), "{err}");
+        // Every prefix fails cleanly or succeeds, never panics.
+        for len in 0..good.len() {
+            let _ = parse_build_info_section(&good[..len]);
+        }
+    }
+
+    /// A minimal 64-bit little-endian ELF executable without section headers: a
+    /// read-only segment holding `rodata` at 0x400000 and a writable one holding `data`
+    /// at `data_vaddr`.
+    fn elf_without_sections(rodata: &[u8], data_vaddr: u64, data: &[u8]) -> Vec<u8> {
+        const RO_OFFSET: u64 = 0x1000;
+        const RW_OFFSET: u64 = 0x3000;
+        let mut f = Vec::new();
+        f.extend_from_slice(b"\x7fELF");
+        f.extend_from_slice(&[2, 1, 1, 0]);
+        f.resize(16, 0);
+        f.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        f.extend_from_slice(&62u16.to_le_bytes()); // x86-64
+        f.extend_from_slice(&1u32.to_le_bytes());
+        f.extend_from_slice(&0x40_1000u64.to_le_bytes()); // entry
+        f.extend_from_slice(&64u64.to_le_bytes()); // program headers
+        f.extend_from_slice(&0u64.to_le_bytes()); // no section headers
+        f.extend_from_slice(&0u32.to_le_bytes());
+        for v in [64u16, 56, 2, 64, 0, 0] {
+            f.extend_from_slice(&v.to_le_bytes());
+        }
+        for (flags, offset, vaddr, len) in [
+            (4u32, RO_OFFSET, 0x40_0000u64, rodata.len() as u64),
+            (
+                6u32,
+                RW_OFFSET + (data_vaddr & 0xfff),
+                data_vaddr,
+                data.len() as u64,
+            ),
+        ] {
+            f.extend_from_slice(&PT_LOAD.to_le_bytes());
+            f.extend_from_slice(&flags.to_le_bytes());
+            for v in [offset, vaddr, vaddr, len, len + 0x1000, 0x1000] {
+                f.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        f.resize(RO_OFFSET as usize, 0);
+        f.extend_from_slice(rodata);
+        f.resize((RW_OFFSET + (data_vaddr & 0xfff)) as usize, 0);
+        f.extend_from_slice(data);
+        f
+    }
+
+    #[test]
+    fn finds_the_pointer_format_in_the_data_segment_of_a_binary_without_sections() {
+        // As a pre-1.18 linker lays it out: the blob near the start of the data segment,
+        // the string headers beside it, the bytes in the read-only segment.
+        let version = "go1.17.13";
+        let modinfo = framed(MODINFO);
+        let data_vaddr = 0x60_1008;
+        let blob_at = 0x60_1020u64;
+        let mut rodata = version.as_bytes().to_vec();
+        rodata.extend_from_slice(&modinfo);
+        let mut data = vec![0u8; (blob_at - data_vaddr) as usize];
+        // A copy of the magic off the 16-byte grid is not the blob.
+        data[9..9 + MAGIC.len()].copy_from_slice(MAGIC);
+        data.extend_from_slice(MAGIC);
+        data.extend_from_slice(&[8, 0]);
+        for v in [blob_at + 32, blob_at + 48] {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+        for v in [
+            0x40_0000u64,
+            version.len() as u64,
+            0x40_0000 + version.len() as u64,
+            modinfo.len() as u64,
+        ] {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+        data.extend_from_slice(&[0x55; 4096]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("old-go");
+        std::fs::write(&exe, elf_without_sections(&rodata, data_vaddr, &data)).unwrap();
+        let info = read_build_info(&exe).unwrap();
+        assert_eq!(info.go_version, version);
+        assert_eq!(info.path, "example.com/acme/cmd/billing");
+
+        // The same layout without the blob: an ELF file, not a Go program.
+        let plain = dir.path().join("plain");
+        std::fs::write(
+            &plain,
+            elf_without_sections(&rodata, data_vaddr, &[0x55; 8192]),
+        )
+        .unwrap();
+        assert!(matches!(
+            read_build_info(&plain),
+            Err(BuildInfoError::NotGo)
+        ));
+
+        // A blob past the first 64 KiB of the segment is not looked for.
+        let mut far = vec![0u8; 80 << 10];
+        far.extend_from_slice(&data[(blob_at - data_vaddr) as usize..]);
+        std::fs::write(&plain, elf_without_sections(&rodata, 0x60_0000, &far)).unwrap();
+        assert!(matches!(
+            read_build_info(&plain),
+            Err(BuildInfoError::NotGo)
+        ));
+    }
+
+    #[test]
+    fn search_is_aligned_and_bounded() {
+        let mut data = vec![0u8; 64];
+        data[16..16 + MAGIC.len()].copy_from_slice(MAGIC);
+        let mem = Bytes {
+            base: 0x1000,
+            data: &data,
+        };
+        assert_eq!(search_magic(&mem, 0x1000, 64).unwrap(), 0x1010);
+        // Starting mid-grid rounds up; a magic without room for its header is not one.
+        assert_eq!(search_magic(&mem, 0x1001, 63).unwrap(), 0x1010);
+        assert!(matches!(
+            search_magic(&mem, 0x1000, 40),
+            Err(BuildInfoError::NotGo)
+        ));
+        assert!(matches!(
+            search_magic(&mem, u64::MAX - 4, 2),
+            Err(BuildInfoError::NotGo)
+        ));
+        assert!(matches!(
+            search_magic(&mem, u64::MAX, 2),
+            Err(BuildInfoError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -635,6 +1082,20 @@ mod tests {
             info.settings
         );
         assert!(info.settings.iter().any(|(k, _)| k == "GOARCH"));
+
+        // Without its section headers the program still runs, and is still Go: found in
+        // its data segment, as Go's own debug/buildinfo finds it.
+        let mut bytes = std::fs::read(&exe).unwrap();
+        assert_eq!(bytes[4], object::elf::ELFCLASS64);
+        bytes[0x28..0x30].fill(0); // e_shoff
+        bytes[0x3c..0x40].fill(0); // e_shnum, e_shstrndx
+        let bare = dir.path().join("hello-bare");
+        std::fs::write(&bare, &bytes).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&bare, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ran = std::process::Command::new(&bare).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&ran.stdout), "hello\n");
+        assert_eq!(read_build_info(&bare).unwrap(), info);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! A small HTTP/1.1 GET for the runtime endpoints of a local process.
 //!
 //! Bounded on every side: the caller's timeout, a cap on the bytes read, and an early
-//! stop once enough is read (the goroutine count is on the first line of a profile that
-//! can be megabytes long).
+//! stop once enough is read (the goroutine count is in the table at the top of the
+//! pprof index page; the descriptions after it are not needed).
 
 use std::net::SocketAddr;
 
@@ -44,8 +44,9 @@ pub enum HttpError {
 pub enum Read {
     /// The whole body, which must fit in the limit.
     All,
-    /// Up to the first newline (or the limit, or the end).
-    FirstLine,
+    /// Up to the end of the first occurrence of the marker, or as much as the limit
+    /// allows, or the end: a prefix of the body, never an error for its length.
+    Until(&'static [u8]),
 }
 
 /// GETs `path` from `addr`. A body longer than `limit` is an error with [`Read::All`].
@@ -95,26 +96,41 @@ pub async fn get(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        if read == Read::FirstLine
-            && let Some(nl) = data.iter().position(|&b| b == b'\n')
-        {
-            buf.extend_from_slice(&data[..nl]);
+        if buf.len() + data.len() > limit {
+            let Read::Until(_) = read else {
+                return Err(HttpError::TooLarge {
+                    addr,
+                    path: path.to_owned(),
+                    limit,
+                });
+            };
+            buf.extend_from_slice(&data[..limit - buf.len()]);
             return Ok(buf.freeze());
         }
-        if buf.len() + data.len() > limit {
-            if read == Read::FirstLine {
-                return Ok(buf.freeze());
-            }
-            return Err(HttpError::TooLarge {
-                addr,
-                path: path.to_owned(),
-                limit,
-            });
-        }
+        let searched_from = buf.len();
         buf.extend_from_slice(&data);
+        if let Read::Until(marker) = read
+            && let Some(end) = find_end(&buf, searched_from, marker)
+        {
+            buf.truncate(end);
+            return Ok(buf.freeze());
+        }
     }
     drop(conn);
     Ok(buf.freeze())
+}
+
+/// The end of the first `marker` in `buf` that reaches past `from`, where the bytes
+/// not yet searched begin (a marker may straddle two frames).
+fn find_end(buf: &[u8], from: usize, marker: &[u8]) -> Option<usize> {
+    if marker.is_empty() {
+        return Some(0);
+    }
+    let start = from.saturating_sub(marker.len() - 1);
+    buf[start..]
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .map(|i| start + i + marker.len())
 }
 
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
@@ -122,5 +138,66 @@ struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
 impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_a_marker_across_frames() {
+        assert_eq!(find_end(b"abc</table>def", 0, b"</table>"), Some(11));
+        // The marker began in the previous frame (which ended at 5).
+        assert_eq!(find_end(b"abc</table>def", 5, b"</table>"), Some(11));
+        // Only text already searched: not found again from past it.
+        assert_eq!(find_end(b"</table>abcdefghijkl", 16, b"</table>"), None);
+        assert_eq!(find_end(b"ab", 0, b"</table>"), None);
+    }
+
+    /// One HTTP/1.1 answer per connection, `body` in chunks of `chunk` bytes.
+    async fn serve_once(body: Vec<u8>, chunk: usize) -> SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut req = [0u8; 1024];
+            let _ = conn.read(&mut req).await;
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .await;
+            for part in body.chunks(chunk) {
+                let _ = conn
+                    .write_all(format!("{:x}\r\n", part.len()).as_bytes())
+                    .await;
+                let _ = conn.write_all(part).await;
+                let _ = conn.write_all(b"\r\n").await;
+                let _ = conn.flush().await;
+            }
+            let _ = conn.write_all(b"0\r\n\r\n").await;
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn until_stops_at_the_marker_or_the_limit() {
+        let page = b"<table><tr>1</tr></table><ul>descriptions</ul>".to_vec();
+        let addr = serve_once(page.clone(), 5).await;
+        let got = get(addr, "/", 1024, Read::Until(b"</table>"))
+            .await
+            .unwrap();
+        assert_eq!(&got[..], b"<table><tr>1</tr></table>");
+
+        let addr = serve_once(page.clone(), 5).await;
+        let got = get(addr, "/", 12, Read::Until(b"</table>")).await.unwrap();
+        assert_eq!(&got[..], &page[..12]);
+
+        let addr = serve_once(page, 5).await;
+        let err = get(addr, "/", 12, Read::All).await.unwrap_err();
+        assert!(
+            matches!(err, HttpError::TooLarge { limit: 12, .. }),
+            "{err}"
+        );
     }
 }

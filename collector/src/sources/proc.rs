@@ -1,13 +1,17 @@
-//! Readers for one process's files under `/proc`: stat, status, fds and listening sockets.
+//! Readers for one process's files under `/proc`: stat, status, fds, its executable's
+//! identity and listening sockets.
 //!
 //! The parsers take borrowed text so they can be tested on samples and run every
 //! sampling interval for every process without allocating per field; the `read_*`
 //! functions around them turn "the process exited meanwhile" into [`ProcError::Gone`].
+//! Every function here blocks: callers run them off the async runtime's thread.
 
 use std::fs;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcError {
@@ -18,6 +22,13 @@ pub enum ProcError {
     Io { path: PathBuf, source: io::Error },
     #[error("parse {}: {reason}", path.display())]
     Parse { path: PathBuf, reason: String },
+    /// Work that did not end within its deadline. It goes on in the background (a
+    /// thread in a hung read cannot be stopped); no more of it starts until it ends.
+    #[error("{what}: no answer within {}", humantime::format_duration(*limit))]
+    Late { what: String, limit: Duration },
+    /// Work that ended without a result (it panicked, or the runtime is stopping).
+    #[error("{what}: {reason}")]
+    Failed { what: String, reason: String },
 }
 
 const ESRCH: i32 = 3;
@@ -81,6 +92,14 @@ pub struct Stat {
     pub vsize_bytes: u64,
     /// Resident set size, in pages ([`page_size`]).
     pub rss_pages: u64,
+}
+
+impl Stat {
+    /// A zombie (`Z`) or a dead process (`X`, `x`): it has exited and waits to be reaped;
+    /// what /proc still shows of it is not a running program.
+    pub fn is_dead(&self) -> bool {
+        matches!(self.state, 'Z' | 'X' | 'x')
+    }
 }
 
 /// Parses `/proc/PID/stat` (see proc(5)).
@@ -206,6 +225,31 @@ pub fn count_fds(root: &Path, pid: u32) -> Result<u64, ProcError> {
         n += 1;
     }
     Ok(n)
+}
+
+/// The identity of a file: what a process runs, as its device and inode. An `exec`
+/// changes it while the pid and start time stay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExeId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl ExeId {
+    pub fn of(metadata: &fs::Metadata) -> ExeId {
+        ExeId {
+            dev: metadata.dev(),
+            ino: metadata.ino(),
+        }
+    }
+}
+
+/// The identity of the executable `pid` runs now: `stat` through the `/proc/PID/exe`
+/// link. Fails for kernel threads (no executable) and for processes the collector may
+/// not inspect; the error is the raw one, since ENOENT here does not mean the process
+/// is gone.
+pub fn exe_identity(root: &Path, pid: u32) -> io::Result<ExeId> {
+    fs::metadata(pid_dir(root, pid).join("exe")).map(|m| ExeId::of(&m))
 }
 
 /// System boot time in seconds since the Unix epoch (`btime` in `/proc/stat`): with it,
@@ -710,6 +754,30 @@ mod tests {
             assert!(matches!(err, ProcError::Gone { pid: 4_194_305 }), "{err:?}");
             assert_eq!(err.to_string(), "process 4194305 is gone");
         }
+    }
+
+    #[test]
+    fn zombies_and_dead_processes_are_dead() {
+        let stat = |state: char| {
+            parse_stat(&format!(
+                "7 (x) {state} 0 0 0 0 -1 0 0 0 0 0 1 2 0 0 20 0 1 0 5 6 7\n"
+            ))
+            .unwrap()
+        };
+        for state in ['Z', 'X', 'x'] {
+            assert!(stat(state).is_dead(), "{state}");
+        }
+        for state in ['R', 'S', 'D', 'T', 't', 'I'] {
+            assert!(!stat(state).is_dead(), "{state}");
+        }
+    }
+
+    #[test]
+    fn exe_identity_is_the_executable_file() {
+        let me = std::process::id();
+        let exe = std::fs::metadata(std::env::current_exe().unwrap()).unwrap();
+        assert_eq!(exe_identity(Path::new(PROC), me).unwrap(), ExeId::of(&exe));
+        assert!(exe_identity(Path::new(PROC), 4_194_305).is_err());
     }
 
     #[test]

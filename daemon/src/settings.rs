@@ -5,7 +5,44 @@
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
 
+use goroscope_proto::tls::TlsFiles;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
+
+/// The `[tls]` settings of a daemon: the fleet CA and its own certificate and key. An
+/// empty `cert` or `key` means the name `goroscope certs issue` gives it in `certs/`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The fleet CA certificate (bundle) that peers' certificates must chain to.
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            ca: PathBuf::from("certs/ca.pem"),
+            cert: PathBuf::new(),
+            key: PathBuf::new(),
+        }
+    }
+}
+
+impl TlsSettings {
+    /// The files, with an empty `cert` or `key` read as `certs/<stem>.pem` and
+    /// `certs/<stem>-key.pem`.
+    pub fn files(&self, stem: &str) -> TlsFiles {
+        let conventional = TlsFiles::in_dir(Path::new("certs"), stem);
+        let or = |p: &PathBuf, d: PathBuf| if p.as_os_str().is_empty() { d } else { p.clone() };
+        TlsFiles {
+            ca: self.ca.clone(),
+            cert: or(&self.cert, conventional.cert),
+            key: or(&self.key, conventional.key),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {

@@ -1,4 +1,15 @@
-//! What both daemons do the same way at start: logging to stderr from the `log` setting.
+//! What goroscope's daemons (and, for errors and escaping, its CLI) share outside the
+//! wire contract.
+//!
+//! - [`settings`]: the layered settings loader both daemons use, and the TLS file settings.
+//! - [`escape`]: strings from peers and processes, made safe for terminals and logs.
+//! - [`http`]: the daemons' own `/metrics` and `/healthz` endpoint.
+//! - here: certificate flags, logging, errors in one line, gRPC code names, shutdown.
+#![forbid(unsafe_code)]
+
+pub mod escape;
+pub mod http;
+pub mod settings;
 
 use std::path::PathBuf;
 
@@ -63,6 +74,41 @@ pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
         line.push_str(&text);
     }
     line
+}
+
+/// A gRPC status code in the lower-case words a one-line error uses.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code;
+    match code {
+        Code::Ok => "ok",
+        Code::Cancelled => "cancelled",
+        Code::Unknown => "unknown error",
+        Code::InvalidArgument => "invalid argument",
+        Code::DeadlineExceeded => "deadline exceeded",
+        Code::NotFound => "not found",
+        Code::AlreadyExists => "already exists",
+        Code::PermissionDenied => "permission denied",
+        Code::ResourceExhausted => "resource exhausted",
+        Code::FailedPrecondition => "failed precondition",
+        Code::Aborted => "aborted",
+        Code::OutOfRange => "out of range",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal error",
+        Code::Unavailable => "unavailable",
+        Code::DataLoss => "data loss",
+        Code::Unauthenticated => "unauthenticated",
+    }
+}
+
+/// Resolves at the first SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        r = tokio::signal::ctrl_c() => r?,
+    }
+    Ok(())
 }
 
 /// `No such file or directory (os error 2)` -> `no such file or directory`, anywhere in

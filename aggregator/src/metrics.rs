@@ -1,0 +1,216 @@
+//! The aggregator's own metrics, served at `/metrics` on `metrics_listen`
+//! (docs/metrics.md lists them), and its health at `/healthz`.
+
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::storage::Storage;
+
+type Labels = Vec<(&'static str, String)>;
+
+pub struct Metrics {
+    registry: Registry,
+    batches_received: Counter,
+    ack_latency: Histogram,
+    refusals: Family<Labels, Counter>,
+    refused_items: Counter,
+    refused_samples: Counter,
+    streams: Gauge,
+    connections: Family<Labels, Gauge>,
+    handshake_failures: Family<Labels, Counter>,
+    queue_depth: Gauge,
+    targets: Gauge,
+    series: Gauge,
+    cert_expiry: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Set once the storage writer stopped on its own.
+    writer_failed: std::sync::Mutex<Option<String>>,
+    storage: std::sync::OnceLock<Storage>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            batches_received: Counter::default(),
+            ack_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            refusals: Family::default(),
+            refused_items: Counter::default(),
+            refused_samples: Counter::default(),
+            streams: Gauge::default(),
+            connections: Family::default(),
+            handshake_failures: Family::default(),
+            queue_depth: Gauge::default(),
+            targets: Gauge::default(),
+            series: Gauge::default(),
+            cert_expiry: Family::default(),
+            writer_failed: std::sync::Mutex::new(None),
+            storage: std::sync::OnceLock::new(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "goroscope_aggregator_batches_received",
+            "Collector batches received",
+            m.batches_received.clone(),
+        );
+        r.register(
+            "goroscope_aggregator_ack_latency_seconds",
+            "Time from receiving a batch to acknowledging it durable",
+            m.ack_latency.clone(),
+        );
+        r.register(
+            "goroscope_aggregator_refusals",
+            "Requests and streams refused, by service and gRPC code",
+            m.refusals.clone(),
+        );
+        r.register(
+            "goroscope_aggregator_refused_items",
+            "Targets, series and sample runs left out of batches (listed in their acks)",
+            m.refused_items.clone(),
+        );
+        r.register(
+            "goroscope_aggregator_refused_samples",
+            "Samples left out of batches (timestamps outside the window, undeclared series)",
+            m.refused_samples.clone(),
+        );
+        r.register(
+            "goroscope_aggregator_ingest_streams",
+            "Open collector streams",
+            m.streams.clone(),
+        );
+        r.register(
+            "goroscope_aggregator_connections",
+            "Open TLS connections, by the role of the client certificate (none without one)",
+            m.connections.clone(),
+        );
+        r.register(
+            "goroscope_aggregator_tls_handshake_failures",
+            "Failed or timed-out TLS handshakes, by reason",
+            m.handshake_failures.clone(),
+        );
+        r.register(
+            "goroscope_aggregator_writer_queue_depth",
+            "Batches waiting for the storage writer",
+            m.queue_depth.clone(),
+        );
+        r.register(
+            "goroscope_aggregator_targets",
+            "Targets in the index",
+            m.targets.clone(),
+        );
+        r.register(
+            "goroscope_aggregator_series",
+            "Series in the index",
+            m.series.clone(),
+        );
+        r.register(
+            "goroscope_aggregator_certificate_expiry_timestamp_seconds",
+            "When a certificate in use expires, Unix seconds, by file (cert or ca)",
+            m.cert_expiry.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Gives the metrics the storage whose queue and sizes they report.
+    pub fn watch_storage(&self, storage: Storage) {
+        let _ = self.storage.set(storage);
+    }
+
+    pub fn batch_received(&self) {
+        self.batches_received.inc();
+    }
+
+    pub fn batch_acked(&self, latency: Duration) {
+        self.ack_latency.observe(latency.as_secs_f64());
+    }
+
+    pub fn refused(&self, service: &'static str, code: tonic::Code) {
+        self.refusals
+            .get_or_create(&vec![
+                ("service", service.to_owned()),
+                ("code", goroscope_daemon::code_name(code).replace(' ', "_")),
+            ])
+            .inc();
+    }
+
+    pub fn items_refused(&self, items: u64, samples: u64) {
+        self.refused_items.inc_by(items);
+        self.refused_samples.inc_by(samples);
+    }
+
+    /// Counts an open stream until the guard is dropped.
+    pub fn stream_opened(&self) -> GaugeGuard {
+        self.streams.inc();
+        GaugeGuard(self.streams.clone())
+    }
+
+    /// Counts an open connection of `role` ("collector", "operator", "none", ...) until
+    /// the guard is dropped.
+    pub fn connection_opened(&self, role: &str) -> GaugeGuard {
+        let g = self
+            .connections
+            .get_or_create(&vec![("role", role.to_owned())])
+            .clone();
+        g.inc();
+        GaugeGuard(g)
+    }
+
+    pub fn handshake_failed(&self, reason: &'static str) {
+        self.handshake_failures
+            .get_or_create(&vec![("reason", reason.to_owned())])
+            .inc();
+    }
+
+    pub fn certificate_expires(&self, which: &'static str, unix_seconds: i64) {
+        self.cert_expiry
+            .get_or_create(&vec![("file", which.to_owned())])
+            .set(unix_seconds as f64);
+    }
+
+    pub fn writer_failed(&self, reason: String) {
+        *self.writer_failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(reason);
+    }
+}
+
+/// Holds one count of a gauge; gives it back when dropped.
+pub struct GaugeGuard(Gauge);
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl goroscope_daemon::http::Exposition for Metrics {
+    fn metrics(&self) -> String {
+        if let Some(storage) = self.storage.get() {
+            self.queue_depth.set(storage.queue_depth() as i64);
+            let (targets, series) = storage.sizes();
+            self.targets.set(targets as i64);
+            self.series.set(series as i64);
+        }
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "encoding metrics failed");
+        }
+        out
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match &*self.writer_failed.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(reason) => Err(format!("storage writer stopped: {reason}")),
+            None => Ok(()),
+        }
+    }
+}

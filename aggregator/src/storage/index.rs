@@ -1,0 +1,223 @@
+//! The in-memory index readers see: series ids, target records, the latest value of
+//! every series, a target's last-seen time and the ingest marks. The writer is its only
+//! mutator, through a [`Delta`] applied after the delta's write succeeded.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use super::rocks::{CF_HEAD, CF_META, CF_SERIES, CF_TARGETS, Engine};
+use super::{
+    Coverage, OpenReport, SeriesKey, StorageError, TargetKey, TargetRecord, corrupt, keys,
+    records,
+};
+
+/// One target and what the index keeps for it.
+pub(super) struct TargetEntry {
+    pub record: Arc<TargetRecord>,
+    /// The newest sample timestamp of any of its series (or the record's last-seen time).
+    pub last_seen_ms: i64,
+    /// Its series, by metric.
+    pub series: BTreeMap<String, u64>,
+}
+
+#[derive(Default)]
+pub(super) struct Index {
+    series: HashMap<Arc<SeriesKey>, u64>,
+    pub targets: BTreeMap<TargetKey, TargetEntry>,
+    pub latest: HashMap<u64, (i64, f64)>,
+    marks: HashMap<String, (u64, u64)>,
+    pub next_series_id: u64,
+}
+
+/// What one group commit adds to the index; applied only once its write succeeded, so
+/// readers never see what is not durable.
+#[derive(Default)]
+pub(super) struct Delta {
+    /// New series and their ids.
+    pub series: HashMap<Arc<SeriesKey>, u64>,
+    /// Target records written by this commit.
+    pub targets: HashMap<TargetKey, TargetRecord>,
+    /// Newer latest values, by series id.
+    pub latest: HashMap<u64, (i64, f64)>,
+    /// Newer last-seen times.
+    pub last_seen: HashMap<TargetKey, i64>,
+    /// New ingest marks.
+    pub marks: HashMap<String, (u64, u64)>,
+    pub next_series_id: u64,
+}
+
+impl Index {
+    pub fn last_seq(&self, host: &str, epoch: u64) -> u64 {
+        match self.marks.get(host) {
+            Some(&(e, seq)) if e == epoch => seq,
+            _ => 0,
+        }
+    }
+
+    pub fn mark(&self, host: &str) -> Option<(u64, u64)> {
+        self.marks.get(host).copied()
+    }
+
+    pub fn series_id(&self, key: &SeriesKey) -> Option<u64> {
+        self.series.get(key).copied()
+    }
+
+    pub fn target_count(&self) -> usize {
+        self.targets.len()
+    }
+
+    pub fn series_count(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn apply(&mut self, delta: Delta) {
+        for (key, record) in delta.targets {
+            let entry = self
+                .targets
+                .entry(key)
+                .or_insert_with_key(|k| placeholder(k, record.last_seen_ms));
+            entry.last_seen_ms = entry.last_seen_ms.max(record.last_seen_ms);
+            entry.record = Arc::new(record);
+        }
+        for (key, id) in delta.series {
+            let entry = self
+                .targets
+                .entry(key.target.clone())
+                .or_insert_with_key(|k| placeholder(k, 0));
+            entry.series.insert(key.metric.clone(), id);
+            self.series.insert(key, id);
+        }
+        for (id, value) in delta.latest {
+            self.latest.insert(id, value);
+        }
+        for (key, seen) in delta.last_seen {
+            if let Some(entry) = self.targets.get_mut(&key) {
+                entry.last_seen_ms = entry.last_seen_ms.max(seen);
+            }
+        }
+        self.marks.extend(delta.marks);
+        self.next_series_id = self.next_series_id.max(delta.next_series_id);
+    }
+
+    /// Drops targets and their series (already deleted from the database).
+    pub fn forget(&mut self, targets: &[TargetKey]) {
+        for key in targets {
+            if let Some(entry) = self.targets.remove(key) {
+                for (metric, id) in entry.series {
+                    self.latest.remove(&id);
+                    self.series.remove(&SeriesKey {
+                        target: key.clone(),
+                        metric,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// A target known only from its series (its record was lost or is not written yet).
+fn placeholder(key: &TargetKey, seen: i64) -> TargetEntry {
+    TargetEntry {
+        record: Arc::new(TargetRecord {
+            key: key.clone(),
+            labels: BTreeMap::new(),
+            coverage: Coverage::default(),
+            start_time_ms: 0,
+            first_seen_ms: seen,
+            last_seen_ms: seen,
+            exited: false,
+        }),
+        last_seen_ms: seen,
+        series: BTreeMap::new(),
+    }
+}
+
+fn hex(key: &[u8]) -> String {
+    key.iter().take(64).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Rebuilds the index from the `series`, `targets`, `meta` and `head` families. A record
+/// that cannot be decoded is skipped, counted and logged with its key.
+pub(super) fn load(engine: &Engine) -> Result<(Index, OpenReport), StorageError> {
+    let mut index = Index {
+        next_series_id: 1,
+        ..Index::default()
+    };
+    let mut report = OpenReport::default();
+    let mut skip = |cf: &str, key: &[u8], reason: &dyn std::fmt::Display| {
+        tracing::warn!(cf, key = %hex(key), %reason, "skipping a record that cannot be decoded");
+        report.skipped += 1;
+    };
+
+    engine.scan_prefix(CF_TARGETS, &[], |key, value| {
+        match records::decode_target(value) {
+            Ok(record) if record.key.encode() == key => {
+                let seen = record.last_seen_ms;
+                index.targets.insert(
+                    record.key.clone(),
+                    TargetEntry {
+                        record: Arc::new(record),
+                        last_seen_ms: seen,
+                        series: BTreeMap::new(),
+                    },
+                );
+            }
+            Ok(_) => skip(CF_TARGETS, key, &"the record names another target than its key"),
+            Err(e) => skip(CF_TARGETS, key, &e),
+        }
+        Ok(())
+    })?;
+    engine.scan_prefix(CF_SERIES, &[], |key, value| {
+        let Some(id) = keys::decode_series_key(key) else {
+            skip(CF_SERIES, key, &"malformed key");
+            return Ok(());
+        };
+        match records::decode_series(value) {
+            Ok(series) => {
+                let series = Arc::new(series);
+                let entry = index
+                    .targets
+                    .entry(series.target.clone())
+                    .or_insert_with_key(|k| placeholder(k, 0));
+                entry.series.insert(series.metric.clone(), id);
+                index.series.insert(series, id);
+                index.next_series_id = index.next_series_id.max(id.saturating_add(1));
+            }
+            Err(e) => {
+                // The id stays taken: its samples must not be adopted by a new series.
+                index.next_series_id = index.next_series_id.max(id.saturating_add(1));
+                skip(CF_SERIES, key, &e);
+            }
+        }
+        Ok(())
+    })?;
+    engine.scan_prefix(CF_META, keys::INGEST_MARK_PREFIX, |key, value| {
+        let host = std::str::from_utf8(&key[keys::INGEST_MARK_PREFIX.len()..]);
+        match (host, keys::decode_ingest_mark(value)) {
+            (Ok(host), Some(mark)) => {
+                index.marks.insert(host.to_owned(), mark);
+            }
+            _ => skip(CF_META, key, &"malformed ingest mark"),
+        }
+        Ok(())
+    })?;
+    // The latest value of every series: the newest head entry, one seek each.
+    for entry in index.targets.values_mut() {
+        for &id in entry.series.values() {
+            let from = keys::head_key(id, i64::MIN);
+            let to = keys::head_key(id.saturating_add(1), i64::MIN);
+            if let Some((k, v)) = engine.last_in_range(CF_HEAD, &from, &to)? {
+                let (_, ts) = keys::split_head_key(&k).ok_or_else(|| corrupt(CF_HEAD, "key"))?;
+                let Some(value) = keys::decode_head_value(&v) else {
+                    skip(CF_HEAD, &k, &"malformed value");
+                    continue;
+                };
+                index.latest.insert(id, (ts, value));
+                entry.last_seen_ms = entry.last_seen_ms.max(ts);
+            }
+        }
+    }
+    report.series = index.series.len();
+    report.targets = index.targets.len();
+    Ok((index, report))
+}

@@ -1,0 +1,349 @@
+//! The binary encoding of the records in the `series` and `targets` column families.
+//!
+//! Every record starts with a version byte ([`VERSION`]); the rest is a sequence of
+//! fields in a fixed order:
+//!
+//! - unsigned integers: LEB128 varints (`u32`, `u64`);
+//! - signed integers (times in Unix milliseconds): zig-zag varints;
+//! - strings: a varint byte length, then UTF-8 bytes;
+//! - booleans and flag sets: one byte.
+//!
+//! `SeriesRecord` v1: host, pid, start ticks, metric.
+//!
+//! `TargetRecord` v1: host, pid, start ticks, label count and that many (name, value)
+//! pairs, coverage flags (bit 0 proc, 1 buildinfo, 2 expvar, 3 pprof), debug address,
+//! start time, first seen, last seen, exited (0 or 1).
+//!
+//! Decoding never trusts a length: every one is checked against what is left of the
+//! record, so a corrupt record is an error with a reason, never a panic or a huge
+//! allocation. A record of a version this build does not know is an error too; the
+//! caller skips and counts it. Sample values are not records: they are raw IEEE 754
+//! doubles in the `head` family, where NaN and ±Inf are stored like any other value.
+
+use std::collections::BTreeMap;
+
+use super::{Coverage, SeriesKey, TargetKey, TargetRecord};
+
+/// The version byte every record of this build starts with.
+pub const VERSION: u8 = 1;
+
+/// Why a record could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("empty record")]
+    Empty,
+    #[error("record version {0} is not known to this build (it knows {VERSION})")]
+    Version(u8),
+    #[error("truncated at byte {at} while reading {what}")]
+    Truncated { at: usize, what: &'static str },
+    #[error("{what} at byte {at} is not valid UTF-8")]
+    Utf8 { at: usize, what: &'static str },
+    #[error("{what} at byte {at} is out of range")]
+    Range { at: usize, what: &'static str },
+    #[error("{0} bytes left over after the record")]
+    Trailing(usize),
+}
+
+#[derive(Default)]
+struct Enc(Vec<u8>);
+
+impl Enc {
+    fn new() -> Enc {
+        Enc(vec![VERSION])
+    }
+
+    fn u64(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.0.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+    }
+
+    fn i64(&mut self, v: i64) {
+        self.u64(((v << 1) ^ (v >> 63)) as u64);
+    }
+
+    fn str(&mut self, s: &str) {
+        self.u64(s.len() as u64);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+
+    fn byte(&mut self, b: u8) {
+        self.0.push(b);
+    }
+}
+
+struct Dec<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Dec<'a> {
+    fn new(data: &'a [u8]) -> Result<Dec<'a>, DecodeError> {
+        match data.first() {
+            None => Err(DecodeError::Empty),
+            Some(&VERSION) => Ok(Dec { data, at: 1 }),
+            Some(&v) => Err(DecodeError::Version(v)),
+        }
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
+        let start = self.at;
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *self
+                .data
+                .get(self.at)
+                .ok_or(DecodeError::Truncated { at: start, what })?;
+            self.at += 1;
+            if shift == 63 && b > 1 {
+                return Err(DecodeError::Range { at: start, what });
+            }
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(v);
+            }
+        }
+        Err(DecodeError::Range { at: start, what })
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        let at = self.at;
+        u32::try_from(self.u64(what)?).map_err(|_| DecodeError::Range { at, what })
+    }
+
+    fn i64(&mut self, what: &'static str) -> Result<i64, DecodeError> {
+        let v = self.u64(what)?;
+        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+
+    fn str(&mut self, what: &'static str) -> Result<String, DecodeError> {
+        let at = self.at;
+        let len = self.u64(what)?;
+        let left = (self.data.len() - self.at) as u64;
+        if len > left {
+            return Err(DecodeError::Truncated { at, what });
+        }
+        let bytes = &self.data[self.at..self.at + len as usize];
+        self.at += len as usize;
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| DecodeError::Utf8 { at, what })
+    }
+
+    fn byte(&mut self, what: &'static str) -> Result<u8, DecodeError> {
+        let b = *self.data.get(self.at).ok_or(DecodeError::Truncated {
+            at: self.at,
+            what,
+        })?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn finish(self) -> Result<(), DecodeError> {
+        match self.data.len() - self.at {
+            0 => Ok(()),
+            n => Err(DecodeError::Trailing(n)),
+        }
+    }
+}
+
+fn put_target_key(e: &mut Enc, k: &TargetKey) {
+    e.str(&k.host);
+    e.u64(k.pid.into());
+    e.u64(k.start_ticks);
+}
+
+fn get_target_key(d: &mut Dec<'_>) -> Result<TargetKey, DecodeError> {
+    Ok(TargetKey {
+        host: d.str("host")?,
+        pid: d.u32("pid")?,
+        start_ticks: d.u64("start ticks")?,
+    })
+}
+
+pub fn encode_series(s: &SeriesKey) -> Vec<u8> {
+    let mut e = Enc::new();
+    put_target_key(&mut e, &s.target);
+    e.str(&s.metric);
+    e.0
+}
+
+pub fn decode_series(data: &[u8]) -> Result<SeriesKey, DecodeError> {
+    let mut d = Dec::new(data)?;
+    let s = SeriesKey {
+        target: get_target_key(&mut d)?,
+        metric: d.str("metric")?,
+    };
+    d.finish()?;
+    Ok(s)
+}
+
+pub fn encode_target(t: &TargetRecord) -> Vec<u8> {
+    let mut e = Enc::new();
+    put_target_key(&mut e, &t.key);
+    e.u64(t.labels.len() as u64);
+    for (name, value) in &t.labels {
+        e.str(name);
+        e.str(value);
+    }
+    let c = &t.coverage;
+    e.byte(
+        u8::from(c.proc)
+            | u8::from(c.buildinfo) << 1
+            | u8::from(c.expvar) << 2
+            | u8::from(c.pprof) << 3,
+    );
+    e.str(&c.debug_addr);
+    e.i64(t.start_time_ms);
+    e.i64(t.first_seen_ms);
+    e.i64(t.last_seen_ms);
+    e.byte(u8::from(t.exited));
+    e.0
+}
+
+pub fn decode_target(data: &[u8]) -> Result<TargetRecord, DecodeError> {
+    let mut d = Dec::new(data)?;
+    let key = get_target_key(&mut d)?;
+    let count = d.u64("label count")?;
+    // Each label takes at least two bytes: a count beyond that is corrupt, and must not
+    // drive an allocation.
+    if count > (data.len() as u64) / 2 {
+        return Err(DecodeError::Range {
+            at: d.at,
+            what: "label count",
+        });
+    }
+    let mut labels = BTreeMap::new();
+    for _ in 0..count {
+        let name = d.str("label name")?;
+        let value = d.str("label value")?;
+        labels.insert(name, value);
+    }
+    let at = d.at;
+    let flags = d.byte("coverage")?;
+    if flags > 0b1111 {
+        return Err(DecodeError::Range {
+            at,
+            what: "coverage",
+        });
+    }
+    let coverage = Coverage {
+        proc: flags & 1 != 0,
+        buildinfo: flags & 2 != 0,
+        expvar: flags & 4 != 0,
+        pprof: flags & 8 != 0,
+        debug_addr: d.str("debug address")?,
+    };
+    let start_time_ms = d.i64("start time")?;
+    let first_seen_ms = d.i64("first seen")?;
+    let last_seen_ms = d.i64("last seen")?;
+    let at = d.at;
+    let exited = match d.byte("exited")? {
+        0 => false,
+        1 => true,
+        _ => return Err(DecodeError::Range { at, what: "exited" }),
+    };
+    d.finish()?;
+    Ok(TargetRecord {
+        key,
+        labels,
+        coverage,
+        start_time_ms,
+        first_seen_ms,
+        last_seen_ms,
+        exited,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn target_key() -> impl Strategy<Value = TargetKey> {
+        (".{0,40}", any::<u32>(), any::<u64>()).prop_map(|(host, pid, start_ticks)| TargetKey {
+            host,
+            pid,
+            start_ticks,
+        })
+    }
+
+    fn target_record() -> impl Strategy<Value = TargetRecord> {
+        (
+            target_key(),
+            prop::collection::btree_map(".{0,20}", ".{0,60}", 0..8),
+            any::<[bool; 4]>(),
+            ".{0,30}",
+            any::<[i64; 3]>(),
+            any::<bool>(),
+        )
+            .prop_map(|(key, labels, f, debug_addr, t, exited)| TargetRecord {
+                key,
+                labels,
+                coverage: Coverage {
+                    proc: f[0],
+                    buildinfo: f[1],
+                    expvar: f[2],
+                    pprof: f[3],
+                    debug_addr,
+                },
+                start_time_ms: t[0],
+                first_seen_ms: t[1],
+                last_seen_ms: t[2],
+                exited,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn target_records_round_trip(t in target_record()) {
+            prop_assert_eq!(decode_target(&encode_target(&t)).unwrap(), t);
+        }
+
+        #[test]
+        fn series_records_round_trip(target in target_key(), metric in ".{0,80}") {
+            let s = SeriesKey { target, metric };
+            prop_assert_eq!(decode_series(&encode_series(&s)).unwrap(), s);
+        }
+
+        #[test]
+        fn any_bytes_decode_to_a_record_or_an_error(data in prop::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_target(&data);
+            let _ = decode_series(&data);
+        }
+
+        #[test]
+        fn every_truncation_of_a_record_is_an_error(t in target_record()) {
+            let bytes = encode_target(&t);
+            for len in 0..bytes.len() {
+                prop_assert!(decode_target(&bytes[..len]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn unknown_versions_and_huge_lengths_are_refused() {
+        assert_eq!(decode_series(&[]), Err(DecodeError::Empty));
+        assert_eq!(decode_series(&[2, 0]), Err(DecodeError::Version(2)));
+        // JSON from an older layout is a version byte of '{'.
+        assert_eq!(decode_target(b"{\"key\":1}"), Err(DecodeError::Version(b'{')));
+        // A string length of 2^63 must not allocate.
+        let mut e = Enc::new();
+        e.u64(1 << 63);
+        assert!(matches!(
+            decode_series(&e.0),
+            Err(DecodeError::Truncated { what: "host", .. })
+        ));
+        let mut e = Enc::new();
+        e.str("h");
+        e.u64(1);
+        e.u64(1);
+        e.u64(u64::MAX);
+        assert!(matches!(
+            decode_target(&e.0),
+            Err(DecodeError::Range { what: "label count", .. })
+        ));
+    }
+}

@@ -1,0 +1,384 @@
+//! The writer: one thread that owns every write, fed by a bounded async channel.
+//!
+//! Sessions `send().await` into the channel, so a writer that falls behind holds back
+//! ingest without parking any thread. The thread takes every request waiting (group
+//! commit, at most [`MAX_GROUP`]), stages them in one [`Delta`] and one write batch,
+//! commits, applies the delta to the index, then answers each request.
+//!
+//! The [`WriterGuard`] stops and joins the thread: the database is never torn down
+//! while the writer still uses it. If the thread stops on its own (a failed write, a
+//! panic), [`Failure`] says why, and the aggregator stops rather than refuse every
+//! batch forever.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use super::index::{Delta, Index};
+use super::rocks::{CF_HEAD, CF_META, CF_SERIES, CF_TARGETS, Engine, WriteSet};
+use super::{
+    Coverage, IngestWrite, StorageError, TargetKey, TargetRecord, WriteOutcome, keys,
+    records,
+};
+
+/// Batches per group commit, at most.
+const MAX_GROUP: usize = 64;
+
+pub(super) struct WriteRequest {
+    pub write: IngestWrite,
+    pub reply: oneshot::Sender<Result<WriteOutcome, StorageError>>,
+}
+
+pub(super) enum Msg {
+    Write(Box<WriteRequest>),
+    /// Forget targets last seen before `before` (Unix ms).
+    Forget {
+        before: i64,
+        reply: oneshot::Sender<Result<usize, StorageError>>,
+    },
+    Stop,
+}
+
+/// Why the writer stopped on its own, once it has.
+#[derive(Default)]
+pub(super) struct Failure {
+    reason: Mutex<Option<String>>,
+    notify: Notify,
+}
+
+impl Failure {
+    fn set(&self, reason: String) {
+        let mut r = self.reason.lock().unwrap_or_else(|e| e.into_inner());
+        if r.is_none() {
+            *r = Some(reason);
+        }
+        drop(r);
+        self.notify.notify_waiters();
+    }
+
+    pub async fn wait(&self) -> String {
+        loop {
+            let notified = self.notify.notified();
+            if let Some(r) = self
+                .reason
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+            {
+                return r;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Stops the writer thread and waits for it when dropped.
+pub struct WriterGuard {
+    stopping: Arc<AtomicBool>,
+    tx: mpsc::Sender<Msg>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl WriterGuard {
+    /// Stops the writer after the group it is committing, and waits for it. Requests
+    /// still queued are answered with [`StorageError::WriterGone`] (nothing acked is
+    /// lost: their collectors send them again). Blocks: call it off the async threads.
+    pub fn stop(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        // A full channel means the thread is busy and sees the flag before its next wait.
+        let _ = self.tx.try_send(Msg::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for WriterGuard {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+pub(super) fn start(
+    engine: Arc<Engine>,
+    index: Arc<RwLock<Index>>,
+    failed: Arc<Failure>,
+    queue: usize,
+) -> Result<(mpsc::Sender<Msg>, WriterGuard), StorageError> {
+    let (tx, rx) = mpsc::channel(queue);
+    let stopping = Arc::new(AtomicBool::new(false));
+    let writer = Writer {
+        engine,
+        index,
+        stopping: stopping.clone(),
+    };
+    let thread = std::thread::Builder::new()
+        .name("storage-writer".into())
+        .spawn(move || {
+            let outcome =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || writer.run(rx)));
+            match outcome {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failed.set(e.to_string()),
+                Err(_) => failed.set("the storage writer panicked".into()),
+            }
+        })
+        .map_err(|e| StorageError::Engine(format!("spawn writer thread: {e}")))?;
+    Ok((
+        tx.clone(),
+        WriterGuard {
+            stopping,
+            tx,
+            thread: Some(thread),
+        },
+    ))
+}
+
+struct Writer {
+    engine: Arc<Engine>,
+    index: Arc<RwLock<Index>>,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Writer {
+    /// Runs until stopped; a failed write ends it with the error.
+    fn run(self, mut rx: mpsc::Receiver<Msg>) -> Result<(), StorageError> {
+        while !self.stopping.load(Ordering::SeqCst) {
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
+            let mut group = Vec::new();
+            let mut others = Vec::new();
+            let mut next = Some(first);
+            while let Some(msg) = next.take() {
+                match msg {
+                    Msg::Write(req) => group.push(*req),
+                    Msg::Forget { before, reply } => others.push((before, reply)),
+                    Msg::Stop => self.stopping.store(true, Ordering::SeqCst),
+                }
+                if group.len() < MAX_GROUP {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !group.is_empty() {
+                self.commit_group(group)?;
+            }
+            for (before, reply) in others {
+                let result = self.forget(before);
+                let failed = result.as_ref().err().map(|e| e.to_string());
+                let _ = reply.send(result);
+                if let Some(e) = failed {
+                    return Err(StorageError::Engine(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn commit_group(&self, group: Vec<WriteRequest>) -> Result<(), StorageError> {
+        let mut set = WriteSet::default();
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let mut delta = Delta {
+            next_series_id: index.next_series_id,
+            ..Delta::default()
+        };
+        let outcomes: Vec<WriteOutcome> = group
+            .iter()
+            .map(|req| stage(&index, &req.write, &mut delta, &mut set))
+            .collect();
+        drop(index);
+        let result = if set.is_empty() {
+            Ok(())
+        } else {
+            self.engine.commit(set)
+        };
+        match result {
+            Ok(()) => {
+                self.index
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .apply(delta);
+                for (req, outcome) in group.into_iter().zip(outcomes) {
+                    let _ = req.reply.send(Ok(outcome));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, batches = group.len(), "storage write failed; the writer stops");
+                for req in group {
+                    let _ = req.reply.send(Err(StorageError::Engine(e.to_string())));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes every target last seen before `before`, with its series and samples.
+    fn forget(&self, before: i64) -> Result<usize, StorageError> {
+        let mut set = WriteSet::default();
+        let mut gone = Vec::new();
+        {
+            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+            for (key, entry) in &index.targets {
+                if entry.last_seen_ms >= before {
+                    continue;
+                }
+                set.delete(CF_TARGETS, key.encode());
+                for &id in entry.series.values() {
+                    set.delete(CF_SERIES, keys::series_key(id));
+                    set.delete_range(
+                        CF_HEAD,
+                        keys::head_key(id, i64::MIN),
+                        keys::head_key(id.saturating_add(1), i64::MIN),
+                    );
+                }
+                gone.push(key.clone());
+            }
+        }
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        self.engine.commit(set)?;
+        self.index
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget(&gone);
+        tracing::info!(targets = gone.len(), "forgot targets past the retention");
+        Ok(gone.len())
+    }
+}
+
+/// Adds one batch's changes to the delta and the write set; decides whether it is a
+/// duplicate.
+fn stage(index: &Index, w: &IngestWrite, delta: &mut Delta, set: &mut WriteSet) -> WriteOutcome {
+    let mark = delta
+        .marks
+        .get(&w.host)
+        .copied()
+        .or_else(|| index.mark(&w.host));
+    if let Some((epoch, seq)) = mark
+        && epoch == w.epoch
+        && w.seq <= seq
+    {
+        return WriteOutcome::Duplicate;
+    }
+    delta.marks.insert(w.host.clone(), (w.epoch, w.seq));
+    set.put(
+        CF_META,
+        keys::ingest_mark_key(&w.host),
+        keys::ingest_mark_value(w.epoch, w.seq),
+    );
+
+    // Records to write: declared or changed targets, exited ones, and targets a series
+    // names that the index does not hold.
+    let mut touched: BTreeSet<TargetKey> = BTreeSet::new();
+    for update in &w.targets {
+        let record = staged_record(delta, index, &update.key, w.received_ms);
+        record.labels = update.labels.clone();
+        record.coverage = update.coverage.clone();
+        record.start_time_ms = update.start_time_ms;
+        record.exited = false;
+        touched.insert(update.key.clone());
+    }
+    for points in &w.samples {
+        let id = match delta
+            .series
+            .get(&points.series)
+            .copied()
+            .or_else(|| index.series_id(&points.series))
+        {
+            Some(id) => id,
+            None => {
+                let id = delta.next_series_id;
+                delta.next_series_id += 1;
+                set.put(
+                    CF_SERIES,
+                    keys::series_key(id),
+                    records::encode_series(&points.series),
+                );
+                delta.series.insert(points.series.clone(), id);
+                let target = &points.series.target;
+                if !index.targets.contains_key(target) && !delta.targets.contains_key(target) {
+                    staged_record(delta, index, target, w.received_ms);
+                    touched.insert(target.clone());
+                }
+                id
+            }
+        };
+        let mut newest: Option<(i64, f64)> = None;
+        for &(ts, v) in &points.points {
+            set.put(CF_HEAD, keys::head_key(id, ts), keys::head_value(v));
+            if newest.is_none_or(|(t, _)| ts >= t) {
+                newest = Some((ts, v));
+            }
+        }
+        if let Some((ts, v)) = newest {
+            let current = delta
+                .latest
+                .get(&id)
+                .or_else(|| index.latest.get(&id))
+                .copied();
+            if current.is_none_or(|(t, _)| ts >= t) {
+                delta.latest.insert(id, (ts, v));
+            }
+            let seen = delta
+                .last_seen
+                .entry(points.series.target.clone())
+                .or_insert(ts);
+            *seen = (*seen).max(ts);
+        }
+    }
+    for key in &w.gone {
+        staged_record(delta, index, key, w.received_ms).exited = true;
+        touched.insert(key.clone());
+    }
+    for key in touched {
+        let seen = [
+            delta.last_seen.get(&key).copied(),
+            index.targets.get(&key).map(|e| e.last_seen_ms),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
+        let record = delta
+            .targets
+            .get_mut(&key)
+            .expect("every touched target was staged above");
+        if let Some(seen) = seen {
+            record.last_seen_ms = record.last_seen_ms.max(seen);
+        }
+        set.put(CF_TARGETS, key.encode(), records::encode_target(record));
+    }
+    WriteOutcome::Stored
+}
+
+/// The staged record of a target, starting from the committed one or a new one.
+fn staged_record<'a>(
+    delta: &'a mut Delta,
+    index: &Index,
+    key: &TargetKey,
+    now_ms: i64,
+) -> &'a mut TargetRecord {
+    delta.targets.entry(key.clone()).or_insert_with(|| {
+        index
+            .targets
+            .get(key)
+            .map(|e| (*e.record).clone())
+            .unwrap_or_else(|| TargetRecord {
+                key: key.clone(),
+                labels: Default::default(),
+                coverage: Coverage::default(),
+                start_time_ms: 0,
+                first_seen_ms: now_ms,
+                last_seen_ms: now_ms,
+                exited: false,
+            })
+    })
+}

@@ -1,0 +1,393 @@
+//! Encoding scrapes into batches for one stream.
+//!
+//! A stream interns its targets and series: the encoder declares each the first time
+//! the stream carries it (and a target again when its labels or coverage change), then
+//! sends only refs. Refs are never reused within a stream.
+//!
+//! A scrape is a list of items: for each target sample, the target itself, then one
+//! item per metric; then one item per target that exited. [`Encoder::encode_part`]
+//! packs items from a given position until the next would make the batch exceed the
+//! byte limit the aggregator advertised, declaring what the items need on the way; the
+//! end position goes into the batch's sequence number (see `outbox`). An item too large
+//! for any batch on its own (a target whose labels alone exceed the limit) is left out
+//! and counted, never retried forever.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use goroscope_proto::v1;
+use prost::Message;
+use prost::encoding::encoded_len_varint;
+
+use crate::model::{Scrape, TargetMeta};
+use crate::outbox::{COMPLETE, seq};
+
+/// What wrapping a Batch in a CollectorMessage, and its seq field, add at most.
+const BATCH_OVERHEAD: usize = 32;
+
+/// One batch of a scrape, and where it ends.
+#[derive(Debug)]
+pub struct Part {
+    pub batch: v1::Batch,
+    /// The item after the last one carried; `None` when the scrape is complete.
+    pub end: Option<u32>,
+    /// Items left out because they do not fit in any batch on their own.
+    pub oversized: u32,
+}
+
+pub struct Encoder {
+    host: String,
+    targets: HashMap<(u32, u64), (u32, Arc<TargetMeta>)>,
+    series: HashMap<(u32, &'static str), u32>,
+    /// Series refs of each target ref, to forget them with the target.
+    target_series: HashMap<u32, Vec<u32>>,
+    next_target_ref: u32,
+    next_series_ref: u32,
+}
+
+/// One length-delimited field's cost in a message.
+fn field_len(len: usize) -> usize {
+    1 + encoded_len_varint(len as u64) + len
+}
+
+enum Item<'a> {
+    Target(&'a Arc<TargetMeta>),
+    Metric(&'a Arc<TargetMeta>, &'static str, f64),
+    Gone(&'a Arc<TargetMeta>),
+}
+
+impl Encoder {
+    pub fn new(host: &str) -> Encoder {
+        Encoder {
+            host: host.to_owned(),
+            targets: HashMap::new(),
+            series: HashMap::new(),
+            target_series: HashMap::new(),
+            next_target_ref: 0,
+            next_series_ref: 0,
+        }
+    }
+
+    /// Items of `scrape`.
+    pub fn item_count(scrape: &Scrape) -> usize {
+        scrape
+            .samples
+            .iter()
+            .map(|s| 1 + s.metrics.len())
+            .sum::<usize>()
+            + scrape.gone.len()
+    }
+
+    /// The batch carrying the items of scrape `number` from `from` on, as many as fit in
+    /// `max_bytes` (0: no limit).
+    pub fn encode_part(&mut self, number: u32, scrape: &Scrape, from: u32, max_bytes: usize) -> Part {
+        let budget = if max_bytes == 0 {
+            usize::MAX
+        } else {
+            max_bytes.saturating_sub(BATCH_OVERHEAD)
+        };
+        let mut batch = v1::Batch::default();
+        let mut size = 0usize;
+        let mut oversized = 0u32;
+        let mut position = 0u32;
+        let mut end = None;
+        let items = scrape
+            .samples
+            .iter()
+            .flat_map(|s| {
+                std::iter::once(Item::Target(&s.meta)).chain(
+                    s.metrics
+                        .iter()
+                        .map(move |&(name, value)| Item::Metric(&s.meta, name, value)),
+                )
+            })
+            .chain(scrape.gone.iter().map(Item::Gone));
+        for item in items {
+            let here = position;
+            position += 1;
+            if here < from {
+                continue;
+            }
+            let cost = self.cost(&item, scrape.timestamp_ms);
+            if size + cost > budget {
+                if size == 0 {
+                    oversized += 1;
+                    continue;
+                }
+                end = Some(here);
+                break;
+            }
+            size += cost;
+            self.add(&item, scrape.timestamp_ms, &mut batch);
+        }
+        let last = end.unwrap_or(COMPLETE);
+        batch.seq = seq(number, last);
+        Part {
+            batch,
+            end,
+            oversized,
+        }
+    }
+
+    fn target_ref(&self, meta: &Arc<TargetMeta>) -> Option<u32> {
+        match self.targets.get(&(meta.pid, meta.start_ticks)) {
+            Some((r, known)) if Arc::ptr_eq(known, meta) || known == meta => Some(*r),
+            _ => None,
+        }
+    }
+
+    fn upsert(&self, r: u32, meta: &TargetMeta) -> v1::TargetUpsert {
+        v1::TargetUpsert {
+            r#ref: r,
+            id: Some(v1::TargetId {
+                host: self.host.clone(),
+                pid: meta.pid,
+                start_ticks: meta.start_ticks,
+            }),
+            labels: meta
+                .labels
+                .iter()
+                .map(|(name, value)| v1::Label {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
+            coverage: Some(meta.coverage.clone()),
+            start_time_ms: meta.start_time_ms,
+        }
+    }
+
+    /// What adding `item` costs in bytes, declarations included; changes nothing.
+    fn cost(&self, item: &Item<'_>, ts: i64) -> usize {
+        let meta = match item {
+            Item::Target(m) | Item::Metric(m, _, _) | Item::Gone(m) => *m,
+        };
+        let target_cost = match self.target_ref(meta) {
+            Some(_) => 0,
+            // The ref's value does not change the size by more than a few bytes.
+            None => field_len(self.upsert(u32::MAX, meta).encoded_len()),
+        };
+        match item {
+            Item::Target(_) => target_cost,
+            Item::Metric(_, name, value) => {
+                let known = self
+                    .target_ref(meta)
+                    .is_some_and(|t| self.series.contains_key(&(t, *name)));
+                let decl = if known {
+                    0
+                } else {
+                    field_len(
+                        v1::SeriesDecl {
+                            r#ref: u32::MAX,
+                            target_ref: u32::MAX,
+                            metric: (*name).to_owned(),
+                        }
+                        .encoded_len(),
+                    )
+                };
+                let samples = v1::SeriesSamples {
+                    series_ref: u32::MAX,
+                    timestamp_deltas: vec![ts],
+                    values: vec![*value],
+                };
+                target_cost + decl + field_len(samples.encoded_len())
+            }
+            Item::Gone(_) => target_cost + 6,
+        }
+    }
+
+    fn add(&mut self, item: &Item<'_>, ts: i64, batch: &mut v1::Batch) {
+        match item {
+            Item::Target(meta) => {
+                self.declare_target(meta, batch);
+            }
+            Item::Metric(meta, name, value) => {
+                let target_ref = self.declare_target(meta, batch);
+                let series_ref = match self.series.get(&(target_ref, *name)) {
+                    Some(r) => *r,
+                    None => {
+                        let r = self.next_series_ref;
+                        self.next_series_ref = self.next_series_ref.wrapping_add(1);
+                        self.series.insert((target_ref, name), r);
+                        self.target_series.entry(target_ref).or_default().push(r);
+                        batch.series.push(v1::SeriesDecl {
+                            r#ref: r,
+                            target_ref,
+                            metric: (*name).to_owned(),
+                        });
+                        r
+                    }
+                };
+                batch.samples.push(v1::SeriesSamples {
+                    series_ref,
+                    timestamp_deltas: vec![ts],
+                    values: vec![*value],
+                });
+            }
+            Item::Gone(meta) => {
+                let target_ref = self.declare_target(meta, batch);
+                batch.gone_targets.push(target_ref);
+                self.targets.remove(&(meta.pid, meta.start_ticks));
+                if let Some(series) = self.target_series.remove(&target_ref) {
+                    self.series.retain(|(t, _), r| *t != target_ref || !series.contains(r));
+                }
+            }
+        }
+    }
+
+    fn declare_target(&mut self, meta: &Arc<TargetMeta>, batch: &mut v1::Batch) -> u32 {
+        if let Some(r) = self.target_ref(meta) {
+            return r;
+        }
+        let key = (meta.pid, meta.start_ticks);
+        let target_ref = match self.targets.get(&key) {
+            Some((r, _)) => *r,
+            None => {
+                let r = self.next_target_ref;
+                self.next_target_ref = self.next_target_ref.wrapping_add(1);
+                r
+            }
+        };
+        self.targets.insert(key, (target_ref, meta.clone()));
+        batch.targets.push(self.upsert(target_ref, meta));
+        target_ref
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Coverage, TargetSample};
+    use crate::outbox::split_seq;
+
+    fn meta(pid: u32, expvar: bool) -> Arc<TargetMeta> {
+        Arc::new(TargetMeta {
+            pid,
+            start_ticks: 7,
+            start_time_ms: 1,
+            labels: vec![("service".into(), "billing".into())],
+            coverage: Coverage {
+                expvar,
+                ..Coverage::default()
+            },
+        })
+    }
+
+    fn scrape(ts: i64, metas: &[Arc<TargetMeta>]) -> Scrape {
+        Scrape {
+            timestamp_ms: ts,
+            samples: metas
+                .iter()
+                .map(|m| TargetSample {
+                    meta: m.clone(),
+                    metrics: vec![("go_goroutines", 3.0), ("process_threads", 5.0)],
+                })
+                .collect(),
+            gone: vec![],
+        }
+    }
+
+    fn whole(enc: &mut Encoder, number: u32, s: &Scrape) -> v1::Batch {
+        let part = enc.encode_part(number, s, 0, 0);
+        assert_eq!(part.end, None);
+        part.batch
+    }
+
+    #[test]
+    fn declares_targets_and_series_once_per_stream() {
+        let a = meta(1, false);
+        let mut enc = Encoder::new("node-a");
+        let first = whole(&mut enc, 1, &scrape(1000, std::slice::from_ref(&a)));
+        assert_eq!(first.targets.len(), 1);
+        assert_eq!(first.targets[0].id.as_ref().unwrap().host, "node-a");
+        assert_eq!(first.series.len(), 2);
+        assert_eq!(first.samples.len(), 2);
+        assert_eq!(first.samples[0].timestamp_deltas, vec![1000]);
+        assert_eq!(split_seq(first.seq), (1, COMPLETE));
+
+        let second = whole(&mut enc, 2, &scrape(2000, std::slice::from_ref(&a)));
+        assert!(second.targets.is_empty() && second.series.is_empty());
+        assert_eq!(second.samples.len(), 2);
+
+        // Changed coverage: the same ref is declared again, its series are not.
+        let a2 = meta(1, true);
+        let third = whole(&mut enc, 3, &scrape(3000, std::slice::from_ref(&a2)));
+        assert_eq!(third.targets.len(), 1);
+        assert_eq!(third.targets[0].r#ref, first.targets[0].r#ref);
+        assert!(third.series.is_empty());
+
+        // A new stream (a new encoder) declares everything again.
+        let mut fresh = Encoder::new("node-a");
+        let again = whole(&mut fresh, 3, &scrape(3000, &[a2]));
+        assert_eq!((again.targets.len(), again.series.len()), (1, 2));
+    }
+
+    #[test]
+    fn gone_targets_are_declared_if_needed_and_forgotten() {
+        let a = meta(1, false);
+        let mut enc = Encoder::new("node-a");
+        let gone = Scrape {
+            timestamp_ms: 1,
+            samples: vec![],
+            gone: vec![a.clone()],
+        };
+        let batch = whole(&mut enc, 1, &gone);
+        assert_eq!(batch.targets.len(), 1);
+        assert_eq!(batch.gone_targets, vec![batch.targets[0].r#ref]);
+        assert!(enc.targets.is_empty() && enc.series.is_empty());
+    }
+
+    /// Parts never exceed the limit, cover every item once, and a new stream that
+    /// resumes from an acknowledged part declares what the rest needs.
+    #[test]
+    fn a_scrape_splits_into_parts_within_the_limit() {
+        let metas: Vec<_> = (1..=20).map(|p| meta(p, true)).collect();
+        let s = scrape(5000, &metas);
+        let total = Encoder::item_count(&s) as u32;
+        for limit in [200usize, 333, 1024, 4096] {
+            let mut enc = Encoder::new("node-a");
+            let mut from = 0;
+            let mut samples = 0;
+            let mut parts = 0;
+            loop {
+                let part = enc.encode_part(9, &s, from, limit);
+                assert!(part.batch.encoded_len() + BATCH_OVERHEAD <= limit, "limit {limit}");
+                assert_eq!(part.oversized, 0);
+                samples += part.batch.samples.len();
+                parts += 1;
+                let (number, end) = split_seq(part.batch.seq);
+                assert_eq!(number, 9);
+                match part.end {
+                    Some(e) => {
+                        assert!(e > from && e < total);
+                        assert_eq!(end, e);
+                        from = e;
+                        // Every other part starts on a new stream.
+                        if parts % 2 == 0 {
+                            enc = Encoder::new("node-a");
+                        }
+                    }
+                    None => {
+                        assert_eq!(end, COMPLETE);
+                        break;
+                    }
+                }
+            }
+            assert_eq!(samples, 40, "limit {limit}");
+            assert!(limit >= 4096 || parts > 1);
+        }
+    }
+
+    #[test]
+    fn an_item_larger_than_any_batch_is_left_out_and_counted() {
+        let mut big = (*meta(1, false)).clone();
+        big.labels.push(("note".into(), "x".repeat(900)));
+        let s = scrape(1, &[Arc::new(big), meta(2, false)]);
+        let mut enc = Encoder::new("node-a");
+        let part = enc.encode_part(1, &s, 0, 512);
+        // The big target and its two metrics cannot go; the other target can.
+        assert_eq!(part.oversized, 3);
+        assert_eq!(part.batch.targets.len(), 1);
+        assert_eq!(part.batch.targets[0].id.as_ref().unwrap().pid, 2);
+    }
+}
