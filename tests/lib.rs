@@ -415,7 +415,11 @@ impl Aggregator {
     pub fn start_with(certs: &Certs, data_dir: &Path, port: u16, extra: &str) -> Aggregator {
         let config = data_dir.with_extension("toml");
         // Top-level keys of `extra` (before its first table) go before [tls].
-        let (top, tables) = match extra.find("\n[").map(|i| i + 1).or(extra.starts_with('[').then_some(0)) {
+        let (top, tables) = match extra
+            .find("\n[")
+            .map(|i| i + 1)
+            .or(extra.starts_with('[').then_some(0))
+        {
             Some(i) => extra.split_at(i),
             None => (extra, ""),
         };
@@ -455,28 +459,40 @@ impl Aggregator {
     }
 }
 
-/// Starts a collector for `host` sending to `aggregator_url`, sampling every second.
-/// `cert_stem` picks the certificate ("collector-<host>" normally).
-pub fn start_collector(certs: &Certs, host: &str, aggregator_url: &str, cert_stem: &str) -> Proc {
+/// The command of a collector for `host` sending to `aggregator_url`, sampling every
+/// second, with debug logs. `cert_stem` picks the certificate ("collector-<host>"
+/// normally). Add flags to it as a test needs.
+pub fn collector_command(
+    certs: &Certs,
+    host: &str,
+    aggregator_url: &str,
+    cert_stem: &str,
+) -> Command {
     let (cert, key) = certs.leaf(cert_stem);
+    let mut cmd = Command::new(bin("goroscope-collector"));
+    cmd.args([
+        "--host",
+        host,
+        "--aggregator",
+        aggregator_url,
+        "--interval",
+        "1s",
+    ])
+    .args(["--log", "info,goroscope_collector=debug"])
+    .arg("--ca")
+    .arg(certs.ca())
+    .arg("--cert")
+    .arg(cert)
+    .arg("--key")
+    .arg(key);
+    cmd
+}
+
+/// Starts [`collector_command`].
+pub fn start_collector(certs: &Certs, host: &str, aggregator_url: &str, cert_stem: &str) -> Proc {
     Proc::spawn(
         &format!("collector {host}"),
-        Command::new(bin("goroscope-collector"))
-            .args([
-                "--host",
-                host,
-                "--aggregator",
-                aggregator_url,
-                "--interval",
-                "1s",
-            ])
-            .args(["--log", "info,goroscope_collector=debug"])
-            .arg("--ca")
-            .arg(certs.ca())
-            .arg("--cert")
-            .arg(cert)
-            .arg("--key")
-            .arg(key),
+        &mut collector_command(certs, host, aggregator_url, cert_stem),
     )
 }
 
@@ -583,27 +599,11 @@ pub fn start_stack_with(
     let agg = Aggregator::start(&certs, &data.path().join("db"), 0);
     let settings = data.path().join("collector.toml");
     std::fs::write(&settings, collector_settings).expect("write the collector settings");
-    let (cert, key) = certs.leaf(&format!("collector-{host}"));
     let collector = Proc::spawn(
         &format!("collector {host}"),
-        Command::new(bin("goroscope-collector"))
+        collector_command(&certs, host, &agg.url(), &format!("collector-{host}"))
             .arg("--config")
-            .arg(&settings)
-            .args([
-                "--host",
-                host,
-                "--aggregator",
-                &agg.url(),
-                "--interval",
-                "1s",
-            ])
-            .args(["--log", "info,goroscope_collector=debug"])
-            .arg("--ca")
-            .arg(certs.ca())
-            .arg("--cert")
-            .arg(cert)
-            .arg("--key")
-            .arg(key),
+            .arg(&settings),
     );
     (certs, data, agg, collector)
 }

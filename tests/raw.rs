@@ -175,7 +175,9 @@ pub async fn certless_flood(
                 std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
             }
             .expect("socket");
-            socket.bind((from, 0).into()).expect("bind the flood's address");
+            socket
+                .bind((from, 0).into())
+                .expect("bind the flood's address");
             let Ok(Ok(tcp)) =
                 tokio::time::timeout(Duration::from_secs(10), socket.connect(to)).await
             else {
@@ -220,7 +222,11 @@ pub fn try_http_get(addr: std::net::SocketAddr, path: &str) -> Option<(u16, Stri
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     let status = text

@@ -172,7 +172,10 @@ impl AggregatorConfig {
             ));
         }
         for (key, v) in [
-            ("limits.max_connections_per_peer", l.max_connections_per_peer),
+            (
+                "limits.max_connections_per_peer",
+                l.max_connections_per_peer,
+            ),
             ("limits.max_targets_per_stream", l.max_targets_per_stream),
             ("limits.max_series_per_target", l.max_series_per_target),
         ] {
@@ -236,7 +239,10 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/aggregator.example.toml");
         let config = AggregatorConfig::load(Some(&path), &[]).unwrap();
         assert_eq!(config.limits, Limits::default());
-        assert_eq!(config.metrics_listen, Some("127.0.0.1:9464".parse().unwrap()));
+        assert_eq!(
+            config.metrics_listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
         assert_eq!(config.storage, StorageConfig::default());
     }
 

@@ -285,7 +285,11 @@ impl CollectorConfig {
         // it here, at start, naming the key.
         for (name, value) in &self.labels {
             if let Err(e) = goroscope_proto::rules::check_label(name, value) {
-                return Err(invalid(&format!("labels.{name}"), format!("{value:?}"), &e.to_string()));
+                return Err(invalid(
+                    &format!("labels.{name}"),
+                    format!("{value:?}"),
+                    &e.to_string(),
+                ));
             }
             if BUILT_IN_LABELS.contains(&name.as_str()) {
                 return Err(invalid(
@@ -300,7 +304,10 @@ impl CollectorConfig {
             return Err(invalid(
                 "labels",
                 format!("{} labels", self.labels.len()),
-                &format!("at most {most} (the collector adds {} of its own)", BUILT_IN_LABELS.len()),
+                &format!(
+                    "at most {most} (the collector adds {} of its own)",
+                    BUILT_IN_LABELS.len()
+                ),
             ));
         }
         self.discovery.validate()?;
@@ -376,9 +383,18 @@ mod tests {
     fn a_label_value_over_the_limit_is_refused_for_its_length() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, format!("host = \"a\"\n[labels]\nzone = \"{}\"\n", "x".repeat(1100))).unwrap();
-        let err = CollectorConfig::load(Some(&path), &[]).unwrap_err().to_string();
-        assert!(err.contains("labels.zone") && err.contains("1100 bytes, longer than 1024"), "{err}");
+        std::fs::write(
+            &path,
+            format!("host = \"a\"\n[labels]\nzone = \"{}\"\n", "x".repeat(1100)),
+        )
+        .unwrap();
+        let err = CollectorConfig::load(Some(&path), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("labels.zone") && err.contains("1100 bytes, longer than 1024"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -80,7 +80,13 @@ impl Encoder {
 
     /// The batch carrying the items of scrape `number` from `from` on, as many as fit in
     /// `max_bytes` (0: no limit).
-    pub fn encode_part(&mut self, number: u32, scrape: &Scrape, from: u32, max_bytes: usize) -> Part {
+    pub fn encode_part(
+        &mut self,
+        number: u32,
+        scrape: &Scrape,
+        from: u32,
+        max_bytes: usize,
+    ) -> Part {
         let budget = if max_bytes == 0 {
             usize::MAX
         } else {
@@ -89,7 +95,6 @@ impl Encoder {
         let mut batch = v1::Batch::default();
         let mut size = 0usize;
         let mut oversized = 0u32;
-        let mut position = 0u32;
         let mut end = None;
         let items = scrape
             .samples
@@ -102,9 +107,7 @@ impl Encoder {
                 )
             })
             .chain(scrape.gone.iter().map(Item::Gone));
-        for item in items {
-            let here = position;
-            position += 1;
+        for (here, item) in (0u32..).zip(items) {
             if here < from {
                 continue;
             }
@@ -229,7 +232,8 @@ impl Encoder {
                 batch.gone_targets.push(target_ref);
                 self.targets.remove(&(meta.pid, meta.start_ticks));
                 if let Some(series) = self.target_series.remove(&target_ref) {
-                    self.series.retain(|(t, _), r| *t != target_ref || !series.contains(r));
+                    self.series
+                        .retain(|(t, _), r| *t != target_ref || !series.contains(r));
                 }
             }
         }
@@ -351,7 +355,10 @@ mod tests {
             let mut parts = 0;
             loop {
                 let part = enc.encode_part(9, &s, from, limit);
-                assert!(part.batch.encoded_len() + BATCH_OVERHEAD <= limit, "limit {limit}");
+                assert!(
+                    part.batch.encoded_len() + BATCH_OVERHEAD <= limit,
+                    "limit {limit}"
+                );
                 assert_eq!(part.oversized, 0);
                 samples += part.batch.samples.len();
                 parts += 1;

@@ -62,12 +62,27 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow
     let mut sampler = Sampler::new(config.clone())
         .with_context(|| format!("read {}", config.proc_root.display()))?;
     let outbox = Arc::new(Outbox::new(config.limits.max_pending_bytes));
-    let metrics = Arc::new(Metrics::new((config.interval * 3).max(Duration::from_secs(60))));
+    let metrics = Arc::new(Metrics::new(
+        (config.interval * 3).max(Duration::from_secs(60)),
+    ));
     metrics.watch_outbox(outbox.clone());
-    for (which, path) in [("cert", &files.cert), ("ca", &files.ca)] {
-        if let Some(at) = goroscope_proto::tls::not_after(path) {
-            metrics.certificate_expires(which, at);
-        }
+    // The expiry metrics follow the certificates through renewals.
+    {
+        let metrics = metrics.clone();
+        let mut renewed = tls.subscribe();
+        let files = files.clone();
+        tokio::spawn(async move {
+            loop {
+                for (which, path) in [("cert", &files.cert), ("ca", &files.ca)] {
+                    if let Some(at) = goroscope_proto::tls::not_after(path) {
+                        metrics.certificate_expires(which, at);
+                    }
+                }
+                if renewed.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
     }
     // Stops the helper tasks however this function ends.
     let tasks = shutdown.child_token();
@@ -75,7 +90,11 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow
     if let Some(addr) = config.metrics_listen {
         let listener = goroscope_daemon::http::bind(addr).await?;
         tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "metrics listening");
-        tokio::spawn(goroscope_daemon::http::serve(listener, metrics.clone(), tasks.clone()));
+        tokio::spawn(goroscope_daemon::http::serve(
+            listener,
+            metrics.clone(),
+            tasks.clone(),
+        ));
     }
     let (interval_tx, mut interval_rx) = watch::channel(config.interval);
     let epoch = SystemTime::now()

@@ -66,20 +66,76 @@ impl Metrics {
             stale_after,
         };
         let mut r = Registry::default();
-        r.register("goroscope_collector_batches_sent", "Batches sent to the aggregator", m.batches_sent.clone());
-        r.register("goroscope_collector_batches_acked", "Batches the aggregator acknowledged durable", m.batches_acked.clone());
-        r.register("goroscope_collector_refused_items", "Targets, series and sample runs the aggregator left out, by kind", m.refused.clone());
-        r.register("goroscope_collector_oversized_items", "Items left out because they exceed the aggregator's batch limit on their own", m.oversized_items.clone());
-        r.register("goroscope_collector_labels_trimmed", "Label values from processes cut to the longest a label may be", m.labels_trimmed.clone());
-        r.register("goroscope_collector_rounds", "Sampling rounds completed", m.rounds.clone());
-        r.register("goroscope_collector_round_duration_seconds", "Time one sampling round took", m.round_seconds.clone());
-        r.register("goroscope_collector_targets", "Go processes sampled in the latest round", m.targets.clone());
-        r.register("goroscope_collector_connected", "1 while a stream to the aggregator is open", m.connected.clone());
-        r.register("goroscope_collector_scrapes_dropped", "Scrapes dropped unsent (outbox full, or refused whole)", m.scrapes_dropped.clone());
-        r.register("goroscope_collector_outbox_bytes", "Estimated bytes of the scrapes waiting for an ack", m.outbox_bytes.clone());
-        r.register("goroscope_collector_outbox_scrapes", "Scrapes waiting for an ack", m.outbox_scrapes.clone());
-        r.register("goroscope_collector_outbox_oldest_age_seconds", "Age of the oldest scrape waiting for an ack", m.outbox_oldest.clone());
-        r.register("goroscope_collector_certificate_expiry_timestamp_seconds", "When a certificate in use expires, Unix seconds, by file (cert or ca)", m.cert_expiry.clone());
+        r.register(
+            "goroscope_collector_batches_sent",
+            "Batches sent to the aggregator",
+            m.batches_sent.clone(),
+        );
+        r.register(
+            "goroscope_collector_batches_acked",
+            "Batches the aggregator acknowledged durable",
+            m.batches_acked.clone(),
+        );
+        r.register(
+            "goroscope_collector_refused_items",
+            "Targets, series and sample runs the aggregator left out, by kind",
+            m.refused.clone(),
+        );
+        r.register(
+            "goroscope_collector_oversized_items",
+            "Items left out because they exceed the aggregator's batch limit on their own",
+            m.oversized_items.clone(),
+        );
+        r.register(
+            "goroscope_collector_labels_trimmed",
+            "Label values from processes cut to the longest a label may be",
+            m.labels_trimmed.clone(),
+        );
+        r.register(
+            "goroscope_collector_rounds",
+            "Sampling rounds completed",
+            m.rounds.clone(),
+        );
+        r.register(
+            "goroscope_collector_round_duration_seconds",
+            "Time one sampling round took",
+            m.round_seconds.clone(),
+        );
+        r.register(
+            "goroscope_collector_targets",
+            "Go processes sampled in the latest round",
+            m.targets.clone(),
+        );
+        r.register(
+            "goroscope_collector_connected",
+            "1 while a stream to the aggregator is open",
+            m.connected.clone(),
+        );
+        r.register(
+            "goroscope_collector_scrapes_dropped",
+            "Scrapes dropped unsent (outbox full, or refused whole)",
+            m.scrapes_dropped.clone(),
+        );
+        r.register(
+            "goroscope_collector_outbox_bytes",
+            "Estimated bytes of the scrapes waiting for an ack",
+            m.outbox_bytes.clone(),
+        );
+        r.register(
+            "goroscope_collector_outbox_scrapes",
+            "Scrapes waiting for an ack",
+            m.outbox_scrapes.clone(),
+        );
+        r.register(
+            "goroscope_collector_outbox_oldest_age_seconds",
+            "Age of the oldest scrape waiting for an ack",
+            m.outbox_oldest.clone(),
+        );
+        r.register(
+            "goroscope_collector_certificate_expiry_timestamp_seconds",
+            "When a certificate in use expires, Unix seconds, by file (cert or ca)",
+            m.cert_expiry.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 

@@ -398,9 +398,13 @@ fn initial_meta(p: &GoProcess, config: &CollectorConfig) -> TargetMeta {
             let value = match goroscope_proto::rules::trim_label_value(&value) {
                 std::borrow::Cow::Borrowed(_) => value,
                 std::borrow::Cow::Owned(cut) => {
-                    crate::model::LABELS_TRIMMED
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(pid = p.pid, label = name, bytes = value.len(), "label value from the build info cut to 1024 bytes");
+                    crate::model::LABELS_TRIMMED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(
+                        pid = p.pid,
+                        label = name,
+                        bytes = value.len(),
+                        "label value from the build info cut to 1024 bytes"
+                    );
                     cut
                 }
             };

@@ -15,13 +15,13 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use goroscope_proto::connect::Connector;
 use goroscope_proto::v1::{
     self, aggregator_message, collector_message, ingest_client::IngestClient,
 };
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use goroscope_proto::connect::Connector;
 use tonic::Code;
 
 use crate::config::{CollectorConfig, MIN_INTERVAL};
@@ -229,12 +229,8 @@ impl Sender {
                 } else {
                     pending.acked_items
                 };
-                let part = encoder.encode_part(
-                    pending.number,
-                    &pending.scrape,
-                    from,
-                    max_batch_bytes,
-                );
+                let part =
+                    encoder.encode_part(pending.number, &pending.scrape, from, max_batch_bytes);
                 if part.oversized > 0 {
                     self.metrics.oversized_items.inc_by(part.oversized.into());
                     tracing::error!(
@@ -312,7 +308,7 @@ impl Sender {
                 self.outbox.ack(ack.seq);
                 self.metrics.batches_acked.inc();
                 if !ack.refused.is_empty() {
-                    self.note_refusals(ack.seq, &ack.refused, paced);
+                    self.note_refusals(&ack, paced);
                 }
                 Some(ack.seq)
             }
@@ -337,8 +333,9 @@ impl Sender {
         }
     }
 
-    fn note_refusals(&self, seq: u64, refused: &[v1::Refusal], paced: &mut Paced) {
+    fn note_refusals(&self, ack: &v1::Ack, paced: &mut Paced) {
         use v1::refusal::Kind;
+        let refused = &ack.refused;
         for r in refused {
             let kind = match Kind::try_from(r.kind).unwrap_or(Kind::Unspecified) {
                 Kind::Target => "target",
@@ -348,10 +345,14 @@ impl Sender {
             };
             self.metrics.refused(kind, 1);
         }
+        let unlisted = (ack.refused_count as usize).saturating_sub(refused.len());
+        if unlisted > 0 {
+            self.metrics.refused("unlisted", unlisted as u64);
+        }
         if paced.allow() {
             tracing::warn!(
-                seq,
-                refused = refused.len(),
+                seq = ack.seq,
+                refused = refused.len().max(ack.refused_count as usize),
                 first = %goroscope_daemon::escape::peer(&refused[0].reason),
                 "the aggregator left items of a batch out"
             );
@@ -380,7 +381,9 @@ struct Paced {
 
 impl Paced {
     fn allow(&mut self) -> bool {
-        let due = self.last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
+        let due = self
+            .last
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(60));
         if self.lines < 5 || due {
             self.lines += 1;
             self.last = Some(Instant::now());
@@ -401,4 +404,3 @@ fn jitter(d: Duration) -> Duration {
     let factor = 0.75 + (nanos % 1000) as f64 / 2000.0;
     d.mul_f64(factor)
 }
-

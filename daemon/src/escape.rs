@@ -122,10 +122,7 @@ mod tests {
     #[test]
     fn log_fields_are_escaped_and_bounded() {
         let long = "x".repeat(1000);
-        assert_eq!(
-            Escaped::max(&long, 3).to_string(),
-            "xxx…(+997 bytes)"
-        );
+        assert_eq!(Escaped::max(&long, 3).to_string(), "xxx…(+997 bytes)");
         assert_eq!(peer("a\u{1b}b").to_string(), "a\\eb");
         assert_eq!(format!("{:?}", peer("ok")), "\"ok\"");
         // Cut on a character boundary, never inside a multi-byte character.

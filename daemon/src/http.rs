@@ -33,9 +33,9 @@ pub trait Exposition: Send + Sync + 'static {
 
 /// Binds `addr`; an error names it.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("listen on {addr} (metrics_listen): {e}")))
+    TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("listen on {addr} (metrics_listen): {e}"))
+    })
 }
 
 /// Serves `/metrics` and `/healthz` on `listener` until `shutdown`.

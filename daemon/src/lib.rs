@@ -44,6 +44,22 @@ impl TlsFlags {
 /// Exit code for usage and configuration errors (EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
 
+/// A daemon's start: its loaded settings, and logging set up from their `log` filter.
+/// Either failing prints one line `NAME: reason` on stderr and gives [`EXIT_USAGE`].
+pub fn configure<C>(
+    name: &str,
+    loaded: Result<C, settings::SettingsError>,
+    log: impl FnOnce(&C) -> &str,
+) -> Result<C, std::process::ExitCode> {
+    let usage = |e: &dyn std::fmt::Display| {
+        eprintln!("{name}: {e}");
+        std::process::ExitCode::from(EXIT_USAGE)
+    };
+    let config = loaded.map_err(|e| usage(&e))?;
+    init_logging(log(&config)).map_err(|e| usage(&e))?;
+    Ok(config)
+}
+
 /// Sends `tracing` events to stderr, filtered by `directives` (the `log` setting, e.g.
 /// `info,goroscope_collector=debug`); colours only on a terminal. The error names the
 /// setting and its value, for the one line a daemon prints before it exits.

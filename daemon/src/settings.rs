@@ -35,7 +35,13 @@ impl TlsSettings {
     /// `certs/<stem>-key.pem`.
     pub fn files(&self, stem: &str) -> TlsFiles {
         let conventional = TlsFiles::in_dir(Path::new("certs"), stem);
-        let or = |p: &PathBuf, d: PathBuf| if p.as_os_str().is_empty() { d } else { p.clone() };
+        let or = |p: &PathBuf, d: PathBuf| {
+            if p.as_os_str().is_empty() {
+                d
+            } else {
+                p.clone()
+            }
+        };
         TlsFiles {
             ca: self.ca.clone(),
             cert: or(&self.cert, conventional.cert),

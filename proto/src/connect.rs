@@ -47,7 +47,11 @@ impl<T: Send + Sync + 'static> Reloading<T> {
     /// Builds the configuration once (an error here is the caller's to report), then
     /// polls `files` every `every` from a task of the current runtime, rebuilding on
     /// change. The polling stops when this is dropped.
-    pub fn start<F>(files: Vec<PathBuf>, every: Duration, build: F) -> Result<Reloading<T>, TlsError>
+    pub fn start<F>(
+        files: Vec<PathBuf>,
+        every: Duration,
+        build: F,
+    ) -> Result<Reloading<T>, TlsError>
     where
         F: Fn() -> Result<T, TlsError> + Send + 'static,
     {
@@ -138,8 +142,13 @@ impl ServerCertVerifier for AggregatorVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        self.inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)?;
+        self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
         match Identity::from_cert_der(end_entity) {
             Ok(id) if id.role == Role::Aggregator => Ok(ServerCertVerified::assertion()),
             Ok(id) => Err(rustls::Error::General(format!(
@@ -209,7 +218,10 @@ pub fn reloading_client_config(
         files.extend([c.clone(), k.clone()]);
     }
     Reloading::start(files, RELOAD_EVERY, move || {
-        client_config(&ca, client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())))
+        client_config(
+            &ca,
+            client.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+        )
     })
 }
 
@@ -230,7 +242,10 @@ pub enum ConnectError {
     #[error("the address {0} has no host and port")]
     Address(String),
     #[error("connect to {addr}: {source}")]
-    Io { addr: String, source: std::io::Error },
+    Io {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("connect to {addr}: no TLS session within {}s", timeout.as_secs())]
     Timeout { addr: String, timeout: Duration },
 }
@@ -301,7 +316,9 @@ impl Connector {
     /// connects on first use and again after a failure, with the configuration current
     /// then.
     pub fn channel(&self, addr: &str) -> Result<tonic::transport::Channel, ConnectError> {
-        Ok(self.endpoint(addr)?.connect_with_connector_lazy(self.clone()))
+        Ok(self
+            .endpoint(addr)?
+            .connect_with_connector_lazy(self.clone()))
     }
 
     /// Connects to `addr` now; the error says why not.
@@ -330,7 +347,9 @@ impl tower::Service<Uri> for Connector {
         let timeout = self.timeout;
         Box::pin(async move {
             let addr = match (uri.host(), uri.port_u16()) {
-                (Some(h), Some(p)) => format!("{}:{p}", h.trim_start_matches('[').trim_end_matches(']')),
+                (Some(h), Some(p)) => {
+                    format!("{}:{p}", h.trim_start_matches('[').trim_end_matches(']'))
+                }
                 _ => return Err(ConnectError::Address(uri.to_string())),
             };
             let io_err = |source| ConnectError::Io {

@@ -26,7 +26,9 @@ pub enum RuleError {
     EmptyName,
     #[error("name is {len} bytes, longer than {max}")]
     NameTooLong { len: usize, max: usize },
-    #[error("name may hold only ASCII letters, digits and '_'{colon}, and must not start with a digit")]
+    #[error(
+        "name may hold only ASCII letters, digits and '_'{colon}, and must not start with a digit"
+    )]
     NameSyntax { colon: &'static str },
     #[error("name starts with \"__\", which is reserved")]
     NameReserved,
@@ -165,7 +167,10 @@ mod tests {
         assert!(e.to_string().contains("letters, digits and '_'"), "{e}");
         let e = check_label("cluster", &"x".repeat(2000)).unwrap_err();
         assert_eq!(e.part, Part::Value);
-        assert_eq!(e.to_string(), "label value: value is 2000 bytes, longer than 1024");
+        assert_eq!(
+            e.to_string(),
+            "label value: value is 2000 bytes, longer than 1024"
+        );
     }
 
     #[test]

@@ -102,15 +102,31 @@ fn a_bad_label_costs_its_target_not_the_host() {
                     upsert(1, "edge-label", 2, &[("cluster-name", "prod")]),
                     upsert(2, "edge-label", 3, &[("cluster", &long)]),
                 ],
-                series: vec![decl(0, 0, "go_goroutines"), decl(1, 1, "go_goroutines"), decl(2, 2, "go_goroutines")],
-                samples: vec![sample(0, now, 1.0), sample(1, now, 2.0), sample(2, now, 3.0)],
+                series: vec![
+                    decl(0, 0, "go_goroutines"),
+                    decl(1, 1, "go_goroutines"),
+                    decl(2, 2, "go_goroutines"),
+                ],
+                samples: vec![
+                    sample(0, now, 1.0),
+                    sample(1, now, 2.0),
+                    sample(2, now, 3.0),
+                ],
                 gone_targets: vec![],
             })
             .await
             .expect("the batch is acked, not the stream ended");
         assert_eq!(ack.refused.len(), 2, "{ack:?}");
-        assert!(ack.refused[0].reason.contains("\"cluster-name\""), "{ack:?}");
-        assert!(ack.refused[1].reason.contains("1500 bytes, longer than 1024"), "{ack:?}");
+        assert!(
+            ack.refused[0].reason.contains("\"cluster-name\""),
+            "{ack:?}"
+        );
+        assert!(
+            ack.refused[1]
+                .reason
+                .contains("1500 bytes, longer than 1024"),
+            "{ack:?}"
+        );
         // The stream is still open: the next batch is acked too.
         let ack = s
             .send(v1::Batch {
@@ -128,7 +144,11 @@ fn a_bad_label_costs_its_target_not_the_host() {
 
     // A bad label in the collector's own settings stops it at start, naming the key.
     let config = data.path().join("c.toml");
-    std::fs::write(&config, "host = \"edge-label\"\n[labels]\ncluster-name = \"prod\"\n").unwrap();
+    std::fs::write(
+        &config,
+        "host = \"edge-label\"\n[labels]\ncluster-name = \"prod\"\n",
+    )
+    .unwrap();
     let out = Command::new(bin("goroscope-collector"))
         .arg("--config")
         .arg(&config)
@@ -137,7 +157,10 @@ fn a_bad_label_costs_its_target_not_the_host() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("labels.cluster-name") && err.contains("letters, digits and '_'"), "{err}");
+    assert!(
+        err.contains("labels.cluster-name") && err.contains("letters, digits and '_'"),
+        "{err}"
+    );
 }
 
 /// A sample dated a year ahead is refused on its own and pins neither the latest value
@@ -169,11 +192,17 @@ fn a_sample_from_the_future_is_refused_and_pins_nothing() {
             .unwrap();
         assert_eq!(ack.refused.len(), 1, "{ack:?}");
         assert_eq!(ack.refused[0].count, 1);
-        assert!(ack.refused[0].reason.contains("outside the window"), "{ack:?}");
+        assert!(
+            ack.refused[0].reason.contains("outside the window"),
+            "{ack:?}"
+        );
     });
     let t = targets_by_pid(&certs, &url);
     assert_eq!(t[&7]["latest"]["go_goroutines"], 5.0, "{t:?}");
-    assert!(t[&7]["last_seen_ms"].as_i64().unwrap() <= now + 1000, "{t:?}");
+    assert!(
+        t[&7]["last_seen_ms"].as_i64().unwrap() <= now + 1000,
+        "{t:?}"
+    );
 }
 
 /// A message over the aggregator's limit ends that stream with RESOURCE_EXHAUSTED naming
@@ -196,7 +225,13 @@ fn oversized_and_malformed_messages_cost_their_stream_only() {
         let mut s = RawIngest::open(&certs, &url, "edge-size", 1).await;
         assert_eq!(s.welcome.max_batch_bytes, 4096);
         let big = "x".repeat(1000);
-        let labels: Vec<(&str, &str)> = vec![("a", &big), ("b", &big), ("c", &big), ("d", &big), ("e", &big)];
+        let labels: Vec<(&str, &str)> = vec![
+            ("a", &big),
+            ("b", &big),
+            ("c", &big),
+            ("d", &big),
+            ("e", &big),
+        ];
         let status = s
             .send(v1::Batch {
                 seq: 1,
@@ -206,7 +241,11 @@ fn oversized_and_malformed_messages_cost_their_stream_only() {
             .await
             .unwrap_err();
         assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-        assert!(status.message().contains("4096") && status.message().contains("limits.max_message_bytes"), "{status:?}");
+        assert!(
+            status.message().contains("4096")
+                && status.message().contains("limits.max_message_bytes"),
+            "{status:?}"
+        );
 
         // Bytes that are not a batch: field 2 (the batch) holding garbage.
         let channel = raw::channel(&certs, &url, "collector-edge-size");
@@ -226,7 +265,8 @@ fn oversized_and_malformed_messages_cost_their_stream_only() {
             batch: Some(vec![0xff, 0xff, 0xff, 0x0f, 0x08]),
         };
         let outbound = tokio_stream::iter(vec![hello, garbage]);
-        let path = tonic::codegen::http::uri::PathAndQuery::from_static("/goroscope.v1.Ingest/Stream");
+        let path =
+            tonic::codegen::http::uri::PathAndQuery::from_static("/goroscope.v1.Ingest/Stream");
         let codec: tonic_prost::ProstCodec<Bogus, v1::AggregatorMessage> = Default::default();
         let mut inbound = grpc
             .streaming(tonic::Request::new(outbound), path, codec)
@@ -237,7 +277,10 @@ fn oversized_and_malformed_messages_cost_their_stream_only() {
             match tokio::time::timeout(Duration::from_secs(20), inbound.message()).await {
                 Err(_) => panic!("no answer to a malformed batch"),
                 Ok(Ok(Some(m))) => {
-                    assert!(matches!(m.msg, Some(v1::aggregator_message::Msg::Welcome(_))), "{m:?}");
+                    assert!(
+                        matches!(m.msg, Some(v1::aggregator_message::Msg::Welcome(_))),
+                        "{m:?}"
+                    );
                 }
                 Ok(Ok(None)) => panic!("the malformed stream ended without a status"),
                 Ok(Err(status)) => break status,
@@ -259,7 +302,10 @@ fn oversized_and_malformed_messages_cost_their_stream_only() {
             .unwrap();
         assert!(ack.refused.is_empty());
     });
-    assert!(agg.proc.try_exit().is_none(), "the aggregator is still running");
+    assert!(
+        agg.proc.try_exit().is_none(),
+        "the aggregator is still running"
+    );
     let line = agg.proc.wait_for_line("collector stream ended", STARTUP);
     assert!(line.contains("limits.max_message_bytes"), "{line}");
 }
@@ -319,25 +365,40 @@ fn escape_sequences_in_a_program_name_print_escaped() {
         .current_dir(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let w = Workload::start_cmd("evil", &mut Command::new(&exe));
     let (certs, _data, agg, collector) = start_stack("edge-term", "");
     let url = agg.url();
     eventually(STARTUP, "the program listed", || {
-        targets_by_pid(&certs, &url).get(&u64::from(w.pid())).cloned()
+        targets_by_pid(&certs, &url)
+            .get(&u64::from(w.pid()))
+            .cloned()
     });
-    for args in [&["targets"][..], &["query", "go_goroutines", "--since", "1m"]] {
+    for args in [
+        &["targets"][..],
+        &["query", "go_goroutines", "--since", "1m"],
+    ] {
         let out = goroscope(&certs, &url, None, args);
         assert!(out.status.success());
         let text = String::from_utf8(out.stdout).unwrap();
-        assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{text:?}");
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
         if args[0] == "targets" {
             assert!(text.contains("\\e]0;PWNED\\x07"), "{text}");
         }
     }
     // JSON keeps the name as sent (escaped the JSON way).
     let t = targets_by_pid(&certs, &url);
-    let service = t[&u64::from(w.pid())]["labels"]["service"].as_str().unwrap().to_owned();
+    let service = t[&u64::from(w.pid())]["labels"]["service"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(service.starts_with("\u{1b}]0;PWNED\u{7}"), "{service:?}");
     let log = collector.output();
     assert!(!log.contains('\u{1b}') && !log.contains('\u{7}'), "{log:?}");
@@ -366,27 +427,41 @@ fn certless_connections_cannot_hold_the_aggregator() {
         "127.0.0.2".parse().unwrap(),
         3000,
     ));
-    assert!(held <= 256, "at most limits.max_connections_per_peer from one address: {held}");
+    assert!(
+        held <= 256,
+        "at most limits.max_connections_per_peer from one address: {held}"
+    );
     let _collector = start_collector(&certs, "edge-flood", &url, "collector-edge-flood");
-    eventually(Duration::from_secs(30), "the collector's samples despite the flood", || {
-        targets_by_pid(&certs, &url)
-            .get(&u64::from(steady.pid()))
-            .filter(|t| t["latest"]["process_resident_memory_bytes"].is_number())
-            .cloned()
-    });
+    eventually(
+        Duration::from_secs(30),
+        "the collector's samples despite the flood",
+        || {
+            targets_by_pid(&certs, &url)
+                .get(&u64::from(steady.pid()))
+                .filter(|t| t["latest"]["process_resident_memory_bytes"].is_number())
+                .cloned()
+        },
+    );
     let metrics_addr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
     let (_, body) = raw::http_get(metrics_addr, "/metrics");
-    assert!(body.contains("goroscope_aggregator_tls_handshake_failures_total{reason=\"peer_cap\"}"), "{body}");
+    assert!(
+        body.contains("goroscope_aggregator_tls_handshake_failures_total{reason=\"peer_cap\"}"),
+        "{body}"
+    );
     // Without a certificate a connection lives only moments.
-    eventually(Duration::from_secs(30), "the certless connections closed", || {
-        let (_, body) = raw::http_get(metrics_addr, "/metrics");
-        let none = body
-            .lines()
-            .find(|l| l.starts_with("goroscope_aggregator_connections{role=\"none\"}"))
-            .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
-            .unwrap_or(0.0);
-        (none == 0.0).then_some(())
-    });
+    eventually(
+        Duration::from_secs(30),
+        "the certless connections closed",
+        || {
+            let (_, body) = raw::http_get(metrics_addr, "/metrics");
+            let none = body
+                .lines()
+                .find(|l| l.starts_with("goroscope_aggregator_connections{role=\"none\"}"))
+                .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+                .unwrap_or(0.0);
+            (none == 0.0).then_some(())
+        },
+    );
     for t in flood {
         t.abort();
     }
@@ -408,7 +483,12 @@ fn the_aggregator_stops_cleanly_on_sigterm() {
         agg.proc.wait_for_line("collector connected", STARTUP);
         std::thread::sleep(Duration::from_millis(300 + 170 * round));
         let status = agg.proc.terminate();
-        assert_eq!(status.code(), Some(0), "round {round}: {status:?}\n{}", agg.proc.output());
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "round {round}: {status:?}\n{}",
+            agg.proc.output()
+        );
     }
 }
 
@@ -425,18 +505,10 @@ fn both_daemons_serve_metrics_and_health() {
         0,
         &format!("metrics_listen = \"127.0.0.1:{agg_port}\"\n"),
     );
-    let (cert, key) = certs.leaf("collector-edge-metrics");
     let _collector = Proc::spawn(
         "collector",
-        Command::new(bin("goroscope-collector"))
-            .args(["--host", "edge-metrics", "--aggregator", &agg.url(), "--interval", "1s"])
-            .arg(format!("--metrics-listen=127.0.0.1:{col_port}"))
-            .arg("--ca")
-            .arg(certs.ca())
-            .arg("--cert")
-            .arg(cert)
-            .arg("--key")
-            .arg(key),
+        collector_command(&certs, "edge-metrics", &agg.url(), "collector-edge-metrics")
+            .arg(format!("--metrics-listen=127.0.0.1:{col_port}")),
     );
     let agg_addr = format!("127.0.0.1:{agg_port}").parse().unwrap();
     let col_addr = format!("127.0.0.1:{col_port}").parse().unwrap();
@@ -507,22 +579,41 @@ fn certificates_rotate_without_a_restart_and_no_sample_is_lost() {
     let url = agg.url();
     let collector = start_collector(&live_certs, "edge-rot", &url, "collector-edge-rot");
     eventually(STARTUP, "samples before the rotation", || {
-        (series(&live_certs, &url, "process_resident_memory_bytes", steady.pid(), "5m").len() >= 3).then_some(())
+        (series(
+            &live_certs,
+            &url,
+            "process_resident_memory_bytes",
+            steady.pid(),
+            "5m",
+        )
+        .len()
+            >= 3)
+            .then_some(())
     });
     let started = goroscope_proto::unix_ms();
 
     // 1. The CA bundle holds both CAs.
-    let bundle = [std::fs::read(old.ca()).unwrap(), std::fs::read(new.ca()).unwrap()].concat();
+    let bundle = [
+        std::fs::read(old.ca()).unwrap(),
+        std::fs::read(new.ca()).unwrap(),
+    ]
+    .concat();
     replace(&live.path().join("ca.pem"), &bundle);
     std::thread::sleep(Duration::from_secs(7));
     // 2. Every leaf is renewed by the new CA (certificate first, then its key).
     for f in &files[1..] {
         replace(&live.path().join(f), &std::fs::read(new.path(f)).unwrap());
     }
-    collector.wait_for_line("certificates renewed: reconnecting", Duration::from_secs(30));
+    collector.wait_for_line(
+        "certificates renewed: reconnecting",
+        Duration::from_secs(30),
+    );
     std::thread::sleep(Duration::from_secs(7));
     // 3. The overlap ends: only the new CA.
-    replace(&live.path().join("ca.pem"), &std::fs::read(new.ca()).unwrap());
+    replace(
+        &live.path().join("ca.pem"),
+        &std::fs::read(new.ca()).unwrap(),
+    );
     std::thread::sleep(Duration::from_secs(8));
 
     // The new fleet alone (its CA, its operator) reaches the aggregator: it presents
@@ -535,11 +626,136 @@ fn certificates_rotate_without_a_restart_and_no_sample_is_lost() {
 
     // The collector went on through all of it: samples every second, none lost.
     std::thread::sleep(Duration::from_secs(3));
-    let s = series(&new, &url, "process_resident_memory_bytes", steady.pid(), "5m");
+    let s = series(
+        &new,
+        &url,
+        "process_resident_memory_bytes",
+        steady.pid(),
+        "5m",
+    );
     let during: Vec<i64> = s.iter().map(|p| p.0).filter(|t| *t >= started).collect();
     assert!(during.len() >= 20, "{during:?}");
     let gaps: Vec<i64> = during.windows(2).map(|w| w[1] - w[0]).collect();
-    assert!(gaps.iter().all(|g| *g <= 1900), "a sample was lost: gaps {gaps:?}");
+    assert!(
+        gaps.iter().all(|g| *g <= 1900),
+        "a sample was lost: gaps {gaps:?}"
+    );
     let log = agg.proc.output();
     assert!(log.contains("certificates changed: reloaded them"), "{log}");
+}
+
+/// A peer that accepts TCP and never speaks TLS (it used to hang the collector and
+/// `goroscope targets` forever): the CLI gives up within its deadline with one line, the
+/// collector goes on sampling into its outbox, and stops within Kubernetes' grace.
+#[test]
+fn a_peer_that_never_speaks_tls_holds_no_one() {
+    let _steady = Workload::start("steady", &[]);
+    let certs = Certs::new(&["edge-mute"]);
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}", mute.local_addr().unwrap());
+    // Accept and hold every connection, saying nothing.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in mute.incoming() {
+            held.push(conn);
+        }
+    });
+    let started = std::time::Instant::now();
+    let out = goroscope(&certs, &url, None, &["targets"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no TLS session within"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+
+    let mut collector = start_collector(&certs, "edge-mute", &url, "collector-edge-mute");
+    collector.wait_for_line("no TLS session within", STARTUP);
+    // Sampling goes on meanwhile: rounds complete into the outbox.
+    let rounds = collector.output().matches("sampled targets=").count();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(collector.output().matches("sampled targets=").count() >= rounds + 2);
+    let stopping = std::time::Instant::now();
+    let status = collector.terminate();
+    assert_eq!(status.code(), Some(0), "{}", collector.output());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        stopping.elapsed()
+    );
+}
+
+/// One collector certificate declaring a flood of series on one target gets what
+/// limits.max_series_per_target allows and refusals for the rest, in its acks; the
+/// aggregator's index holds no more, and other collectors are not held up.
+#[test]
+fn a_flood_of_series_on_one_target_is_capped() {
+    let certs = Certs::new(&["edge-many", "edge-calm"]);
+    let data = tempfile::tempdir().unwrap();
+    let metrics_port = free_port();
+    let agg = Aggregator::start_with(
+        &certs,
+        &data.path().join("db"),
+        0,
+        &format!(
+            "metrics_listen = \"127.0.0.1:{metrics_port}\"\n[limits]\nmax_series_per_target = 5000\n"
+        ),
+    );
+    let url = agg.url();
+    let rt = raw::runtime();
+    let now = goroscope_proto::unix_ms();
+    rt.block_on(async {
+        let mut s = RawIngest::open(&certs, &url, "edge-many", 1).await;
+        let mut refused = 0;
+        for chunk in 0..4u32 {
+            let refs = chunk * 5000..(chunk + 1) * 5000;
+            let ack = s
+                .send(v1::Batch {
+                    seq: u64::from(chunk) + 1,
+                    targets: if chunk == 0 {
+                        vec![upsert(0, "edge-many", 1, &[])]
+                    } else {
+                        vec![]
+                    },
+                    series: refs
+                        .clone()
+                        .map(|r| decl(r, 0, &format!("m_{r}")))
+                        .collect(),
+                    samples: refs.map(|r| sample(r, now, 1.0)).collect(),
+                    gone_targets: vec![],
+                })
+                .await
+                .expect("acked, not the stream ended");
+            refused += ack.refused_count;
+        }
+        assert_eq!(refused, 15_000);
+        // Another host's one-sample batches are still acked.
+        let mut calm = RawIngest::open(&certs, &url, "edge-calm", 1).await;
+        for seq in 1..=5 {
+            let ack = calm
+                .send(v1::Batch {
+                    seq,
+                    targets: vec![upsert(0, "edge-calm", 2, &[])],
+                    series: vec![decl(0, 0, "go_goroutines")],
+                    samples: vec![sample(0, now + seq as i64, 1.0)],
+                    gone_targets: vec![],
+                })
+                .await
+                .unwrap();
+            assert!(ack.refused.is_empty());
+        }
+    });
+    let (_, body) = raw::http_get(
+        format!("127.0.0.1:{metrics_port}").parse().unwrap(),
+        "/metrics",
+    );
+    let series = body
+        .lines()
+        .find(|l| l.starts_with("goroscope_aggregator_series "))
+        .and_then(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .unwrap();
+    assert_eq!(series, 5001.0, "{body}");
 }

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use goroscope_aggregator::config::AggregatorConfig;
-use goroscope_daemon::EXIT_USAGE;
 use tokio_util::sync::CancellationToken;
 
 /// The goroscope aggregator: mTLS gRPC ingest from collectors, RocksDB storage, queries.
@@ -38,31 +37,27 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let mut overrides = Vec::new();
-    if let Some(listen) = &args.listen {
-        overrides.push(("listen", listen.clone()));
-    }
-    if let Some(dir) = &args.data_dir {
-        overrides.push(("data_dir", dir.display().to_string()));
-    }
-    if let Some(addr) = &args.metrics_listen {
-        overrides.push(("metrics_listen", addr.clone()));
-    }
-    if let Some(log) = &args.log {
-        overrides.push(("log", log.clone()));
-    }
+    let mut overrides: Vec<(&str, String)> = [
+        ("listen", args.listen.clone()),
+        (
+            "data_dir",
+            args.data_dir.as_ref().map(|d| d.display().to_string()),
+        ),
+        ("metrics_listen", args.metrics_listen.clone()),
+        ("log", args.log.clone()),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.map(|v| (k, v)))
+    .collect();
     overrides.extend(args.tls.overrides());
-    let config = match AggregatorConfig::load(args.config.as_deref(), &overrides) {
+    let config = match goroscope_daemon::configure(
+        "goroscope-aggregator",
+        AggregatorConfig::load(args.config.as_deref(), &overrides),
+        |c| &c.log,
+    ) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("goroscope-aggregator: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(code) => return code,
     };
-    if let Err(e) = goroscope_daemon::init_logging(&config.log) {
-        eprintln!("goroscope-aggregator: {e}");
-        return ExitCode::from(EXIT_USAGE);
-    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -211,7 +211,8 @@ pub(super) async fn accept_loop(
                 })
                 .unwrap_or("none");
             // Without a certificate a connection can only be refused: it gets a short life.
-            let lifetime = (role == "none").then(|| tokio::time::Instant::now() + CERTLESS_LIFETIME);
+            let lifetime =
+                (role == "none").then(|| tokio::time::Instant::now() + CERTLESS_LIFETIME);
             let conn = Conn {
                 inner: tls,
                 closed: Box::pin(slot.close.clone().cancelled_owned()),
@@ -286,7 +287,10 @@ impl Conn {
 }
 
 fn ended() -> io::Error {
-    io::Error::new(io::ErrorKind::ConnectionAborted, "connection closed by the aggregator")
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "connection closed by the aggregator",
+    )
 }
 
 impl Connected for Conn {

@@ -64,8 +64,8 @@ impl Ingest for IngestService {
         &self,
         request: Request<Streaming<v1::CollectorMessage>>,
     ) -> Result<Response<Self::StreamStream>, Status> {
-        let identity = authorize(&self.shared, "ingest", &request, Role::Collector)
-            .inspect_err(|status| {
+        let identity =
+            authorize(&self.shared, "ingest", &request, Role::Collector).inspect_err(|status| {
                 tracing::warn!(reason = %peer(status.message()), "ingest stream refused");
             })?;
         let mut inbound = request.into_inner();
@@ -130,8 +130,7 @@ impl Ingest for IngestService {
 /// What the client sent that ended its stream, as the status it gets back: a message
 /// over the size limit names the limit and the setting.
 fn inbound_error(status: Status, max_message_bytes: usize) -> Status {
-    if status.code() == Code::OutOfRange && status.message().contains("message length too large")
-    {
+    if status.code() == Code::OutOfRange && status.message().contains("message length too large") {
         return Status::resource_exhausted(format!(
             "message larger than the aggregator accepts ({max_message_bytes} bytes, its \
              limits.max_message_bytes; Welcome.max_batch_bytes says so): {}",
@@ -274,6 +273,7 @@ impl Session {
                         msg: Some(aggregator_message::Msg::Ack(v1::Ack {
                             seq,
                             refused: refusals.listed,
+                            refused_count: u32::try_from(refusals.total).unwrap_or(u32::MAX),
                         })),
                     };
                     if tx.send(Ok(ack)).await.is_err() {
@@ -290,7 +290,8 @@ impl Session {
 
     fn log_refusals(&mut self, seq: u64, refusals: &Refusals) {
         self.refused_batches += 1;
-        self.metrics.items_refused(refusals.total as u64, refusals.samples);
+        self.metrics
+            .items_refused(refusals.total as u64, refusals.samples);
         let first = refusals
             .listed
             .first()
@@ -384,7 +385,9 @@ impl Session {
                         Kind::Samples,
                         r,
                         s.values.len().min(u32::MAX as usize) as u32,
-                        format!("samples of series ref {r}: the ref was never declared on this stream"),
+                        format!(
+                            "samples of series ref {r}: the ref was never declared on this stream"
+                        ),
                     );
                 }
                 continue;
@@ -505,9 +508,8 @@ impl Session {
         rules::check_label_count(upsert.labels.len()).map_err(|e| format!("labels: {e}"))?;
         let mut labels = BTreeMap::new();
         for label in &upsert.labels {
-            rules::check_label(&label.name, &label.value).map_err(|e| {
-                format!("label {:?}: {e}", peer(&label.name).to_string())
-            })?;
+            rules::check_label(&label.name, &label.value)
+                .map_err(|e| format!("label {:?}: {e}", peer(&label.name).to_string()))?;
             labels.insert(label.name.clone(), label.value.clone());
         }
         let coverage = upsert.coverage.clone().unwrap_or_default();
@@ -530,10 +532,12 @@ impl Session {
     }
 
     fn check_series(&self, decl: &v1::SeriesDecl) -> Result<Arc<SeriesKey>, String> {
-        let target = self
-            .targets
-            .get(&decl.target_ref)
-            .ok_or_else(|| format!("target ref {} was never declared on this stream", decl.target_ref))?;
+        let target = self.targets.get(&decl.target_ref).ok_or_else(|| {
+            format!(
+                "target ref {} was never declared on this stream",
+                decl.target_ref
+            )
+        })?;
         rules::check_metric_name(&decl.metric)
             .map_err(|e| format!("metric {:?}: {e}", peer(&decl.metric).to_string()))?;
         let l = &self.limits;

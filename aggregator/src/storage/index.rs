@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use super::rocks::{CF_HEAD, CF_META, CF_SERIES, CF_TARGETS, Engine};
 use super::{
-    Coverage, OpenReport, SeriesKey, StorageError, TargetKey, TargetRecord, corrupt, keys,
-    records,
+    Coverage, OpenReport, SeriesKey, StorageError, TargetKey, TargetRecord, corrupt, keys, records,
 };
 
 /// One target and what the index keeps for it.
@@ -162,7 +161,11 @@ pub(super) fn load(engine: &Engine) -> Result<(Index, OpenReport), StorageError>
                     },
                 );
             }
-            Ok(_) => skip(CF_TARGETS, key, &"the record names another target than its key"),
+            Ok(_) => skip(
+                CF_TARGETS,
+                key,
+                &"the record names another target than its key",
+            ),
             Err(e) => skip(CF_TARGETS, key, &e),
         }
         Ok(())

@@ -107,6 +107,28 @@ mod tests {
         assert_eq!(decode_ingest_mark(&[0; 3]), None);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn head_keys_round_trip_and_keep_order(a in proptest::prelude::any::<(u64, i64)>(), b in proptest::prelude::any::<(u64, i64)>()) {
+            proptest::prop_assert_eq!(split_head_key(&head_key(a.0, a.1)), Some(a));
+            proptest::prop_assert_eq!(head_key(a.0, a.1).cmp(&head_key(b.0, b.1)), a.cmp(&b));
+        }
+
+        #[test]
+        fn key_and_value_decoders_take_any_bytes(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40)) {
+            let _ = split_head_key(&data);
+            let _ = decode_head_value(&data);
+            let _ = decode_series_key(&data);
+            let _ = decode_ingest_mark(&data);
+        }
+
+        #[test]
+        fn every_value_round_trips_bit_for_bit(v in proptest::prelude::any::<u64>()) {
+            let x = f64::from_bits(v);
+            proptest::prop_assert_eq!(decode_head_value(&head_value(x)).map(f64::to_bits), Some(v));
+        }
+    }
+
     #[test]
     fn ingest_mark_round_trips() {
         assert_eq!(decode_ingest_mark(&ingest_mark_value(7, 42)), Some((7, 42)));

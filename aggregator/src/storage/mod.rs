@@ -277,7 +277,10 @@ impl Storage {
         // The channel is bounded: when the writer falls behind, the session waits here
         // and stops reading its stream (backpressure), holding no thread.
         self.writer
-            .send(writer::Msg::Write(Box::new(writer::WriteRequest { write, reply })))
+            .send(writer::Msg::Write(Box::new(writer::WriteRequest {
+                write,
+                reply,
+            })))
             .await
             .map_err(|_| StorageError::WriterGone)?;
         rx.await.map_err(|_| StorageError::WriterGone)?

@@ -10,8 +10,7 @@ use std::sync::atomic::AtomicBool;
 
 use super::rocks::CF_HEAD;
 use super::{
-    SeriesData, Selector, Storage, StorageError, TargetKey, TargetRecord, TargetView, corrupt,
-    keys,
+    Selector, SeriesData, Storage, StorageError, TargetKey, TargetRecord, TargetView, corrupt, keys,
 };
 
 /// A flag a long read polls to stop early: set when its caller gave up.
@@ -65,7 +64,10 @@ impl Storage {
             Some(t) => Bound::Excluded(&t.0),
             None => Bound::Unbounded,
         };
-        for (_, entry) in index.targets.range::<TargetKey, _>((from, Bound::Unbounded)) {
+        for (_, entry) in index
+            .targets
+            .range::<TargetKey, _>((from, Bound::Unbounded))
+        {
             if entry.last_seen_ms < seen_since_ms || !selector.matches(&entry.record) {
                 continue;
             }

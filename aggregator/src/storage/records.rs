@@ -133,10 +133,10 @@ impl<'a> Dec<'a> {
     }
 
     fn byte(&mut self, what: &'static str) -> Result<u8, DecodeError> {
-        let b = *self.data.get(self.at).ok_or(DecodeError::Truncated {
-            at: self.at,
-            what,
-        })?;
+        let b = *self
+            .data
+            .get(self.at)
+            .ok_or(DecodeError::Truncated { at: self.at, what })?;
         self.at += 1;
         Ok(b)
     }
@@ -328,7 +328,10 @@ mod tests {
         assert_eq!(decode_series(&[]), Err(DecodeError::Empty));
         assert_eq!(decode_series(&[2, 0]), Err(DecodeError::Version(2)));
         // JSON from an older layout is a version byte of '{'.
-        assert_eq!(decode_target(b"{\"key\":1}"), Err(DecodeError::Version(b'{')));
+        assert_eq!(
+            decode_target(b"{\"key\":1}"),
+            Err(DecodeError::Version(b'{'))
+        );
         // A string length of 2^63 must not allocate.
         let mut e = Enc::new();
         e.u64(1 << 63);
@@ -343,7 +346,10 @@ mod tests {
         e.u64(u64::MAX);
         assert!(matches!(
             decode_target(&e.0),
-            Err(DecodeError::Range { what: "label count", .. })
+            Err(DecodeError::Range {
+                what: "label count",
+                ..
+            })
         ));
     }
 }

@@ -48,8 +48,7 @@ impl WriteSet {
         from: impl Into<Vec<u8>>,
         to: impl Into<Vec<u8>>,
     ) {
-        self.ops
-            .push((cf, Op::DeleteRange(from.into(), to.into())));
+        self.ops.push((cf, Op::DeleteRange(from.into(), to.into())));
     }
 
     pub fn is_empty(&self) -> bool {

@@ -43,7 +43,8 @@ fn open(dir: &Path) -> (Storage, WriterGuard) {
 }
 
 fn all(s: &Storage) -> Vec<TargetView> {
-    s.list_targets(&Selector::default(), i64::MIN, 10_000, None).0
+    s.list_targets(&Selector::default(), i64::MIN, 10_000, None)
+        .0
 }
 
 fn latest(v: &TargetView, metric: &str) -> (i64, f64) {
@@ -103,9 +104,19 @@ async fn nan_and_infinities_are_stored_and_returned_exactly_across_a_restart() {
     }
     let (s, _guard) = open(dir.path());
     let got = s
-        .query_range("go_goroutines", &Selector::default(), 0, 10_000, &Cancel::new())
+        .query_range(
+            "go_goroutines",
+            &Selector::default(),
+            0,
+            10_000,
+            &Cancel::new(),
+        )
         .unwrap();
-    let bits: Vec<(i64, u64)> = got[0].points.iter().map(|(t, v)| (*t, v.to_bits())).collect();
+    let bits: Vec<(i64, u64)> = got[0]
+        .points
+        .iter()
+        .map(|(t, v)| (*t, v.to_bits()))
+        .collect();
     let want: Vec<(i64, u64)> = odd.iter().map(|(t, v)| (*t, v.to_bits())).collect();
     assert_eq!(bits, want);
     let (ts, v) = latest(&all(&s)[0], "go_goroutines");
@@ -117,8 +128,12 @@ async fn a_record_that_cannot_be_decoded_is_skipped_and_the_rest_opens() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (s, _guard) = open(dir.path());
-        s.write(batch("node-a", 1, 1, 1, &[(1_000, 1.0)])).await.unwrap();
-        s.write(batch("node-b", 1, 1, 2, &[(1_000, 2.0)])).await.unwrap();
+        s.write(batch("node-a", 1, 1, 1, &[(1_000, 1.0)]))
+            .await
+            .unwrap();
+        s.write(batch("node-b", 1, 1, 2, &[(1_000, 2.0)]))
+            .await
+            .unwrap();
     }
     {
         // What an older build wrote (JSON), a record of a future version, and garbage.
@@ -137,13 +152,21 @@ async fn a_record_that_cannot_be_decoded_is_skipped_and_the_rest_opens() {
     assert_eq!(report.skipped, 3, "{report:?}");
     let targets = all(&s);
     assert_eq!(targets.len(), 2);
-    let b = targets.iter().find(|t| t.record.key.host == "node-b").unwrap();
+    let b = targets
+        .iter()
+        .find(|t| t.record.key.host == "node-b")
+        .unwrap();
     assert_eq!(b.record.labels["service"], "billing");
     // node-a lost its record but not its samples.
-    let a = targets.iter().find(|t| t.record.key.host == "node-a").unwrap();
+    let a = targets
+        .iter()
+        .find(|t| t.record.key.host == "node-a")
+        .unwrap();
     assert_eq!(latest(a, "go_goroutines"), (1_000, 1.0));
     // The id of the undecodable series is not given to a new one.
-    s.write(batch("node-c", 1, 1, 3, &[(1_000, 3.0)])).await.unwrap();
+    s.write(batch("node-c", 1, 1, 3, &[(1_000, 3.0)]))
+        .await
+        .unwrap();
     let c = s
         .query_range(
             "go_goroutines",
@@ -168,7 +191,13 @@ async fn a_resent_batch_is_stored_once() {
     again.samples[0].points = vec![(1_000, 99.0)];
     assert_eq!(s.write(again).await.unwrap(), WriteOutcome::Duplicate);
     let got = s
-        .query_range("go_goroutines", &Selector::default(), 0, 10_000, &Cancel::new())
+        .query_range(
+            "go_goroutines",
+            &Selector::default(),
+            0,
+            10_000,
+            &Cancel::new(),
+        )
         .unwrap();
     assert_eq!(got[0].points, vec![(1_000, 10.0)]);
     // A new epoch (the collector restarted) starts its sequence again.
@@ -200,7 +229,13 @@ async fn concurrent_writers_share_series_ids_consistently() {
         t.await.unwrap();
     }
     let got = s
-        .query_range("go_goroutines", &Selector::default(), 0, 100, &Cancel::new())
+        .query_range(
+            "go_goroutines",
+            &Selector::default(),
+            0,
+            100,
+            &Cancel::new(),
+        )
         .unwrap();
     assert_eq!(got.len(), 8);
     assert!(got.iter().all(|sd| sd.points.len() == 20));
@@ -269,13 +304,23 @@ async fn targets_past_the_retention_are_forgotten_with_their_samples() {
         },
     )
     .unwrap();
-    s.write(batch("node-a", 1, 1, 1, &[(1_000, 1.0)])).await.unwrap();
-    s.write(batch("node-a", 1, 2, 2, &[(50_000, 2.0)])).await.unwrap();
+    s.write(batch("node-a", 1, 1, 1, &[(1_000, 1.0)]))
+        .await
+        .unwrap();
+    s.write(batch("node-a", 1, 2, 2, &[(50_000, 2.0)]))
+        .await
+        .unwrap();
     assert_eq!(s.forget_expired(55_000).await.unwrap(), 1);
     let left: Vec<u32> = all(&s).iter().map(|t| t.record.key.pid).collect();
     assert_eq!(left, vec![2]);
     let got = s
-        .query_range("go_goroutines", &Selector::default(), 0, i64::MAX, &Cancel::new())
+        .query_range(
+            "go_goroutines",
+            &Selector::default(),
+            0,
+            i64::MAX,
+            &Cancel::new(),
+        )
         .unwrap();
     assert_eq!(got.len(), 1);
     drop(s);
@@ -289,7 +334,9 @@ async fn targets_past_the_retention_are_forgotten_with_their_samples() {
 async fn a_stopped_writer_answers_writer_gone() {
     let dir = tempfile::tempdir().unwrap();
     let (s, guard) = open(dir.path());
-    tokio::task::spawn_blocking(move || guard.stop()).await.unwrap();
+    tokio::task::spawn_blocking(move || guard.stop())
+        .await
+        .unwrap();
     let err = s
         .write(batch("node-a", 1, 1, 1, &[(1, 1.0)]))
         .await

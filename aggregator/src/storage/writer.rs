@@ -20,8 +20,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::index::{Delta, Index};
 use super::rocks::{CF_HEAD, CF_META, CF_SERIES, CF_TARGETS, Engine, WriteSet};
 use super::{
-    Coverage, IngestWrite, StorageError, TargetKey, TargetRecord, WriteOutcome, keys,
-    records,
+    Coverage, IngestWrite, StorageError, TargetKey, TargetRecord, WriteOutcome, keys, records,
 };
 
 /// Batches per group commit, at most.

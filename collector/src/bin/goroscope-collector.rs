@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use goroscope_collector::config::CollectorConfig;
-use goroscope_daemon::EXIT_USAGE;
 use tokio_util::sync::CancellationToken;
 
 /// The goroscope collector: samples every Go process of this host and streams the
@@ -49,17 +48,14 @@ fn main() -> ExitCode {
     .filter_map(|(k, v)| v.map(|v| (k, v)))
     .collect();
     overrides.extend(args.tls.overrides());
-    let config = match CollectorConfig::load(args.config.as_deref(), &overrides) {
+    let config = match goroscope_daemon::configure(
+        "goroscope-collector",
+        CollectorConfig::load(args.config.as_deref(), &overrides),
+        |c| &c.log,
+    ) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("goroscope-collector: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+        Err(code) => return code,
     };
-    if let Err(e) = goroscope_daemon::init_logging(&config.log) {
-        eprintln!("goroscope-collector: {e}");
-        return ExitCode::from(EXIT_USAGE);
-    }
 
     // One host agent among many workloads: one thread is plenty and costs the least.
     let runtime = match tokio::runtime::Builder::new_current_thread()

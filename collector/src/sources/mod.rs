@@ -8,3 +8,6 @@ pub mod proc;
 /// One sample of a target: (metric name, value). Names are static (the catalogue in
 /// docs/metrics.md), so a sample allocates no strings.
 pub type Metrics = Vec<(&'static str, f64)>;
+
+#[cfg(test)]
+mod proptests;

@@ -68,8 +68,16 @@ async fn a_bad_label_costs_its_target_only() {
             upsert(1, 11, &[("cluster-name", "prod")]),
             upsert(2, 12, &[("cluster", &long)]),
         ],
-        series: vec![decl(0, 0, "go_goroutines"), decl(1, 1, "go_goroutines"), decl(2, 2, "x")],
-        samples: vec![samples(0, NOW, &[1.0]), samples(1, NOW, &[2.0]), samples(2, NOW, &[3.0])],
+        series: vec![
+            decl(0, 0, "go_goroutines"),
+            decl(1, 1, "go_goroutines"),
+            decl(2, 2, "x"),
+        ],
+        samples: vec![
+            samples(0, NOW, &[1.0]),
+            samples(1, NOW, &[2.0]),
+            samples(2, NOW, &[3.0]),
+        ],
         gone_targets: vec![],
     };
     let (write, refusals) = s.decode(batch, NOW).unwrap();
@@ -79,10 +87,24 @@ async fn a_bad_label_costs_its_target_only() {
     // Two refusals, one per target; their series and samples go quietly with them.
     assert_eq!(refusals.total, 2, "{refusals:?}");
     let reasons: Vec<&str> = refusals.listed.iter().map(|r| r.reason.as_str()).collect();
-    assert!(reasons[0].contains("target ref 1") && reasons[0].contains("\"cluster-name\""), "{reasons:?}");
-    assert!(reasons[0].contains("letters, digits and '_'"), "{reasons:?}");
-    assert!(reasons[1].contains("target ref 2") && reasons[1].contains("2000 bytes, longer than 1024"), "{reasons:?}");
-    assert!(refusals.listed.iter().all(|r| r.kind == Kind::Target as i32));
+    assert!(
+        reasons[0].contains("target ref 1") && reasons[0].contains("\"cluster-name\""),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[0].contains("letters, digits and '_'"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("target ref 2") && reasons[1].contains("2000 bytes, longer than 1024"),
+        "{reasons:?}"
+    );
+    assert!(
+        refusals
+            .listed
+            .iter()
+            .all(|r| r.kind == Kind::Target as i32)
+    );
 }
 
 #[tokio::test]
@@ -116,14 +138,23 @@ async fn caps_refuse_series_not_the_stream_and_gone_targets_are_forgotten() {
     let batch = v1::Batch {
         seq: 1,
         targets: vec![upsert(0, 10, &[])],
-        series: vec![decl(0, 0, "a"), decl(1, 0, "b"), decl(2, 0, "c"), decl(3, 0, "bad-name")],
+        series: vec![
+            decl(0, 0, "a"),
+            decl(1, 0, "b"),
+            decl(2, 0, "c"),
+            decl(3, 0, "bad-name"),
+        ],
         samples: vec![samples(0, NOW, &[1.0]), samples(2, NOW, &[1.0])],
         gone_targets: vec![],
     };
     let (write, refusals) = s.decode(batch, NOW).unwrap();
     assert_eq!(write.samples.len(), 1);
     assert_eq!(refusals.total, 2);
-    assert!(refusals.listed[0].reason.contains("limits.max_series_per_target"));
+    assert!(
+        refusals.listed[0]
+            .reason
+            .contains("limits.max_series_per_target")
+    );
     assert!(refusals.listed[1].reason.contains("\"bad-name\""));
     // The target goes: its refs are forgotten, a later sample of them is refused.
     let gone = v1::Batch {
@@ -153,25 +184,36 @@ fn an_oversized_message_is_refused_naming_the_limit() {
         1024,
     );
     assert_eq!(status.code(), Code::ResourceExhausted);
-    assert!(status.message().contains("limits.max_message_bytes"), "{status:?}");
+    assert!(
+        status.message().contains("limits.max_message_bytes"),
+        "{status:?}"
+    );
     assert!(status.message().contains("1024"), "{status:?}");
 }
 
 fn arb_batch() -> impl Strategy<Value = v1::Batch> {
     let label = (".{0,12}", ".{0,12}").prop_map(|(name, value)| v1::Label { name, value });
-    let target = (0u32..6, any::<u32>(), prop::collection::vec(label, 0..4), ".{0,8}").prop_map(
-        |(r, pid, labels, host)| v1::TargetUpsert {
+    let target = (
+        0u32..6,
+        any::<u32>(),
+        prop::collection::vec(label, 0..4),
+        ".{0,8}",
+    )
+        .prop_map(|(r, pid, labels, host)| v1::TargetUpsert {
             r#ref: r,
             id: Some(v1::TargetId {
-                host: if host.is_empty() { "node-a".into() } else { host },
+                host: if host.is_empty() {
+                    "node-a".into()
+                } else {
+                    host
+                },
                 pid,
                 start_ticks: 1,
             }),
             labels,
             coverage: None,
             start_time_ms: 0,
-        },
-    );
+        });
     let series = (0u32..12, 0u32..8, "[a-z_:-]{0,10}").prop_map(|(r, t, metric)| v1::SeriesDecl {
         r#ref: r,
         target_ref: t,
