@@ -50,6 +50,18 @@ pub struct RawIngest {
 impl RawIngest {
     /// Opens a stream as collector `host` (with that host's certificate) and says Hello.
     pub async fn open(certs: &Certs, url: &str, host: &str, epoch: u64) -> RawIngest {
+        RawIngest::try_open(certs, url, host, epoch)
+            .await
+            .expect("open the ingest stream")
+    }
+
+    /// [`RawIngest::open`], or the status the aggregator refused the stream with.
+    pub async fn try_open(
+        certs: &Certs,
+        url: &str,
+        host: &str,
+        epoch: u64,
+    ) -> Result<RawIngest, tonic::Status> {
         let channel = channel(certs, url, &format!("collector-{host}"));
         let mut client = v1::ingest_client::IngestClient::new(channel);
         let (tx, rx) = mpsc::channel(16);
@@ -63,20 +75,16 @@ impl RawIngest {
         })
         .await
         .expect("queue the hello");
-        let mut inbound = client
-            .stream(ReceiverStream::new(rx))
-            .await
-            .expect("open the ingest stream")
-            .into_inner();
-        let welcome = match inbound.message().await.expect("welcome").map(|m| m.msg) {
+        let mut inbound = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+        let welcome = match inbound.message().await?.map(|m| m.msg) {
             Some(Some(aggregator_message::Msg::Welcome(w))) => w,
             other => panic!("expected a welcome, got {other:?}"),
         };
-        RawIngest {
+        Ok(RawIngest {
             tx,
             inbound,
             welcome,
-        }
+        })
     }
 
     /// Sends a batch and waits for its answer: the ack, or the status that ended the

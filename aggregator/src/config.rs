@@ -53,6 +53,8 @@ pub struct Limits {
     pub max_series_per_stream: usize,
     /// Targets one ingest stream may declare, at most.
     pub max_targets_per_stream: usize,
+    /// Ingest streams one host may hold open, at most.
+    pub max_streams_per_host: usize,
     /// Series of one target, at most.
     pub max_series_per_target: usize,
     /// How far in the future a sample's timestamp may be; later ones are refused.
@@ -103,6 +105,7 @@ impl Default for Limits {
             max_message_bytes: 16 * 1024 * 1024,
             max_series_per_stream: 1_000_000,
             max_targets_per_stream: 100_000,
+            max_streams_per_host: 4,
             max_series_per_target: 20_000,
             max_sample_future: Duration::from_secs(300),
             query_timeout: Duration::from_secs(30),
@@ -177,6 +180,7 @@ impl AggregatorConfig {
                 l.max_connections_per_peer,
             ),
             ("limits.max_targets_per_stream", l.max_targets_per_stream),
+            ("limits.max_streams_per_host", l.max_streams_per_host),
             ("limits.max_series_per_target", l.max_series_per_target),
         ] {
             if v == 0 {

@@ -154,6 +154,7 @@ async fn serve_all(
         storage: storage.clone(),
         metrics: metrics.clone(),
         conns: grpc::ConnTable::default(),
+        streams: grpc::HostStreams::default(),
     };
     let server = grpc::serve(listener, tls_rx, config, shared, shutdown.clone(), grace);
     tokio::select! {

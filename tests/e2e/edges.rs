@@ -759,3 +759,150 @@ fn a_flood_of_series_on_one_target_is_capped() {
         .unwrap();
     assert_eq!(series, 5001.0, "{body}");
 }
+
+/// One collector certificate opens a handful of streams at most; the next is refused
+/// naming the limit, and a slot comes back when a stream ends.
+#[test]
+fn streams_per_host_are_capped() {
+    let certs = Certs::new(&["edge-streams"]);
+    let data = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start(&certs, &data.path().join("db"), 0);
+    let url = agg.url();
+    let rt = raw::runtime();
+    rt.block_on(async {
+        let mut open = Vec::new();
+        for epoch in 1..=4 {
+            open.push(RawIngest::open(&certs, &url, "edge-streams", epoch).await);
+        }
+        let status = RawIngest::try_open(&certs, &url, "edge-streams", 5)
+            .await
+            .err()
+            .expect("a fifth stream is refused");
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+        assert!(
+            status.message().contains("limits.max_streams_per_host"),
+            "{status:?}"
+        );
+        drop(open.pop());
+        eventually_async(|| async {
+            RawIngest::try_open(&certs, &url, "edge-streams", 6)
+                .await
+                .ok()
+        })
+        .await;
+    });
+}
+
+async fn eventually_async<T, F: std::future::Future<Output = Option<T>>>(
+    mut f: impl FnMut() -> F,
+) -> T {
+    for _ in 0..100 {
+        if let Some(v) = f().await {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("timed out after 20s");
+}
+
+/// A storage writer that cannot write (the disk is full) stops the aggregator with a
+/// non-zero exit and one line saying why, instead of refusing every batch forever;
+/// nothing it acknowledged before is lost.
+#[test]
+fn a_full_disk_stops_the_aggregator_instead_of_refusing_forever() {
+    let certs = Certs::new(&["edge-disk"]);
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("db");
+    std::fs::create_dir_all(&db).unwrap();
+    let mount = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(
+        mount.status.success(),
+        "mount a small tmpfs (needs root): {}",
+        String::from_utf8_lossy(&mount.stderr)
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(db.clone());
+    let mut agg = Aggregator::start_with(&certs, &db, 0, "[storage]\nsync_writes = true\n");
+    let url = agg.url();
+    let rt = raw::runtime();
+    let now = goroscope_proto::unix_ms();
+    let failed = rt.block_on(async {
+        let mut s = RawIngest::open(&certs, &url, "edge-disk", 1).await;
+        let big = "x".repeat(1000);
+        let names: Vec<String> = (0..30).map(|i| format!("note_{i}")).collect();
+        let labels: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), big.as_str())).collect();
+        for seq in 1..=10_000u64 {
+            let batch = v1::Batch {
+                seq,
+                targets: vec![upsert(seq as u32, "edge-disk", seq as u32, &labels)],
+                series: (0..50)
+                    .map(|i| decl(seq as u32 * 100 + i, seq as u32, &format!("m_{i}")))
+                    .collect(),
+                samples: (0..50)
+                    .map(|i| sample(seq as u32 * 100 + i, now, 1.0))
+                    .collect(),
+                gone_targets: vec![],
+            };
+            if let Err(status) = s.send(batch).await {
+                return status;
+            }
+        }
+        panic!("16 MiB held 10,000 batches of 30 KiB");
+    });
+    assert_ne!(failed.code(), tonic::Code::Ok, "{failed:?}");
+    let status = eventually(Duration::from_secs(30), "the aggregator to exit", || {
+        agg.proc.try_exit()
+    });
+    assert!(!status.success(), "{status:?}");
+    let out = agg.proc.output();
+    assert!(out.contains("storage writer stopped"), "{out}");
+}
+
+/// A connection that opens TLS with a valid certificate and then says nothing is closed
+/// after limits.idle_timeout: holding a slot costs traffic.
+#[test]
+fn an_idle_connection_is_closed() {
+    let certs = Certs::new(&[]);
+    let data = tempfile::tempdir().unwrap();
+    let agg = Aggregator::start_with(
+        &certs,
+        &data.path().join("db"),
+        0,
+        "[limits]\nidle_timeout = \"2s\"\n",
+    );
+    let rt = raw::runtime();
+    let held = rt.block_on(async {
+        let (cert, key) = certs.leaf("operator-alice");
+        let config =
+            goroscope_proto::connect::client_config(&certs.ca(), Some((&cert, &key))).unwrap();
+        let tcp = tokio::net::TcpStream::connect(agg.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .expect("the handshake completes");
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 256];
+        use tokio::io::AsyncReadExt;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), tls.read(&mut buf)).await {
+                Err(_) => panic!("the idle connection is still open after 20s"),
+                Ok(Ok(0)) | Ok(Err(_)) => break started.elapsed(),
+                Ok(Ok(_)) => continue,
+            }
+        }
+    });
+    assert!(
+        held >= Duration::from_millis(1500),
+        "closed too early: {held:?}"
+    );
+}

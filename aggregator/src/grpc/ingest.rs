@@ -96,6 +96,20 @@ impl Ingest for IngestService {
             tracing::warn!(reason = %peer(status.message()), "ingest stream refused");
             return Err(status);
         }
+        let Some(slot) = self
+            .shared
+            .streams
+            .acquire(&hello.host, self.limits.max_streams_per_host)
+        else {
+            let status = Status::resource_exhausted(format!(
+                "host {:?} has {} ingest streams open, the most one host may \
+                 (limits.max_streams_per_host)",
+                hello.host, self.limits.max_streams_per_host
+            ));
+            self.metrics.refused("ingest", status.code());
+            tracing::warn!(reason = %peer(status.message()), "ingest stream refused");
+            return Err(status);
+        };
         let last_acked_seq = self.storage.last_seq(&hello.host, hello.epoch);
         tracing::info!(
             host = %hello.host,
@@ -122,7 +136,7 @@ impl Ingest for IngestService {
             self.limits.clone(),
             self.metrics.clone(),
         );
-        tokio::spawn(session.run(inbound, tx, self.shutdown.clone()));
+        tokio::spawn(session.run(inbound, tx, self.shutdown.clone(), slot));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -213,6 +227,7 @@ impl Session {
         mut inbound: Streaming<v1::CollectorMessage>,
         tx: mpsc::Sender<Outbound>,
         shutdown: CancellationToken,
+        _slot: super::StreamSlot,
     ) {
         let _stream = self.metrics.stream_opened();
         loop {

@@ -68,6 +68,46 @@ pub struct Shared {
     pub storage: Storage,
     pub metrics: Arc<Metrics>,
     pub conns: ConnTable,
+    pub streams: HostStreams,
+}
+
+/// Open ingest streams per host: a collector has one (two for a moment while it
+/// reconnects); a certificate cannot open hundreds.
+#[derive(Clone, Default)]
+pub struct HostStreams(Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>);
+
+/// One open stream of a host; given back when dropped.
+pub struct StreamSlot {
+    table: HostStreams,
+    host: String,
+}
+
+impl HostStreams {
+    /// A slot for `host` unless it holds `max` streams already.
+    pub fn acquire(&self, host: &str, max: usize) -> Option<StreamSlot> {
+        let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = t.entry(host.to_owned()).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(StreamSlot {
+            table: self.clone(),
+            host: host.to_owned(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut t = self.table.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = t.get_mut(&self.host) {
+            *n -= 1;
+            if *n == 0 {
+                t.remove(&self.host);
+            }
+        }
+    }
 }
 
 /// Refuses `request` unless its peer holds `role`. A peer without a certificate hears
