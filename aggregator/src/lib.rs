@@ -67,21 +67,10 @@ pub async fn run(
     );
     let metrics = Arc::new(Metrics::new());
     metrics.watch_storage(storage.clone());
-    // The expiry metrics follow the certificates through renewals.
     {
         let metrics = metrics.clone();
-        let mut renewed = tls.subscribe();
-        tokio::spawn(async move {
-            loop {
-                for (which, path) in [("cert", &files.cert), ("ca", &files.ca)] {
-                    if let Some(at) = goroscope_proto::tls::not_after(path) {
-                        metrics.certificate_expires(which, at);
-                    }
-                }
-                if renewed.changed().await.is_err() {
-                    return;
-                }
-            }
+        goroscope_daemon::watch_certificate_expiry(tls.subscribe(), files, move |f, at| {
+            metrics.certificate_expires(f, at)
         });
     }
 

@@ -66,22 +66,10 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow
         (config.interval * 3).max(Duration::from_secs(60)),
     ));
     metrics.watch_outbox(outbox.clone());
-    // The expiry metrics follow the certificates through renewals.
     {
         let metrics = metrics.clone();
-        let mut renewed = tls.subscribe();
-        let files = files.clone();
-        tokio::spawn(async move {
-            loop {
-                for (which, path) in [("cert", &files.cert), ("ca", &files.ca)] {
-                    if let Some(at) = goroscope_proto::tls::not_after(path) {
-                        metrics.certificate_expires(which, at);
-                    }
-                }
-                if renewed.changed().await.is_err() {
-                    return;
-                }
-            }
+        goroscope_daemon::watch_certificate_expiry(tls.subscribe(), files.clone(), move |f, at| {
+            metrics.certificate_expires(f, at)
         });
     }
     // Stops the helper tasks however this function ends.

@@ -116,6 +116,69 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
+/// Runs a daemon: `run` on `runtime` with a shutdown token that the first SIGTERM or
+/// SIGINT cancels; then waits for `run` to finish (it owns its grace period). An error
+/// is logged in one line and exits 1; a runtime that could not start exits 1 too.
+pub fn run_until_signal<F, Fut>(
+    name: &str,
+    runtime: std::io::Result<tokio::runtime::Runtime>,
+    run: F,
+) -> std::process::ExitCode
+where
+    F: FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{name}: start runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = run(shutdown.clone());
+    let result = runtime.block_on(async move {
+        let task = tokio::spawn(task);
+        tokio::pin!(task);
+        tokio::select! {
+            r = &mut task => return r?,
+            r = shutdown_signal() => r?,
+        }
+        tracing::info!("shutting down");
+        shutdown.cancel();
+        task.await?
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Logging is set up: one line through it, as every other line.
+            tracing::error!("{}", one_line(e.as_ref()));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Keeps `set(file, not_after)` current for the certificate and CA files, through every
+/// renewal `renewed` announces. Spawns on the current runtime.
+pub fn watch_certificate_expiry<T: Send + Sync + 'static>(
+    mut renewed: tokio::sync::watch::Receiver<T>,
+    files: goroscope_proto::tls::TlsFiles,
+    set: impl Fn(&'static str, i64) + Send + 'static,
+) {
+    tokio::spawn(async move {
+        loop {
+            for (which, path) in [("cert", &files.cert), ("ca", &files.ca)] {
+                if let Some(at) = goroscope_proto::tls::not_after(path) {
+                    set(which, at);
+                }
+            }
+            if renewed.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
 /// Resolves at the first SIGTERM or SIGINT (Ctrl-C).
 pub async fn shutdown_signal() -> std::io::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};

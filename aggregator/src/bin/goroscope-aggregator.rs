@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use goroscope_aggregator::config::AggregatorConfig;
-use tokio_util::sync::CancellationToken;
 
 /// The goroscope aggregator: mTLS gRPC ingest from collectors, RocksDB storage, queries.
 #[derive(Parser, Debug)]
@@ -59,49 +58,20 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("goroscope-aggregator: start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(config, args.grace)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // Logging is set up: one line through it, as every other line.
-            tracing::error!("{}", goroscope_daemon::one_line(e.as_ref()));
-            ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run(config: AggregatorConfig, grace: Duration) -> anyhow::Result<()> {
-    let shutdown = CancellationToken::new();
-    let data_dir = config.data_dir.clone();
-    let server = tokio::spawn(goroscope_aggregator::run(
-        config,
-        shutdown.clone(),
-        grace,
-        move |addr| {
-            tracing::info!(%addr, data_dir = %data_dir.display(), "aggregator listening");
+    let grace = args.grace;
+    goroscope_daemon::run_until_signal(
+        "goroscope-aggregator",
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        move |shutdown| async move {
+            let data_dir = config.data_dir.clone();
+            // `run` gives open requests the grace period, then stops the storage writer
+            // and returns: the database is closed before the process exits.
+            goroscope_aggregator::run(config, shutdown, grace, move |addr| {
+                tracing::info!(%addr, data_dir = %data_dir.display(), "aggregator listening");
+            })
+            .await
         },
-    ));
-    tokio::pin!(server);
-    tokio::select! {
-        result = &mut server => return result?,
-        signal = goroscope_daemon::shutdown_signal() => {
-            signal?;
-            tracing::info!("shutting down");
-        }
-    }
-    shutdown.cancel();
-    // `run` gives open requests the grace period, then stops the storage writer and
-    // returns: the database is closed before the process exits.
-    let result = server.await?;
-    tracing::info!("stopped");
-    result
+    )
 }

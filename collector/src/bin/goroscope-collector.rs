@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use goroscope_collector::config::CollectorConfig;
-use tokio_util::sync::CancellationToken;
 
 /// The goroscope collector: samples every Go process of this host and streams the
 /// samples to the aggregator over mTLS gRPC.
@@ -58,34 +57,11 @@ fn main() -> ExitCode {
     };
 
     // One host agent among many workloads: one thread is plenty and costs the least.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("goroscope-collector: start runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let shutdown = CancellationToken::new();
-    let result = runtime.block_on(async {
-        let run = tokio::spawn(goroscope_collector::run(config, shutdown.clone()));
-        tokio::pin!(run);
-        tokio::select! {
-            r = &mut run => return r?,
-            r = goroscope_daemon::shutdown_signal() => r?,
-        }
-        tracing::info!("shutting down");
-        shutdown.cancel();
-        run.await?
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            // Logging is set up: one line through it, as every other line.
-            tracing::error!("{}", goroscope_daemon::one_line(e.as_ref()));
-            ExitCode::FAILURE
-        }
-    }
+    goroscope_daemon::run_until_signal(
+        "goroscope-collector",
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        move |shutdown| goroscope_collector::run(config, shutdown),
+    )
 }
