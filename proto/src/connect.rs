@@ -372,3 +372,146 @@ impl tower::Service<Uri> for Connector {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, SanType};
+    use tower::Service;
+
+    /// A CA, and a server certificate for DNS name `localhost` holding `identity`.
+    fn fleet(dir: &Path, identity: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .subject_alt_names
+            .push(SanType::URI(identity.try_into().unwrap()));
+        let cert = params.signed_by(&key, &ca).unwrap();
+        let paths = (
+            dir.join("ca.pem"),
+            dir.join("server.pem"),
+            dir.join("server-key.pem"),
+        );
+        std::fs::write(&paths.0, ca.pem()).unwrap();
+        std::fs::write(&paths.1, cert.pem()).unwrap();
+        std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+        paths
+    }
+
+    /// Serves TLS (no HTTP) with the given certificate; returns the address.
+    async fn tls_server(cert: &Path, key: &Path) -> std::net::SocketAddr {
+        let config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(load_certs(cert).unwrap(), load_key(key).unwrap())
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        drop(tls);
+                    }
+                });
+            }
+        });
+        addr
+    }
+
+    async fn connect(ca: &Path, addr: std::net::SocketAddr) -> Result<(), String> {
+        let config = client_config(ca, None).unwrap();
+        let mut connector = Connector::fixed(config, "localhost", Duration::from_secs(5)).unwrap();
+        let uri: Uri = format!("http://{addr}").parse().unwrap();
+        connector
+            .call(uri)
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn the_server_must_hold_an_aggregator_identity_not_only_the_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good");
+        let bad = dir.path().join("bad");
+        std::fs::create_dir_all(&good).unwrap();
+        std::fs::create_dir_all(&bad).unwrap();
+        let (ca, cert, key) = fleet(&good, "spiffe://goroscope/aggregator/localhost");
+        let addr = tls_server(&cert, &key).await;
+        assert_eq!(connect(&ca, addr).await, Ok(()));
+
+        // Right CA, right DNS name, wrong identity: refused.
+        let (ca, cert, key) = fleet(&bad, "spiffe://goroscope/operator/imposter");
+        let addr = tls_server(&cert, &key).await;
+        let err = connect(&ca, addr).await.unwrap_err();
+        assert!(err.contains("not an aggregator identity"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_server_that_never_speaks_tls_fails_within_the_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, _, _) = fleet(dir.path(), "spiffe://goroscope/aggregator/localhost");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((tcp, _)) = listener.accept().await {
+                held.push(tcp);
+            }
+        });
+        let config = client_config(&ca, None).unwrap();
+        let mut connector =
+            Connector::fixed(config, "localhost", Duration::from_millis(300)).unwrap();
+        let err = connector
+            .call(format!("http://{addr}").parse().unwrap())
+            .await
+            .map(drop)
+            .unwrap_err();
+        assert!(matches!(err, ConnectError::Timeout { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn renewed_files_are_loaded_and_bad_ones_keep_the_last_good() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("value");
+        std::fs::write(&path, "1").unwrap();
+        let p = path.clone();
+        let reloading =
+            Reloading::start(vec![path.clone()], Duration::from_millis(50), move || {
+                let text = std::fs::read_to_string(&p).map_err(|source| TlsError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
+                text.trim()
+                    .parse::<u32>()
+                    .map_err(|e| TlsError::Config(e.to_string()))
+            })
+            .unwrap();
+        let mut rx = reloading.subscribe();
+        std::fs::write(&path, "2").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), rx.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(*reloading.current(), 2);
+        // A change that does not build keeps the last good value...
+        std::fs::write(&path, "garbage").unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(*reloading.current(), 2);
+        // ... until the files agree again.
+        std::fs::write(&path, "3").unwrap();
+        tokio::time::timeout(Duration::from_secs(5), rx.changed())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(*reloading.current(), 3);
+    }
+}
