@@ -58,6 +58,17 @@ fn workloads_appear_as_targets_and_a_goroutine_leak_shows_as_a_rising_series() {
             "{t}"
         );
         assert!(t["latest"]["go_goroutines"].as_f64().unwrap() >= 2.0, "{t}");
+        // From /proc/PID/smaps_rollup: the anonymous memory, what of it the kernel may
+        // take back (LazyFree), and swap.
+        assert!(
+            t["latest"]["process_anon_bytes"].as_f64().unwrap() > 1e5,
+            "{t}"
+        );
+        assert!(
+            t["latest"]["process_lazyfree_bytes"].as_f64().unwrap() >= 0.0,
+            "{t}"
+        );
+        assert!(t["latest"]["process_swap_bytes"].is_number(), "{t}");
         assert!(
             t["latest"]["go_memstats_heap_inuse_bytes"]
                 .as_f64()

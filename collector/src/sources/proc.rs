@@ -215,6 +215,52 @@ pub fn read_status(root: &Path, pid: u32) -> Result<Status, ProcError> {
         .map_err(|reason| ProcError::Parse { path, reason })
 }
 
+/// What `/proc/PID/smaps_rollup` says of a process's memory, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SmapsRollup {
+    /// Anonymous memory mapped in (the heap, stacks, cgo allocations).
+    pub anon_bytes: u64,
+    /// Anonymous memory the process gave back with MADV_FREE: still counted in RSS,
+    /// reclaimed by the kernel at will (the "RSS that is not really used").
+    pub lazyfree_bytes: u64,
+    pub swap_bytes: u64,
+}
+
+/// Parses `/proc/PID/smaps_rollup` (`Key:  N kB` lines after a header line). The
+/// three fields are in every kernel that has the file; a file without them is refused.
+pub fn parse_smaps_rollup(text: &str) -> Result<SmapsRollup, String> {
+    let mut out = SmapsRollup::default();
+    let mut seen = 0u8;
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let (target, bit) = match key {
+            "Anonymous" => (&mut out.anon_bytes, 1),
+            "LazyFree" => (&mut out.lazyfree_bytes, 2),
+            "Swap" => (&mut out.swap_bytes, 4),
+            _ => continue,
+        };
+        let value = value.trim();
+        let kb = value
+            .strip_suffix(" kB")
+            .and_then(|kb| kb.trim_end().parse::<u64>().ok())
+            .ok_or_else(|| format!("{key}: not a size in kB: {value:?}"))?;
+        *target = kb.saturating_mul(1024);
+        seen |= bit;
+    }
+    if seen != 7 {
+        return Err("no Anonymous, LazyFree and Swap lines".to_string());
+    }
+    Ok(out)
+}
+
+pub fn read_smaps_rollup(root: &Path, pid: u32) -> Result<SmapsRollup, ProcError> {
+    let (path, bytes) = read_pid_file(root, pid, "smaps_rollup")?;
+    parse_smaps_rollup(&String::from_utf8_lossy(&bytes))
+        .map_err(|reason| ProcError::Parse { path, reason })
+}
+
 /// The number of open file descriptors (entries of `/proc/PID/fd`).
 pub fn count_fds(root: &Path, pid: u32) -> Result<u64, ProcError> {
     let path = pid_dir(root, pid).join("fd");
@@ -608,6 +654,26 @@ mod tests {
         Mems_allowed_list:\t0\n\
         voluntary_ctxt_switches:\t1523\n\
         nonvoluntary_ctxt_switches:\t87\n";
+
+    #[test]
+    fn parses_smaps_rollup_and_refuses_what_is_not() {
+        let text = "55df9d97f000-7ffd084cc000 ---p 00000000 00:00 0   [rollup]\n\
+                    Rss:                1720 kB\nAnonymous:           112 kB\n\
+                    LazyFree:             8 kB\nAnonHugePages:         0 kB\n\
+                    Swap:                  4 kB\nSwapPss:               0 kB\n";
+        assert_eq!(
+            parse_smaps_rollup(text),
+            Ok(SmapsRollup {
+                anon_bytes: 112 * 1024,
+                lazyfree_bytes: 8 * 1024,
+                swap_bytes: 4 * 1024,
+            })
+        );
+        assert!(parse_smaps_rollup("Rss: 1 kB\n").is_err());
+        assert!(parse_smaps_rollup("Anonymous: lots\nLazyFree: 0 kB\nSwap: 0 kB\n").is_err());
+        let own = read_smaps_rollup(Path::new("/proc"), std::process::id()).unwrap();
+        assert!(own.anon_bytes > 0, "{own:?}");
+    }
 
     #[test]
     fn parses_status() {

@@ -41,6 +41,7 @@ proptest! {
         let _ = proc::parse_net_tcp(&text, true);
         let _ = proc::parse_fib_trie_locals(&text);
         let _ = proc::parse_if_inet6_globals(&text);
+        let _ = proc::parse_smaps_rollup(&text);
     }
 
     #[test]
