@@ -506,7 +506,7 @@ mod tests {
     use goroscope_proto::v1::ListTargetsRequest;
     use goroscope_proto::v1::query_client::QueryClient;
     use tonic::transport::server::TcpIncoming;
-    use tonic::transport::{Endpoint, Server, ServerTlsConfig};
+    use tonic::transport::{Server, ServerTlsConfig};
 
     fn mode_of(path: &Path) -> u32 {
         fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -679,14 +679,17 @@ mod tests {
         client: (&Path, &Path),
         server_name: &str,
     ) -> Result<tonic::Code, String> {
-        let tls = goroscope_proto::tls::client_tls(ca, Some(client), server_name)
-            .map_err(|e| e.to_string())?;
+        let tls =
+            goroscope_proto::connect::client_config(ca, Some(client)).map_err(|e| e.to_string())?;
+        let connector = goroscope_proto::connect::Connector::fixed(
+            tls,
+            server_name,
+            std::time::Duration::from_secs(10),
+        )
+        .map_err(|e| e.to_string())?;
         let attempt = async {
-            let channel = Endpoint::from_shared(format!("https://{addr}"))
-                .map_err(|e| e.to_string())?
-                .tls_config(tls)
-                .map_err(|e| e.to_string())?
-                .connect()
+            let channel = connector
+                .connect(&format!("https://{addr}"))
                 .await
                 .map_err(|e| format!("connect: {e:?}"))?;
             match QueryClient::new(channel)

@@ -507,28 +507,11 @@ pub(crate) mod tests {
         static EXE: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
         let (_, exe) = EXE.get_or_init(|| {
             let dir = tempfile::tempdir().unwrap();
-            std::fs::write(
-                dir.path().join("go.mod"),
-                "module example.test/svc\n\ngo 1.22\n",
-            )
-            .unwrap();
-            std::fs::write(
-                dir.path().join("main.go"),
+            let exe = crate::sources::buildinfo::tests::build_go(
+                dir.path(),
+                "example.test/svc",
                 "package main\n\nfunc main() {}\n",
-            )
-            .unwrap();
-            let exe = dir.path().join("svc");
-            let out = std::process::Command::new("go")
-                .args(["build", "-o"])
-                .arg(&exe)
-                .arg(".")
-                .current_dir(dir.path())
-                .output()
-                .expect("run `go build` (is the Go toolchain on PATH?)");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
+                &[],
             );
             (dir, exe)
         });

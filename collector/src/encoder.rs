@@ -50,6 +50,21 @@ fn field_len(len: usize) -> usize {
     1 + encoded_len_varint(len as u64) + len
 }
 
+/// The encoded length of a `SeriesDecl` of `metric` with the largest refs, computed
+/// without building one: this runs for every sample.
+fn series_decl_len(metric: &str) -> usize {
+    use prost::encoding::uint32;
+    field_len(2 * uint32::encoded_len(1, &u32::MAX) + field_len(metric.len()))
+}
+
+/// The encoded length of a one-sample `SeriesSamples` at `ts` with the largest ref.
+fn series_samples_len(ts: i64) -> usize {
+    use prost::encoding::{double, sint64, uint32};
+    uint32::encoded_len(1, &u32::MAX)
+        + sint64::encoded_len_packed(2, &[ts])
+        + double::encoded_len_packed(3, &[0.0])
+}
+
 enum Item<'a> {
     Target(&'a Arc<TargetMeta>),
     Metric(&'a Arc<TargetMeta>, &'static str, f64),
@@ -165,35 +180,18 @@ impl Encoder {
         let meta = match item {
             Item::Target(m) | Item::Metric(m, _, _) | Item::Gone(m) => *m,
         };
-        let target_cost = match self.target_ref(meta) {
+        let target_ref = self.target_ref(meta);
+        let target_cost = match target_ref {
             Some(_) => 0,
             // The ref's value does not change the size by more than a few bytes.
             None => field_len(self.upsert(u32::MAX, meta).encoded_len()),
         };
         match item {
             Item::Target(_) => target_cost,
-            Item::Metric(_, name, value) => {
-                let known = self
-                    .target_ref(meta)
-                    .is_some_and(|t| self.series.contains_key(&(t, *name)));
-                let decl = if known {
-                    0
-                } else {
-                    field_len(
-                        v1::SeriesDecl {
-                            r#ref: u32::MAX,
-                            target_ref: u32::MAX,
-                            metric: (*name).to_owned(),
-                        }
-                        .encoded_len(),
-                    )
-                };
-                let samples = v1::SeriesSamples {
-                    series_ref: u32::MAX,
-                    timestamp_deltas: vec![ts],
-                    values: vec![*value],
-                };
-                target_cost + decl + field_len(samples.encoded_len())
+            Item::Metric(_, name, _) => {
+                let known = target_ref.is_some_and(|t| self.series.contains_key(&(t, *name)));
+                let decl = if known { 0 } else { series_decl_len(name) };
+                target_cost + decl + field_len(series_samples_len(ts))
             }
             Item::Gone(_) => target_cost + 6,
         }
@@ -382,6 +380,26 @@ mod tests {
             }
             assert_eq!(samples, 40, "limit {limit}");
             assert!(limit >= 4096 || parts > 1);
+        }
+    }
+
+    #[test]
+    fn computed_lengths_are_those_of_the_messages() {
+        for ts in [0, 1, -1, 1_800_000_000_000, i64::MIN, i64::MAX] {
+            let m = v1::SeriesSamples {
+                series_ref: u32::MAX,
+                timestamp_deltas: vec![ts],
+                values: vec![f64::NAN],
+            };
+            assert_eq!(series_samples_len(ts), m.encoded_len(), "{ts}");
+        }
+        for name in ["g", "go_goroutines", &"x".repeat(300)] {
+            let d = v1::SeriesDecl {
+                r#ref: u32::MAX,
+                target_ref: u32::MAX,
+                metric: name.to_owned(),
+            };
+            assert_eq!(series_decl_len(name), field_len(d.encoded_len()), "{name}");
         }
     }
 

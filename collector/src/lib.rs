@@ -2,7 +2,7 @@
 //! signs every interval, and streams them to the aggregator over mTLS gRPC.
 //!
 //! - [`config`]: layered settings.
-//! - [`discovery`]: which processes are Go programs (ELF `.go.buildinfo`).
+//! - [`discovery`]: which processes are Go programs (their executable's Go build info).
 //! - [`sources`]: one module per source (`/proc`, expvar, pprof, build info).
 //! - [`sampler`]: one scrape of every target per interval.
 //! - [`model`]: what a scrape is made of.

@@ -171,11 +171,6 @@ impl Outbox {
         self.lock().pending.front().map(|p| p.queued.elapsed())
     }
 
-    /// The oldest pending scrape's number.
-    pub fn oldest(&self) -> Option<u32> {
-        self.lock().pending.front().map(|p| p.number)
-    }
-
     /// Scrapes dropped so far because the outbox was full or a batch was refused.
     pub fn dropped(&self) -> u64 {
         self.lock().dropped
@@ -225,7 +220,7 @@ mod tests {
         assert_eq!(o.at_or_after(3).unwrap().acked_items, 4);
         // The last part completes it.
         assert_eq!(o.ack(seq(3, COMPLETE)), 1);
-        assert_eq!(o.oldest(), Some(4));
+        assert_eq!(o.at_or_after(0).map(|p| p.number), Some(4));
         // An ack of a later scrape completes the earlier ones too.
         assert_eq!(o.ack(seq(5, 2)), 1);
         assert_eq!(o.at_or_after(0).unwrap().acked_items, 2);
@@ -240,7 +235,7 @@ mod tests {
         o.push(scrape(100));
         o.push(scrape(100));
         assert_eq!(o.len(), 1);
-        assert_eq!(o.oldest(), Some(2));
+        assert_eq!(o.at_or_after(0).map(|p| p.number), Some(2));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! - [`v1`]: the generated `goroscope.v1` messages and tonic services (ingest, query).
 //! - [`identity`]: SPIFFE-style identities carried in certificates, and their parsing.
-//! - [`tls`]: loading PEM material and building the rustls / tonic TLS configurations.
+//! - [`tls`]: loading PEM material, the server's rustls configuration, authorising peers.
 //! - [`connect`]: connecting to the aggregator, certificates reloaded as they are renewed.
 //! - [`rules`]: the rules both ends enforce on metric names and labels.
 #![forbid(unsafe_code)]

@@ -4,7 +4,8 @@
 //! URI SAN (see [`crate::identity`]). The server asks every client for a certificate and
 //! verifies any it gets against the fleet CA; a client that presents none still
 //! completes the handshake so that the gRPC layer can refuse it with a clear
-//! `Unauthenticated` status instead of a bare TLS alert.
+//! `Unauthenticated` status instead of a bare TLS alert. Clients build their side with
+//! [`crate::connect`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -163,29 +164,6 @@ pub fn reloading_server_config(
         crate::connect::RELOAD_EVERY,
         move || server_config(&files),
     )
-}
-
-/// The client side for tonic: trusts only the fleet CA, presents `cert`/`key` if given,
-/// and expects the server to prove `server_name`.
-pub fn client_tls(
-    ca: &Path,
-    client: Option<(&Path, &Path)>,
-    server_name: &str,
-) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
-    // Parse here so that bad files are reported with their path, not as a connect error.
-    roots(ca)?;
-    let mut tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(read(ca)?))
-        .domain_name(server_name.to_owned());
-    if let Some((cert, key)) = client {
-        load_certs(cert)?;
-        load_key(key)?;
-        tls = tls.identity(tonic::transport::Identity::from_pem(
-            read(cert)?,
-            read(key)?,
-        ));
-    }
-    Ok(tls)
 }
 
 /// The verified identity of the peer that sent `request`, or the status to refuse it with.

@@ -400,14 +400,7 @@ fn the_aggregator_refuses_the_wrong_identities() {
         .build()
         .unwrap()
         .block_on(async {
-            let tls = goroscope_proto::tls::client_tls(&certs.ca(), None, "localhost").unwrap();
-            let channel = tonic::transport::Endpoint::from_shared(url.clone())
-                .unwrap()
-                .tls_config(tls)
-                .unwrap()
-                .connect()
-                .await
-                .unwrap();
+            let channel = goroscope_tests::raw::channel_with(&certs.ca(), None, &url);
             goroscope_proto::v1::query_client::QueryClient::new(channel)
                 .list_targets(goroscope_proto::v1::ListTargetsRequest::default())
                 .await

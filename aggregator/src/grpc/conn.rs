@@ -72,15 +72,6 @@ impl ConnTable {
             });
         }
     }
-
-    /// Open connections, for tests and metrics.
-    pub fn len(&self) -> usize {
-        self.lock().closers.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// One connection's place in the table; gives it back when dropped.

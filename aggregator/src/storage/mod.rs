@@ -52,7 +52,6 @@ mod writer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -323,27 +322,6 @@ impl Storage {
     pub fn sizes(&self) -> (usize, usize) {
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
         (index.target_count(), index.series_count())
-    }
-}
-
-/// A flag a long read polls to stop early: set when its caller gave up.
-impl Cancel {
-    pub fn new() -> Cancel {
-        Cancel(Arc::new(AtomicBool::new(false)))
-    }
-
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
-
-impl Default for Cancel {
-    fn default() -> Self {
-        Cancel::new()
     }
 }
 

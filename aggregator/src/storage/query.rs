@@ -6,7 +6,7 @@
 //! went away) stops instead of running to the end.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::rocks::CF_HEAD;
 use super::{
@@ -14,8 +14,22 @@ use super::{
 };
 
 /// A flag a long read polls to stop early: set when its caller gave up.
-#[derive(Clone, Debug)]
-pub struct Cancel(pub(super) Arc<AtomicBool>);
+#[derive(Clone, Debug, Default)]
+pub struct Cancel(Arc<AtomicBool>);
+
+impl Cancel {
+    pub fn new() -> Cancel {
+        Cancel::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
 
 /// Where the next page of a target listing starts: after this target.
 #[derive(Debug, Clone, PartialEq, Eq)]

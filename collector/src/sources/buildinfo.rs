@@ -629,7 +629,7 @@ fn lower_first(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const HEADER: usize = HEADER_LEN as usize;
@@ -1043,31 +1043,36 @@ mod tests {
         assert_eq!(info.version_label(), "(devel)");
     }
 
-    #[test]
-    fn reads_a_real_go_binary() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("go.mod"),
-            "module example.test/hello\n\ngo 1.22\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("main.go"),
-            "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"hello\") }\n",
-        )
-        .unwrap();
-        let exe = dir.path().join("hello");
+    /// Builds `source` as module `module` in `dir` with `flags`; returns the executable.
+    pub(crate) fn build_go(dir: &Path, module: &str, source: &str, flags: &[&str]) -> PathBuf {
+        std::fs::write(dir.join("go.mod"), format!("module {module}\n\ngo 1.22\n")).unwrap();
+        std::fs::write(dir.join("main.go"), source).unwrap();
+        let exe = dir.join(module.rsplit('/').next().unwrap_or("prog"));
         let output = std::process::Command::new("go")
-            .args(["build", "-ldflags=-s -w", "-o"])
+            .arg("build")
+            .args(flags)
+            .arg("-o")
             .arg(&exe)
             .arg(".")
-            .current_dir(dir.path())
+            .current_dir(dir)
             .output()
             .expect("run `go build` (is the Go toolchain on PATH?)");
         assert!(
             output.status.success(),
             "go build failed: {}",
             String::from_utf8_lossy(&output.stderr)
+        );
+        exe
+    }
+
+    #[test]
+    fn reads_a_real_go_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = build_go(
+            dir.path(),
+            "example.test/hello",
+            "package main\n\nimport \"fmt\"\n\nfunc main() { fmt.Println(\"hello\") }\n",
+            &["-ldflags=-s -w"],
         );
 
         let info = read_build_info(&exe).unwrap();
