@@ -132,6 +132,7 @@ pub fn upsert(r: u32, host: &str, pid: u32, labels: &[(&str, &str)]) -> v1::Targ
             ..Default::default()
         }),
         start_time_ms: 0,
+        ..Default::default()
     }
 }
 
@@ -140,6 +141,7 @@ pub fn decl(r: u32, target_ref: u32, metric: &str) -> v1::SeriesDecl {
         r#ref: r,
         target_ref,
         metric: metric.into(),
+        labels: Vec::new(),
     }
 }
 

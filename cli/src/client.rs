@@ -208,6 +208,46 @@ mod tests {
 
     #[tonic::async_trait]
     impl Query for Pages {
+        type CaptureStream =
+            tokio_stream::wrappers::ReceiverStream<Result<v1::CaptureProgress, Status>>;
+        type GetCaptureStream =
+            tokio_stream::wrappers::ReceiverStream<Result<v1::CaptureData, Status>>;
+
+        async fn stacks(
+            &self,
+            _: Request<v1::StacksRequest>,
+        ) -> Result<Response<v1::StacksResponse>, Status> {
+            Err(Status::unimplemented("stacks"))
+        }
+
+        async fn describe_target(
+            &self,
+            _: Request<v1::DescribeTargetRequest>,
+        ) -> Result<Response<v1::DescribeTargetResponse>, Status> {
+            Err(Status::unimplemented("describe_target"))
+        }
+
+        async fn capture(
+            &self,
+            _: Request<v1::CaptureRequest>,
+        ) -> Result<Response<Self::CaptureStream>, Status> {
+            Err(Status::unimplemented("capture"))
+        }
+
+        async fn list_captures(
+            &self,
+            _: Request<v1::ListCapturesRequest>,
+        ) -> Result<Response<v1::ListCapturesResponse>, Status> {
+            Err(Status::unimplemented("list_captures"))
+        }
+
+        async fn get_capture(
+            &self,
+            _: Request<v1::GetCaptureRequest>,
+        ) -> Result<Response<Self::GetCaptureStream>, Status> {
+            Err(Status::unimplemented("get_capture"))
+        }
+
         async fn list_targets(
             &self,
             request: Request<v1::ListTargetsRequest>,

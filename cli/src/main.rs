@@ -572,6 +572,7 @@ mod tests {
                     metric: (*metric).into(),
                     value: *value,
                     timestamp_ms: last_seen_ms,
+                    labels: Vec::new(),
                 })
                 .collect(),
             last_seen_ms,
@@ -654,6 +655,7 @@ mod tests {
     #[test]
     fn series_table_prints_no_raw_control_character() {
         let series = [v1::Series {
+            series_labels: Vec::new(),
             metric: EVIL.into(),
             target: Some(v1::TargetId {
                 host: EVIL.into(),

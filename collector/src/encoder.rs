@@ -172,6 +172,7 @@ impl Encoder {
                 .collect(),
             coverage: Some(meta.coverage.clone()),
             start_time_ms: meta.start_time_ms,
+            ..Default::default()
         }
     }
 
@@ -215,6 +216,7 @@ impl Encoder {
                             r#ref: r,
                             target_ref,
                             metric: (*name).to_owned(),
+                            labels: Vec::new(),
                         });
                         r
                     }
@@ -398,6 +400,7 @@ mod tests {
                 r#ref: u32::MAX,
                 target_ref: u32::MAX,
                 metric: name.to_owned(),
+                labels: Vec::new(),
             };
             assert_eq!(series_decl_len(name), field_len(d.encoded_len()), "{name}");
         }

@@ -320,7 +320,9 @@ impl Sender {
                         tracing::info!(interval = %humantime::format_duration(interval), "aggregator set the sampling interval");
                         self.interval.send_replace(interval);
                     }
-                    None => tracing::debug!(id = command.id, "ignoring an unknown command"),
+                    Some(v1::command::Kind::Capture(_)) | None => {
+                        tracing::debug!(id = command.id, "ignoring an unknown command")
+                    }
                 }
                 None
             }

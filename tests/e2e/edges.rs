@@ -45,6 +45,7 @@ fn a_nan_sample_is_stored_exactly_and_the_aggregator_starts_again() {
                 values: odd.iter().map(|p| p.1).collect(),
             }],
             gone_targets: vec![],
+            ..Default::default()
         };
         let ack = s.send(batch).await.expect("the batch is acked");
         assert!(ack.refused.is_empty(), "{ack:?}");
@@ -113,6 +114,7 @@ fn a_bad_label_costs_its_target_not_the_host() {
                     sample(2, now, 3.0),
                 ],
                 gone_targets: vec![],
+                ..Default::default()
             })
             .await
             .expect("the batch is acked, not the stream ended");
@@ -187,6 +189,7 @@ fn a_sample_from_the_future_is_refused_and_pins_nothing() {
                     values: vec![5.0, 99.0],
                 }],
                 gone_targets: vec![],
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -297,6 +300,7 @@ fn oversized_and_malformed_messages_cost_their_stream_only() {
                 series: vec![decl(0, 0, "go_goroutines")],
                 samples: vec![sample(0, now, 1.0)],
                 gone_targets: vec![],
+                ..Default::default()
             })
             .await
             .unwrap();
@@ -726,6 +730,7 @@ fn a_flood_of_series_on_one_target_is_capped() {
                         .collect(),
                     samples: refs.map(|r| sample(r, now, 1.0)).collect(),
                     gone_targets: vec![],
+                    ..Default::default()
                 })
                 .await
                 .expect("acked, not the stream ended");
@@ -742,6 +747,7 @@ fn a_flood_of_series_on_one_target_is_capped() {
                     series: vec![decl(0, 0, "go_goroutines")],
                     samples: vec![sample(0, now + seq as i64, 1.0)],
                     gone_targets: vec![],
+                    ..Default::default()
                 })
                 .await
                 .unwrap();
@@ -851,6 +857,7 @@ fn a_full_disk_stops_the_aggregator_instead_of_refusing_forever() {
                     .map(|i| sample(seq as u32 * 100 + i, now, 1.0))
                     .collect(),
                 gone_targets: vec![],
+                ..Default::default()
             };
             if let Err(status) = s.send(batch).await {
                 return status;

@@ -100,6 +100,7 @@ impl From<TargetView> for v1::TargetInfo {
                 expvar: t.coverage.expvar,
                 pprof: t.coverage.pprof,
                 debug_addr: t.coverage.debug_addr.clone(),
+                ..Default::default()
             }),
             start_time_ms: t.start_time_ms,
             first_seen_ms: t.first_seen_ms,
@@ -112,6 +113,7 @@ impl From<TargetView> for v1::TargetInfo {
                     metric,
                     value,
                     timestamp_ms,
+                    labels: Vec::new(),
                 })
                 .collect(),
         }
@@ -185,8 +187,49 @@ impl Query for QueryService {
                             value,
                         })
                         .collect(),
+                    series_labels: Vec::new(),
                 })
                 .collect(),
         }))
+    }
+
+    async fn stacks(
+        &self,
+        _request: Request<v1::StacksRequest>,
+    ) -> Result<Response<v1::StacksResponse>, Status> {
+        Err(Status::unimplemented("stacks"))
+    }
+
+    async fn describe_target(
+        &self,
+        _request: Request<v1::DescribeTargetRequest>,
+    ) -> Result<Response<v1::DescribeTargetResponse>, Status> {
+        Err(Status::unimplemented("describe_target"))
+    }
+
+    type CaptureStream =
+        tokio_stream::wrappers::ReceiverStream<Result<v1::CaptureProgress, Status>>;
+
+    async fn capture(
+        &self,
+        _request: Request<v1::CaptureRequest>,
+    ) -> Result<Response<Self::CaptureStream>, Status> {
+        Err(Status::unimplemented("capture"))
+    }
+
+    async fn list_captures(
+        &self,
+        _request: Request<v1::ListCapturesRequest>,
+    ) -> Result<Response<v1::ListCapturesResponse>, Status> {
+        Err(Status::unimplemented("list_captures"))
+    }
+
+    type GetCaptureStream = tokio_stream::wrappers::ReceiverStream<Result<v1::CaptureData, Status>>;
+
+    async fn get_capture(
+        &self,
+        _request: Request<v1::GetCaptureRequest>,
+    ) -> Result<Response<Self::GetCaptureStream>, Status> {
+        Err(Status::unimplemented("get_capture"))
     }
 }

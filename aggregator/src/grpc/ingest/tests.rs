@@ -36,6 +36,7 @@ fn upsert(r: u32, pid: u32, labels: &[(&str, &str)]) -> v1::TargetUpsert {
             .collect(),
         coverage: None,
         start_time_ms: 0,
+        ..Default::default()
     }
 }
 
@@ -44,6 +45,7 @@ fn decl(r: u32, target_ref: u32, metric: &str) -> v1::SeriesDecl {
         r#ref: r,
         target_ref,
         metric: metric.into(),
+        ..Default::default()
     }
 }
 
@@ -79,6 +81,7 @@ async fn a_bad_label_costs_its_target_only() {
             samples(2, NOW, &[3.0]),
         ],
         gone_targets: vec![],
+        ..Default::default()
     };
     let (write, refusals) = s.decode(batch, NOW).unwrap();
     assert_eq!(write.targets.len(), 1);
@@ -121,6 +124,7 @@ async fn samples_outside_the_window_are_refused_one_by_one() {
             values: vec![1.0, 2.0, 3.0],
         }],
         gone_targets: vec![],
+        ..Default::default()
     };
     let (write, refusals) = s.decode(batch, NOW).unwrap();
     assert_eq!(write.samples[0].points, vec![(NOW, 2.0)]);
@@ -146,6 +150,7 @@ async fn caps_refuse_series_not_the_stream_and_gone_targets_are_forgotten() {
         ],
         samples: vec![samples(0, NOW, &[1.0]), samples(2, NOW, &[1.0])],
         gone_targets: vec![],
+        ..Default::default()
     };
     let (write, refusals) = s.decode(batch, NOW).unwrap();
     assert_eq!(write.samples.len(), 1);
@@ -213,11 +218,13 @@ fn arb_batch() -> impl Strategy<Value = v1::Batch> {
             labels,
             coverage: None,
             start_time_ms: 0,
+            ..Default::default()
         });
     let series = (0u32..12, 0u32..8, "[a-z_:-]{0,10}").prop_map(|(r, t, metric)| v1::SeriesDecl {
         r#ref: r,
         target_ref: t,
         metric,
+        ..Default::default()
     });
     let samples = (
         0u32..14,
@@ -242,6 +249,7 @@ fn arb_batch() -> impl Strategy<Value = v1::Batch> {
             series,
             samples,
             gone_targets: gone,
+            ..Default::default()
         })
 }
 
