@@ -27,6 +27,9 @@ pub struct Metrics {
     targets: Gauge,
     series: Gauge,
     cert_expiry: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    collector_losses: Family<Labels, Counter>,
+    collector_lost_bytes: Family<Labels, Counter>,
+    stack_summaries: Family<Labels, Counter>,
     /// Set once the storage writer stopped on its own.
     writer_failed: std::sync::Mutex<Option<String>>,
     storage: std::sync::OnceLock<Storage>,
@@ -54,6 +57,9 @@ impl Metrics {
             targets: Gauge::default(),
             series: Gauge::default(),
             cert_expiry: Family::default(),
+            collector_losses: Family::default(),
+            collector_lost_bytes: Family::default(),
+            stack_summaries: Family::default(),
             writer_failed: std::sync::Mutex::new(None),
             storage: std::sync::OnceLock::new(),
             registry: Registry::default(),
@@ -119,6 +125,21 @@ impl Metrics {
             "When a certificate in use expires, Unix seconds, by file (cert or ca)",
             m.cert_expiry.clone(),
         );
+        r.register(
+            "goroscope_aggregator_collector_lost_batches",
+            "Batches collectors reported lost before sending them, by reason (spool_full, spool_corrupt, oversized, other)",
+            m.collector_losses.clone(),
+        );
+        r.register(
+            "goroscope_aggregator_collector_lost_bytes",
+            "Encoded bytes collectors reported lost before sending them, by reason",
+            m.collector_lost_bytes.clone(),
+        );
+        r.register(
+            "goroscope_aggregator_stack_summaries",
+            "Goroutine stack summaries received, by source (debug=1, debug=2, goroutineleak) and outcome (read, skipped)",
+            m.stack_summaries.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -176,6 +197,33 @@ impl Metrics {
         self.cert_expiry
             .get_or_create(&vec![("file", which.to_owned())])
             .set(unix_seconds as f64);
+    }
+
+    /// A loss a collector reported; `reason` is one of a known few, or "other".
+    pub fn collector_lost(&self, reason: &str, batches: u64, bytes: u64) {
+        let reason = match reason {
+            "spool_full" | "spool_corrupt" | "oversized" => reason,
+            _ => "other",
+        };
+        let labels = vec![("reason", reason.to_owned())];
+        self.collector_losses.get_or_create(&labels).inc_by(batches);
+        self.collector_lost_bytes
+            .get_or_create(&labels)
+            .inc_by(bytes);
+    }
+
+    pub fn stack_summary(&self, source: &str, skipped: bool) {
+        let source = match source {
+            "debug=1" | "debug=2" | "goroutineleak" => source,
+            _ => "other",
+        };
+        let outcome = if skipped { "skipped" } else { "read" };
+        self.stack_summaries
+            .get_or_create(&vec![
+                ("source", source.to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
     }
 
     pub fn writer_failed(&self, reason: String) {

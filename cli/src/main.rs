@@ -8,6 +8,7 @@
 
 mod certs;
 mod client;
+mod inspect;
 mod render;
 
 use std::io::Write;
@@ -91,6 +92,29 @@ enum Command {
         /// End of the range, as an age; 0 is now.
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         until: Duration,
+    },
+    /// Show one target's goroutines grouped by stack signature: the newest summary, the
+    /// one at a time, or how they changed between two times.
+    Stacks {
+        /// The target: PID, HOST:PID or LABEL=VALUE (repeat to narrow to one).
+        #[arg(long, short = 't', required = true)]
+        target: Vec<String>,
+        /// The summary at or before this time: an age (10m), an RFC 3339 time or Unix
+        /// milliseconds [default: the newest].
+        #[arg(long, value_parser = inspect::parse_time, conflicts_with = "diff")]
+        at: Option<i64>,
+        /// Compare the summaries at or before TIME1 and TIME2 (same forms as --at).
+        #[arg(long, num_args = 2, value_names = ["TIME1", "TIME2"], value_parser = inspect::parse_time)]
+        diff: Vec<i64>,
+        /// Signatures shown, at most (the largest; 0 for all).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Show one target's full build information and Go runtime settings.
+    Describe {
+        /// The target: PID, HOST:PID or LABEL=VALUE (repeat to narrow to one).
+        #[arg(long, short = 't', required = true)]
+        target: Vec<String>,
     },
     /// Development certificates: a fleet CA and leaves signed by it.
     Certs {
@@ -239,6 +263,47 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .into_inner();
             print_series(&metric, &response.series, cli.output)
         }
+        Command::Stacks {
+            target,
+            at,
+            diff,
+            limit,
+        } => {
+            let settings = connect_settings(&cli.conn)?;
+            let matchers = parse_targets(&target)?;
+            let (from_ms, at_ms) = match diff.as_slice() {
+                [t1, t2] if t1 > t2 => {
+                    return Err(UsageError(
+                        "--diff TIME1 TIME2: TIME1 must be before TIME2".into(),
+                    )
+                    .into());
+                }
+                [t1, t2] => (*t1, *t2),
+                _ => (0, at.unwrap_or(0)),
+            };
+            let mut client = client::connect(&settings).await?;
+            let response = client
+                .stacks(v1::StacksRequest {
+                    matchers,
+                    at_ms,
+                    from_ms,
+                })
+                .await
+                .map_err(|s| client::status_error(&settings.addr, s))?
+                .into_inner();
+            inspect::print_stacks(&response, from_ms != 0, limit, cli.output)
+        }
+        Command::Describe { target } => {
+            let settings = connect_settings(&cli.conn)?;
+            let matchers = parse_targets(&target)?;
+            let mut client = client::connect(&settings).await?;
+            let response = client
+                .describe_target(v1::DescribeTargetRequest { matchers })
+                .await
+                .map_err(|s| client::status_error(&settings.addr, s))?
+                .into_inner();
+            inspect::print_describe(&response, cli.output)
+        }
     }
 }
 
@@ -349,7 +414,7 @@ fn print_targets(targets: &[v1::TargetInfo], output: Output) -> anyhow::Result<(
                     "first_seen_ms": t.first_seen_ms,
                     "last_seen_ms": t.last_seen_ms,
                     "exited": t.exited,
-                    "latest": t.latest.iter().map(|m| (m.metric.clone(), render::json_value(m.value))).collect::<serde_json::Map<_, _>>(),
+                    "latest": t.latest.iter().map(|m| (render::series_name(&m.metric, &m.labels), render::json_value(m.value))).collect::<serde_json::Map<_, _>>(),
                 })
             })
             .collect();
@@ -377,7 +442,7 @@ fn targets_table(targets: &[v1::TargetInfo], now: i64) -> String {
     let latest = |t: &v1::TargetInfo, metric: &str| {
         t.latest
             .iter()
-            .find(|m| m.metric == metric)
+            .find(|m| m.metric == metric && m.labels.is_empty())
             .map(|m| m.value)
     };
     let mut table = Table::new(&[
@@ -427,6 +492,7 @@ fn print_series(metric: &str, series: &[v1::Series], output: Output) -> anyhow::
                     "metric": s.metric,
                     "target": {"host": id.host, "pid": id.pid, "start_ticks": id.start_ticks},
                     "labels": s.labels.iter().map(|l| (l.name.clone(), json!(l.value))).collect::<serde_json::Map<_, _>>(),
+                    "series_labels": s.series_labels.iter().map(|l| (l.name.clone(), json!(l.value))).collect::<serde_json::Map<_, _>>(),
                     "samples": s.samples.iter().map(|p| json!([p.timestamp_ms, render::json_value(p.value)])).collect::<Vec<_>>(),
                 })
             })
@@ -448,23 +514,33 @@ fn print_series(metric: &str, series: &[v1::Series], output: Output) -> anyhow::
 
 /// The samples of each series as a table for people, one row per sample.
 fn series_table(series: &[v1::Series]) -> String {
-    let mut table = Table::new(&[
+    let labelled = series.iter().any(|s| !s.series_labels.is_empty());
+    let mut columns = vec![
         ("TIME", false),
         ("HOST", false),
         ("PID", true),
         ("SERVICE", false),
-        ("VALUE", true),
-    ]);
+    ];
+    if labelled {
+        columns.push(("SERIES", false));
+    }
+    columns.push(("VALUE", true));
+    let mut table = Table::new(&columns);
     for s in series {
         let id = s.target.clone().unwrap_or_default();
+        let name = render::series_name("", &s.series_labels);
         for p in &s.samples {
-            table.row(vec![
+            let mut row = vec![
                 render::timestamp(p.timestamp_ms),
                 id.host.clone(),
                 id.pid.to_string(),
                 label(&s.labels, "service").to_owned(),
-                render::number(p.value),
-            ]);
+            ];
+            if labelled {
+                row.push(name.clone());
+            }
+            row.push(render::number(p.value));
+            table.row(row);
         }
     }
     table.render()

@@ -139,6 +139,30 @@ pub fn timestamp(ms: i64) -> String {
     }
 }
 
+/// A series as Prometheus writes it: `metric{name="value",...}`, values quoted and
+/// escaped; just the metric when it has no labels of its own.
+pub fn series_name(metric: &str, labels: &[goroscope_proto::v1::Label]) -> String {
+    if labels.is_empty() {
+        return metric.to_owned();
+    }
+    let pairs: Vec<String> = labels
+        .iter()
+        .map(|l| format!("{}={:?}", l.name, l.value))
+        .collect();
+    format!("{metric}{{{}}}", pairs.join(","))
+}
+
+/// Seconds -> "45s", "17m", "3h 5m", "2d 4h": how long a goroutine has waited.
+pub fn duration_s(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m", s / 60),
+        3600..=86_399 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -343,6 +343,8 @@ impl Sender {
                 Kind::Target => "target",
                 Kind::Series => "series",
                 Kind::Samples => "samples",
+                Kind::Stacks => "stacks",
+                Kind::Build => "build",
                 Kind::Unspecified => "other",
             };
             self.metrics.refused(kind, 1);

@@ -17,6 +17,9 @@ pub const MAX_LABEL_VALUE: usize = 1024;
 pub const MAX_METRIC_NAME: usize = 256;
 /// Label names that identify a target and are set from its id, never as labels.
 pub const RESERVED_LABELS: [&str; 2] = ["host", "pid"];
+/// The only environment variables read from a process: the Go runtime's settings.
+/// Nothing else of an environment is ever read, kept or sent (it may hold secrets).
+pub const RUNTIME_ENV: [&str; 5] = ["GOGC", "GOMEMLIMIT", "GOMAXPROCS", "GODEBUG", "GOTRACEBACK"];
 
 /// Why a name or label breaks the rules; the text completes "label NAME ..." or
 /// "metric NAME ...".

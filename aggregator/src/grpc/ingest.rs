@@ -28,11 +28,21 @@ use super::{Shared, authorize};
 use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::storage::{
-    Coverage, IngestWrite, SeriesKey, SeriesPoints, Storage, TargetKey, TargetUpdate, WriteOutcome,
+    Coverage, IngestWrite, SeriesKey, SeriesPoints, StackWrite, Storage, TargetKey, TargetUpdate,
+    WriteOutcome,
 };
 
 /// Refusals listed in one Ack, at most; the rest are only counted.
 const MAX_REFUSALS_PER_ACK: usize = 256;
+
+/// Bounds on a stack summary: groups, frames per group, bytes per string.
+const MAX_STACK_GROUPS: usize = 1024;
+const MAX_STACK_FRAMES: usize = 64;
+const MAX_STACK_STRING: usize = rules::MAX_LABEL_VALUE;
+/// Bounds on build information: modules, settings, bytes per string.
+const MAX_BUILD_DEPS: usize = 4096;
+const MAX_BUILD_SETTINGS: usize = 256;
+const MAX_BUILD_STRING: usize = 4096;
 
 pub struct IngestService {
     shared: Shared,
@@ -314,7 +324,7 @@ impl Session {
             .unwrap_or("");
         // The first few, then one in a hundred: a collector that keeps sending what is
         // refused (a skewed clock, say) must not flood the log.
-        if self.refused_batches <= 5 || self.refused_batches % 100 == 0 {
+        if self.refused_batches <= 5 || self.refused_batches.is_multiple_of(100) {
             tracing::warn!(
                 host = %self.host,
                 seq,
@@ -338,10 +348,20 @@ impl Session {
         let mut refusals = Refusals::default();
         let l = self.limits.clone();
         let mut targets = Vec::with_capacity(batch.targets.len());
-        for upsert in batch.targets {
+        for mut upsert in batch.targets {
             let r = upsert.r#ref;
+            let build = upsert.build.take();
             match self.check_target(&upsert) {
-                Ok(update) => {
+                Ok(mut update) => {
+                    match build.map(check_build).transpose() {
+                        Ok(build) => update.build = build.map(Arc::new),
+                        Err(reason) => refusals.push(
+                            Kind::Build,
+                            r,
+                            0,
+                            format!("build of target ref {r}: {reason}"),
+                        ),
+                    }
                     self.refused_targets.remove(&r);
                     let known = self.targets.entry(r).or_insert_with(|| SessionTarget {
                         key: update.key.clone(),
@@ -465,6 +485,61 @@ impl Session {
                 });
             }
         }
+        let mut stacks = Vec::with_capacity(batch.stacks.len());
+        for summary in batch.stacks {
+            let r = summary.target_ref;
+            let Some(target) = self.targets.get(&r) else {
+                if !self.refused_targets.contains(&r) {
+                    refusals.push(
+                        Kind::Stacks,
+                        r,
+                        1,
+                        format!("stack summary of target ref {r}: the ref was never declared on this stream"),
+                    );
+                }
+                continue;
+            };
+            if summary.timestamp_ms < oldest || summary.timestamp_ms > newest {
+                refusals.push(
+                    Kind::Stacks,
+                    r,
+                    1,
+                    format!(
+                        "stack summary of target ref {r}: timestamp {} outside the window",
+                        summary.timestamp_ms
+                    ),
+                );
+                continue;
+            }
+            if let Err(reason) = check_stacks(&summary) {
+                refusals.push(
+                    Kind::Stacks,
+                    r,
+                    1,
+                    format!("stack summary of target ref {r}: {reason}"),
+                );
+                continue;
+            }
+            self.metrics
+                .stack_summary(&summary.source, !summary.skipped.is_empty());
+            stacks.push(StackWrite {
+                target: target.key.clone(),
+                summary,
+            });
+        }
+        for loss in &batch.losses {
+            self.metrics
+                .collector_lost(&loss.reason, loss.batches, loss.bytes);
+            tracing::warn!(
+                host = %self.host,
+                reason = %peer(&loss.reason),
+                batches = loss.batches,
+                bytes = loss.bytes,
+                from_ms = loss.from_ms,
+                to_ms = loss.to_ms,
+                "collector reports data lost before it could be sent"
+            );
+        }
         let mut gone = Vec::with_capacity(batch.gone_targets.len());
         for r in batch.gone_targets {
             if let Some(t) = self.targets.remove(&r) {
@@ -486,6 +561,7 @@ impl Session {
                 targets,
                 samples,
                 gone,
+                stacks,
             },
             refusals,
         ))
@@ -527,6 +603,19 @@ impl Session {
                 .map_err(|e| format!("label {:?}: {e}", peer(&label.name).to_string()))?;
             labels.insert(label.name.clone(), label.value.clone());
         }
+        let mut runtime_env = BTreeMap::new();
+        for setting in &upsert.runtime_env {
+            if !rules::RUNTIME_ENV.contains(&setting.name.as_str()) {
+                return Err(format!(
+                    "runtime setting {:?} is not one of {}",
+                    peer(&setting.name).to_string(),
+                    rules::RUNTIME_ENV.join(", ")
+                ));
+            }
+            rules::check_label_value(&setting.value)
+                .map_err(|e| format!("runtime setting {}: {e}", setting.name))?;
+            runtime_env.insert(setting.name.clone(), setting.value.clone());
+        }
         let coverage = upsert.coverage.clone().unwrap_or_default();
         Ok(TargetUpdate {
             key: TargetKey {
@@ -540,9 +629,14 @@ impl Session {
                 buildinfo: coverage.buildinfo,
                 expvar: coverage.expvar,
                 pprof: coverage.pprof,
+                metrics: coverage.metrics,
+                cgroup: coverage.cgroup,
+                goroutineleak: coverage.goroutineleak,
                 debug_addr: coverage.debug_addr,
             },
             start_time_ms: upsert.start_time_ms,
+            runtime_env,
+            build: None,
         })
     }
 
@@ -569,11 +663,102 @@ impl Session {
                 decl.target_ref, l.max_series_per_target
             ));
         }
+        rules::check_label_count(decl.labels.len()).map_err(|e| format!("labels: {e}"))?;
+        let mut labels: Vec<(String, String)> = Vec::with_capacity(decl.labels.len());
+        for label in &decl.labels {
+            rules::check_label(&label.name, &label.value)
+                .map_err(|e| format!("label {:?}: {e}", peer(&label.name).to_string()))?;
+            labels.push((label.name.clone(), label.value.clone()));
+        }
+        labels.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if let Some(w) = labels.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(format!("label {:?} appears twice", w[0].0));
+        }
         Ok(Arc::new(SeriesKey {
             target: target.key.clone(),
             metric: decl.metric.clone(),
+            labels,
         }))
     }
+}
+
+/// Checks a stack summary against the bounds; the reason names the one broken.
+fn check_stacks(s: &v1::StackSummary) -> Result<(), String> {
+    let long = |what: &str, text: &str| {
+        (text.len() > MAX_STACK_STRING).then(|| {
+            format!(
+                "{what} is {} bytes, longer than {MAX_STACK_STRING}",
+                text.len()
+            )
+        })
+    };
+    if s.groups.len() > MAX_STACK_GROUPS {
+        return Err(format!(
+            "{} groups, more than {MAX_STACK_GROUPS}",
+            s.groups.len()
+        ));
+    }
+    for what in [("source", &s.source), ("skipped", &s.skipped)] {
+        if let Some(e) = long(what.0, what.1) {
+            return Err(e);
+        }
+    }
+    for g in &s.groups {
+        if g.frames.len() > MAX_STACK_FRAMES {
+            return Err(format!(
+                "a group has {} frames, more than {MAX_STACK_FRAMES}",
+                g.frames.len()
+            ));
+        }
+        let strings = [("wait reason", &g.wait_reason), ("location", &g.location)];
+        for (what, text) in strings
+            .into_iter()
+            .chain(g.frames.iter().map(|f| ("frame", f)))
+        {
+            if let Some(e) = long(what, text) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks build information against the bounds; the reason names the one broken.
+fn check_build(b: v1::BuildInfo) -> Result<v1::BuildInfo, String> {
+    if b.deps.len() > MAX_BUILD_DEPS {
+        return Err(format!(
+            "{} modules, more than {MAX_BUILD_DEPS}",
+            b.deps.len()
+        ));
+    }
+    if b.settings.len() > MAX_BUILD_SETTINGS {
+        return Err(format!(
+            "{} settings, more than {MAX_BUILD_SETTINGS}",
+            b.settings.len()
+        ));
+    }
+    let modules = b.main.iter().chain(&b.deps).flat_map(|m| {
+        let replace = m.replace.as_deref();
+        [&m.path, &m.version, &m.sum].into_iter().chain(
+            replace
+                .into_iter()
+                .flat_map(|r| [&r.path, &r.version, &r.sum]),
+        )
+    });
+    let settings = b.settings.iter().flat_map(|l| [&l.name, &l.value]);
+    for text in [&b.go_version, &b.path]
+        .into_iter()
+        .chain(modules)
+        .chain(settings)
+    {
+        if text.len() > MAX_BUILD_STRING {
+            return Err(format!(
+                "a string is {} bytes, longer than {MAX_BUILD_STRING}",
+                text.len()
+            ));
+        }
+    }
+    Ok(b)
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@ use goroscope_proto::v1::{self, query_server::Query};
 use tonic::{Request, Response, Status};
 
 use super::{Shared, authorize};
-use crate::storage::{Cancel, PageToken, Selector, Storage, TargetRecord, TargetView};
+use crate::storage::{
+    Cancel, OneTarget, PageToken, Selector, SeriesLabels, Storage, TargetRecord, TargetView,
+};
 
 /// Targets per page when the request does not say; the most a page holds.
 const DEFAULT_PAGE: usize = 1000;
@@ -78,6 +80,34 @@ fn target_id(t: &TargetRecord) -> v1::TargetId {
     }
 }
 
+fn pairs<'a>(pairs: impl IntoIterator<Item = (&'a String, &'a String)>) -> Vec<v1::Label> {
+    pairs
+        .into_iter()
+        .map(|(name, value)| v1::Label {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
+fn series_labels(labels: &SeriesLabels) -> Vec<v1::Label> {
+    pairs(labels.iter().map(|(n, v)| (n, v)))
+}
+
+/// The one target a selector picks, or a status saying how many it picked.
+fn one_target(storage: &Storage, selector: &Selector) -> Result<TargetView, Status> {
+    storage.one_target(selector).map_err(|e| match e {
+        OneTarget::None => Status::not_found("no target matches the selector"),
+        OneTarget::Many(keys) => Status::invalid_argument(format!(
+            "the selector matches more than one target ({}); narrow it, e.g. with pid=",
+            keys.iter()
+                .map(|k| format!("{} pid {}", k.host, k.pid))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    })
+}
+
 fn labels(t: &TargetRecord) -> Vec<v1::Label> {
     t.labels
         .iter()
@@ -99,8 +129,10 @@ impl From<TargetView> for v1::TargetInfo {
                 buildinfo: t.coverage.buildinfo,
                 expvar: t.coverage.expvar,
                 pprof: t.coverage.pprof,
+                metrics: t.coverage.metrics,
+                cgroup: t.coverage.cgroup,
+                goroutineleak: t.coverage.goroutineleak,
                 debug_addr: t.coverage.debug_addr.clone(),
-                ..Default::default()
             }),
             start_time_ms: t.start_time_ms,
             first_seen_ms: t.first_seen_ms,
@@ -109,11 +141,11 @@ impl From<TargetView> for v1::TargetInfo {
             latest: view
                 .latest
                 .into_iter()
-                .map(|(metric, timestamp_ms, value)| v1::MetricValue {
-                    metric,
-                    value,
-                    timestamp_ms,
-                    labels: Vec::new(),
+                .map(|l| v1::MetricValue {
+                    labels: series_labels(&l.labels),
+                    metric: l.metric,
+                    value: l.value,
+                    timestamp_ms: l.timestamp_ms,
                 })
                 .collect(),
         }
@@ -187,7 +219,7 @@ impl Query for QueryService {
                             value,
                         })
                         .collect(),
-                    series_labels: Vec::new(),
+                    series_labels: series_labels(&sd.labels),
                 })
                 .collect(),
         }))
@@ -195,16 +227,82 @@ impl Query for QueryService {
 
     async fn stacks(
         &self,
-        _request: Request<v1::StacksRequest>,
+        request: Request<v1::StacksRequest>,
     ) -> Result<Response<v1::StacksResponse>, Status> {
-        Err(Status::unimplemented("stacks"))
+        authorize(&self.shared, "query", &request, Role::Operator)?;
+        let req = request.into_inner();
+        let selector = selector(req.matchers)?;
+        let at = (req.at_ms != 0).then_some(req.at_ms);
+        let from = (req.from_ms != 0).then_some(req.from_ms);
+        if let (Some(from), Some(at)) = (from, at)
+            && from > at
+        {
+            return Err(Status::invalid_argument(format!(
+                "from_ms {from} is after at_ms {at}"
+            )));
+        }
+        let response = self
+            .blocking(move |s, _| {
+                let view = one_target(&s, &selector)?;
+                let key = view.record.key.clone();
+                let found = s.stacks_at(&key, at, |src| src != LEAK_SOURCE)?;
+                let leak = s.stacks_at(&key, at, |src| src == LEAK_SOURCE)?;
+                let leaked: std::collections::HashSet<Vec<String>> = leak
+                    .summary
+                    .map(|l| l.groups.into_iter().map(|g| g.frames).collect())
+                    .unwrap_or_default();
+                let mut response = v1::StacksResponse {
+                    target: Some(view.into()),
+                    ..Default::default()
+                };
+                if let Some((ts, why)) = found.last_skip {
+                    response.skipped = why;
+                    response.skipped_ms = ts;
+                }
+                let Some(summary) = found.summary else {
+                    return Ok(response);
+                };
+                let earlier = match from {
+                    Some(from) => {
+                        let source = summary.source.clone();
+                        s.stacks_at(&key, Some(from), |src| src == source)?.summary
+                    }
+                    None => None,
+                };
+                response.timestamp_ms = summary.timestamp_ms;
+                response.total = summary.total;
+                response.omitted = summary.omitted;
+                response.source = summary.source.clone();
+                response.signatures = signatures(&summary, earlier.as_ref(), &leaked);
+                if let Some(e) = earlier {
+                    response.from_timestamp_ms = e.timestamp_ms;
+                    response.from_total = e.total;
+                }
+                Ok(response)
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     async fn describe_target(
         &self,
-        _request: Request<v1::DescribeTargetRequest>,
+        request: Request<v1::DescribeTargetRequest>,
     ) -> Result<Response<v1::DescribeTargetResponse>, Status> {
-        Err(Status::unimplemented("describe_target"))
+        authorize(&self.shared, "query", &request, Role::Operator)?;
+        let selector = selector(request.into_inner().matchers)?;
+        let response = self
+            .blocking(move |s, _| {
+                let view = one_target(&s, &selector)?;
+                let build = s.build(&view.record)?;
+                let runtime_env = pairs(&view.record.runtime_env);
+                Ok(v1::DescribeTargetResponse {
+                    target: Some(view.into()),
+                    build,
+                    runtime_env,
+                })
+            })
+            .await?;
+        Ok(Response::new(response))
     }
 
     type CaptureStream =
@@ -232,4 +330,59 @@ impl Query for QueryService {
     ) -> Result<Response<Self::GetCaptureStream>, Status> {
         Err(Status::unimplemented("get_capture"))
     }
+}
+
+/// The source of summaries of the goroutineleak profile.
+const LEAK_SOURCE: &str = "goroutineleak";
+
+/// The signatures of a summary, largest first; with `earlier`, also those only in it
+/// (count 0), and each one's count there.
+fn signatures(
+    later: &v1::StackSummary,
+    earlier: Option<&v1::StackSummary>,
+    leaked: &std::collections::HashSet<Vec<String>>,
+) -> Vec<v1::StackSignature> {
+    use std::collections::HashMap;
+    let key = |g: &v1::StackGroup| (g.wait_reason.clone(), g.frames.clone());
+    let before: HashMap<_, &v1::StackGroup> = earlier
+        .map(|e| e.groups.iter().map(|g| (key(g), g)).collect())
+        .unwrap_or_default();
+    let mut out: Vec<v1::StackSignature> = later
+        .groups
+        .iter()
+        .map(|g| v1::StackSignature {
+            wait_reason: g.wait_reason.clone(),
+            frames: g.frames.clone(),
+            count: g.count,
+            max_wait_s: g.max_wait_s,
+            median_wait_s: g.median_wait_s,
+            first_seen_ms: g.first_seen_ms,
+            last_seen_ms: later.timestamp_ms,
+            location: g.location.clone(),
+            from_count: before.get(&key(g)).map_or(0, |b| b.count),
+            leaked: leaked.contains(&g.frames),
+        })
+        .collect();
+    if let Some(e) = earlier {
+        let now: std::collections::HashSet<_> = later.groups.iter().map(key).collect();
+        out.extend(e.groups.iter().filter(|g| !now.contains(&key(g))).map(|g| {
+            v1::StackSignature {
+                wait_reason: g.wait_reason.clone(),
+                frames: g.frames.clone(),
+                count: 0,
+                max_wait_s: 0.0,
+                median_wait_s: 0.0,
+                first_seen_ms: g.first_seen_ms,
+                last_seen_ms: e.timestamp_ms,
+                location: g.location.clone(),
+                from_count: g.count,
+                leaked: leaked.contains(&g.frames),
+            }
+        }));
+        // A diff reads best by growth.
+        out.sort_by_key(|s| std::cmp::Reverse(s.count as i128 - s.from_count as i128));
+    } else {
+        out.sort_by_key(|s| std::cmp::Reverse(s.count));
+    }
+    out
 }

@@ -7,16 +7,20 @@ use std::sync::Arc;
 
 use super::rocks::{CF_HEAD, CF_META, CF_SERIES, CF_TARGETS, Engine};
 use super::{
-    Coverage, OpenReport, SeriesKey, StorageError, TargetKey, TargetRecord, corrupt, keys, records,
+    Coverage, OpenReport, SeriesKey, SeriesLabels, StorageError, TargetKey, TargetRecord, corrupt,
+    keys, records,
 };
+
+/// When each stack signature (by [`signature_hash`]) was first seen in a target.
+pub(super) type FirstSeen = HashMap<u64, i64>;
 
 /// One target and what the index keeps for it.
 pub(super) struct TargetEntry {
     pub record: Arc<TargetRecord>,
     /// The newest sample timestamp of any of its series (or the record's last-seen time).
     pub last_seen_ms: i64,
-    /// Its series, by metric.
-    pub series: BTreeMap<String, u64>,
+    /// Its series, by metric and series labels.
+    pub series: BTreeMap<(String, SeriesLabels), u64>,
 }
 
 #[derive(Default)]
@@ -26,6 +30,9 @@ pub(super) struct Index {
     pub latest: HashMap<u64, (i64, f64)>,
     marks: HashMap<String, (u64, u64)>,
     pub next_series_id: u64,
+    /// The stack signatures of each target's newest stored summary; loaded from the
+    /// database the first time a target's summary arrives after open.
+    pub stack_sigs: HashMap<(TargetKey, String), Arc<FirstSeen>>,
 }
 
 /// What one group commit adds to the index; applied only once its write succeeded, so
@@ -43,6 +50,7 @@ pub(super) struct Delta {
     /// New ingest marks.
     pub marks: HashMap<String, (u64, u64)>,
     pub next_series_id: u64,
+    pub stack_sigs: HashMap<(TargetKey, String), Arc<FirstSeen>>,
 }
 
 impl Index {
@@ -83,9 +91,12 @@ impl Index {
                 .targets
                 .entry(key.target.clone())
                 .or_insert_with_key(|k| placeholder(k, 0));
-            entry.series.insert(key.metric.clone(), id);
+            entry
+                .series
+                .insert((key.metric.clone(), key.labels.clone()), id);
             self.series.insert(key, id);
         }
+        self.stack_sigs.extend(delta.stack_sigs);
         for (id, value) in delta.latest {
             self.latest.insert(id, value);
         }
@@ -100,13 +111,16 @@ impl Index {
 
     /// Drops targets and their series (already deleted from the database).
     pub fn forget(&mut self, targets: &[TargetKey]) {
+        let gone: std::collections::HashSet<&TargetKey> = targets.iter().collect();
+        self.stack_sigs.retain(|(key, _), _| !gone.contains(key));
         for key in targets {
             if let Some(entry) = self.targets.remove(key) {
-                for (metric, id) in entry.series {
+                for ((metric, labels), id) in entry.series {
                     self.latest.remove(&id);
                     self.series.remove(&SeriesKey {
                         target: key.clone(),
                         metric,
+                        labels,
                     });
                 }
             }
@@ -125,6 +139,8 @@ fn placeholder(key: &TargetKey, seen: i64) -> TargetEntry {
             first_seen_ms: seen,
             last_seen_ms: seen,
             exited: false,
+            runtime_env: BTreeMap::new(),
+            build: None,
         }),
         last_seen_ms: seen,
         series: BTreeMap::new(),
@@ -182,7 +198,9 @@ pub(super) fn load(engine: &Engine) -> Result<(Index, OpenReport), StorageError>
                     .targets
                     .entry(series.target.clone())
                     .or_insert_with_key(|k| placeholder(k, 0));
-                entry.series.insert(series.metric.clone(), id);
+                entry
+                    .series
+                    .insert((series.metric.clone(), series.labels.clone()), id);
                 index.series.insert(series, id);
                 index.next_series_id = index.next_series_id.max(id.saturating_add(1));
             }
@@ -223,4 +241,13 @@ pub(super) fn load(engine: &Engine) -> Result<(Index, OpenReport), StorageError>
     report.series = index.series.len();
     report.targets = index.targets.len();
     Ok((index, report))
+}
+
+/// A stack signature's identity within a target: its frames (the wait reason changes as
+/// a goroutine moves on, the code it waits in does not).
+pub(super) fn signature_hash(frames: &[String]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    frames.hash(&mut h);
+    h.finish()
 }

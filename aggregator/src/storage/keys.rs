@@ -47,6 +47,37 @@ pub fn target_key(host: &str, pid: u32, start_ticks: u64) -> Vec<u8> {
     key
 }
 
+/// `stacks` key: the target key, then the summary's timestamp.
+pub fn stacks_key(target: &super::TargetKey, ts_ms: i64) -> Vec<u8> {
+    let mut key = target_key(&target.host, target.pid, target.start_ticks);
+    key.extend_from_slice(&ordered_i64(ts_ms).to_be_bytes());
+    key
+}
+
+/// The timestamp of a `stacks` key.
+pub fn stacks_key_ts(key: &[u8]) -> Option<i64> {
+    let ts = key.len().checked_sub(8).and_then(|at| key.get(at..))?;
+    Some(unordered_i64(u64::from_be_bytes(ts.try_into().ok()?)))
+}
+
+/// `[from, to)` covering every `stacks` key of a target.
+pub fn stacks_range(target: &super::TargetKey) -> (Vec<u8>, Vec<u8>) {
+    (
+        stacks_key(target, i64::MIN),
+        // The target key is fixed-length after the host's NUL, so the key of the next
+        // start tick (or, past the last, of the next pid) bounds this target's keys.
+        match target.start_ticks.checked_add(1) {
+            Some(next) => target_key(&target.host, target.pid, next),
+            None => {
+                let mut k = target_key(&target.host, target.pid, u64::MAX);
+                k.push(0xff);
+                k.extend_from_slice(&[0xff; 8]);
+                k
+            }
+        },
+    )
+}
+
 /// `meta` key of the ingest high-water mark of one host.
 pub fn ingest_mark_key(host: &str) -> Vec<u8> {
     let mut key = b"ingest/".to_vec();

@@ -15,6 +15,17 @@
 //! | `series`  | series id (u64 BE)                    | [`records`] series record: target and metric |
 //! | `targets` | host, NUL, pid (u32 BE), start ticks (u64 BE) | [`records`] target record      |
 //! | `head`    | series id (u64 BE), timestamp ms (i64 BE, sign bit flipped) | value (f64 LE)   |
+//! | `builds`  | build id: the first 16 bytes of the SHA-256 of the record | [`records`] build: the wire's `BuildInfo` |
+//! | `stacks`  | target key (as in `targets`), timestamp ms (as in `head`) | [`records`] stack summary, with first-seen times |
+//!
+//! A series is a metric of a target plus the series' own labels (`le`, `quantile`, the
+//! labels of a /metrics exposition); its record holds all three. A target record names
+//! its build by id: every target running one executable shares one build record.
+//!
+//! A stack summary's groups carry when the aggregator first stored their signature (the
+//! frames) for the target: the writer carries it over from the target's previous
+//! summary of the same source (kept in the index, read back from `stacks` after a
+//! restart), so "how long has this been here" needs no scan.
 //!
 //! Sample values are raw IEEE 754 doubles: NaN (Prometheus' staleness marker is one),
 //! +Inf and -Inf are stored and returned bit for bit. Records are binary with a version
@@ -57,7 +68,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use query::{Cancel, PageToken};
+pub use query::{Cancel, OneTarget, PageToken, StacksAt};
 pub use writer::WriterGuard;
 
 use index::Index;
@@ -93,11 +104,16 @@ impl TargetKey {
     }
 }
 
-/// One series: a metric of a target.
+/// A series' own labels (`le`, `quantile`, what a /metrics exposition gives), sorted by
+/// name; empty for most series.
+pub type SeriesLabels = Vec<(String, String)>;
+
+/// One series: a metric of a target, with the series' own labels.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SeriesKey {
     pub target: TargetKey,
     pub metric: String,
+    pub labels: SeriesLabels,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -106,8 +122,15 @@ pub struct Coverage {
     pub buildinfo: bool,
     pub expvar: bool,
     pub pprof: bool,
+    pub metrics: bool,
+    pub cgroup: bool,
+    pub goroutineleak: bool,
     pub debug_addr: String,
 }
+
+/// The content address of a stored build: the first 16 bytes of the SHA-256 of its
+/// encoding. Targets running the same executable share one build record.
+pub type BuildId = [u8; 16];
 
 /// What the `targets` column family stores per target: what a collector declared, and
 /// when the target was first and (as of the record's last write) last seen.
@@ -120,6 +143,11 @@ pub struct TargetRecord {
     pub first_seen_ms: i64,
     pub last_seen_ms: i64,
     pub exited: bool,
+    /// GOGC, GOMEMLIMIT, GOMAXPROCS, GODEBUG and GOTRACEBACK as the process environment
+    /// set them.
+    pub runtime_env: BTreeMap<String, String>,
+    /// The executable's build record in the `builds` family, once a collector sent it.
+    pub build: Option<BuildId>,
 }
 
 /// A target as readers see it: its record, when it was last seen, and the latest
@@ -128,8 +156,16 @@ pub struct TargetRecord {
 pub struct TargetView {
     pub record: Arc<TargetRecord>,
     pub last_seen_ms: i64,
-    /// (metric, timestamp ms, value), by metric name.
-    pub latest: Vec<(String, i64, f64)>,
+    /// The latest sample of each series, by metric name and series labels.
+    pub latest: Vec<LatestValue>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LatestValue {
+    pub metric: String,
+    pub labels: SeriesLabels,
+    pub timestamp_ms: i64,
+    pub value: f64,
 }
 
 /// Target metadata carried by a batch (new on the stream, or changed).
@@ -139,6 +175,16 @@ pub struct TargetUpdate {
     pub labels: BTreeMap<String, String>,
     pub coverage: Coverage,
     pub start_time_ms: i64,
+    pub runtime_env: BTreeMap<String, String>,
+    /// The full build information (sent with a target's first declaration on a stream).
+    pub build: Option<Arc<goroscope_proto::v1::BuildInfo>>,
+}
+
+/// One goroutine stack summary of a target, as a collector sent it.
+#[derive(Debug, Clone)]
+pub struct StackWrite {
+    pub target: TargetKey,
+    pub summary: goroscope_proto::v1::StackSummary,
 }
 
 /// The samples of one series in one batch.
@@ -158,6 +204,7 @@ pub struct IngestWrite {
     pub targets: Vec<TargetUpdate>,
     pub samples: Vec<SeriesPoints>,
     pub gone: Vec<TargetKey>,
+    pub stacks: Vec<StackWrite>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,11 +225,35 @@ impl Selector {
     pub fn matches(&self, target: &TargetRecord) -> bool {
         self.matchers
             .iter()
-            .all(|(name, value)| match name.as_str() {
-                "host" => target.key.host == *value,
-                "pid" => value.parse::<u32>().is_ok_and(|pid| pid == target.key.pid),
-                _ => target.labels.get(name) == Some(value),
-            })
+            .all(|(name, value)| Selector::holds(target, name, value))
+    }
+
+    /// Whether a series matches: each matcher holds on the target (its id or labels) or
+    /// on the series' own labels. Matchers naming a label the target lacks may thus pick
+    /// histogram buckets (`le`) or summary quantiles (`quantile`).
+    pub fn matches_series(&self, target: &TargetRecord, labels: &SeriesLabels) -> bool {
+        self.matchers.iter().all(|(name, value)| {
+            Selector::holds(target, name, value)
+                || labels.iter().any(|(n, v)| n == name && v == value)
+        })
+    }
+
+    /// Whether the matchers that concern the target (ids and its label names) hold; the
+    /// others may still hold on a series.
+    pub fn may_match(&self, target: &TargetRecord) -> bool {
+        self.matchers.iter().all(|(name, value)| {
+            let about_target =
+                matches!(name.as_str(), "host" | "pid") || target.labels.contains_key(name);
+            !about_target || Selector::holds(target, name, value)
+        })
+    }
+
+    fn holds(target: &TargetRecord, name: &str, value: &str) -> bool {
+        match name {
+            "host" => target.key.host == *value,
+            "pid" => value.parse::<u32>().is_ok_and(|pid| pid == target.key.pid),
+            _ => target.labels.get(name).is_some_and(|v| v == value),
+        }
     }
 }
 
@@ -191,6 +262,7 @@ impl Selector {
 pub struct SeriesData {
     pub target: Arc<TargetRecord>,
     pub metric: String,
+    pub labels: SeriesLabels,
     pub points: Vec<(i64, f64)>,
 }
 

@@ -8,10 +8,19 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::rocks::CF_HEAD;
+use goroscope_proto::v1;
+
+use super::rocks::{CF_BUILDS, CF_HEAD, CF_STACKS};
 use super::{
-    Selector, SeriesData, Storage, StorageError, TargetKey, TargetRecord, TargetView, corrupt, keys,
+    LatestValue, Selector, SeriesData, SeriesLabels, Storage, StorageError, TargetKey,
+    TargetRecord, TargetView, corrupt, keys, records,
 };
+
+/// Summaries looked at, at most, when searching back from a time for one of a source.
+const STACKS_LOOKBACK: usize = 512;
+
+/// A series picked for listing: its id, metric and labels.
+type Picked = (u64, String, SeriesLabels);
 
 /// A flag a long read polls to stop early: set when its caller gave up.
 #[derive(Clone, Debug, Default)]
@@ -71,7 +80,7 @@ impl Storage {
     ) -> (Vec<TargetView>, Option<PageToken>) {
         use std::ops::Bound;
         let page_size = page_size.max(1);
-        let mut picked: Vec<(Arc<TargetRecord>, i64, Vec<(u64, String)>)> = Vec::new();
+        let mut picked: Vec<(Arc<TargetRecord>, i64, Vec<Picked>)> = Vec::new();
         let mut more = false;
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
         let from = match after {
@@ -92,17 +101,22 @@ impl Storage {
             let series = entry
                 .series
                 .iter()
-                .map(|(metric, id)| (*id, metric.clone()))
+                .map(|((metric, labels), id)| (*id, metric.clone(), labels.clone()))
                 .collect();
             picked.push((entry.record.clone(), entry.last_seen_ms, series));
         }
-        let latest: Vec<Vec<(String, i64, f64)>> = picked
+        let latest: Vec<Vec<LatestValue>> = picked
             .iter_mut()
             .map(|(_, _, series)| {
                 std::mem::take(series)
                     .into_iter()
-                    .filter_map(|(id, metric)| {
-                        index.latest.get(&id).map(|&(ts, v)| (metric, ts, v))
+                    .filter_map(|(id, metric, labels)| {
+                        index.latest.get(&id).map(|&(ts, v)| LatestValue {
+                            metric,
+                            labels,
+                            timestamp_ms: ts,
+                            value: v,
+                        })
                     })
                     .collect()
             })
@@ -134,18 +148,25 @@ impl Storage {
         end_ms: i64,
         cancel: &Cancel,
     ) -> Result<Vec<SeriesData>, StorageError> {
-        let wanted: Vec<(u64, Arc<TargetRecord>)> = {
+        let wanted: Vec<(u64, Arc<TargetRecord>, SeriesLabels)> = {
             let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+            let from = (metric.to_owned(), SeriesLabels::new());
             index
                 .targets
                 .values()
-                .filter(|e| selector.matches(&e.record))
-                .filter_map(|e| Some((*e.series.get(metric)?, e.record.clone())))
+                .filter(|e| selector.may_match(&e.record))
+                .flat_map(|e| {
+                    e.series
+                        .range(from.clone()..)
+                        .take_while(|((m, _), _)| m == metric)
+                        .filter(|((_, labels), _)| selector.matches_series(&e.record, labels))
+                        .map(|((_, labels), id)| (*id, e.record.clone(), labels.clone()))
+                })
                 .collect()
         };
         let mut total = 0usize;
         let mut out = Vec::with_capacity(wanted.len());
-        for (id, target) in wanted {
+        for (id, target, labels) in wanted {
             if cancel.is_cancelled() {
                 return Err(StorageError::Cancelled);
             }
@@ -164,7 +185,7 @@ impl Storage {
                         limit: self.options.max_query_samples,
                     });
                 }
-                if total % CANCEL_EVERY == 0 && cancel.is_cancelled() {
+                if total.is_multiple_of(CANCEL_EVERY) && cancel.is_cancelled() {
                     return Err(StorageError::Cancelled);
                 }
                 points.push((ts, v));
@@ -173,11 +194,95 @@ impl Storage {
             out.push(SeriesData {
                 target,
                 metric: metric.to_owned(),
+                labels,
                 points,
             });
         }
         Ok(out)
     }
+
+    /// The one target `selector` picks (live or not); an error naming how many match
+    /// when it is not exactly one.
+    pub fn one_target(&self, selector: &Selector) -> Result<TargetView, OneTarget> {
+        let (mut views, next) = self.list_targets(selector, 0, 2, None);
+        match (views.len(), next) {
+            (0, _) => Err(OneTarget::None),
+            (1, None) => Ok(views.remove(0)),
+            _ => Err(OneTarget::Many(
+                views.into_iter().map(|v| v.record.key.clone()).collect(),
+            )),
+        }
+    }
+
+    /// A target's stored build information.
+    pub fn build(&self, target: &TargetRecord) -> Result<Option<v1::BuildInfo>, StorageError> {
+        let Some(id) = target.build else {
+            return Ok(None);
+        };
+        match self.engine.get(CF_BUILDS, &id)? {
+            None => Ok(None),
+            Some(bytes) => {
+                records::decode_build(&bytes)
+                    .map(Some)
+                    .map_err(|e| StorageError::Corrupt {
+                        cf: CF_BUILDS,
+                        reason: e.to_string(),
+                    })
+            }
+        }
+    }
+
+    /// A target's newest stack summary at or before `at_ms` (`None`: the newest) whose
+    /// source `pick` accepts, with the time it was taken. Summaries that did not read
+    /// the profile (skipped) are passed over, but the newest skip reason is returned
+    /// when nothing was read.
+    pub fn stacks_at(
+        &self,
+        target: &TargetKey,
+        at_ms: Option<i64>,
+        pick: impl Fn(&str) -> bool,
+    ) -> Result<StacksAt, StorageError> {
+        let (from, end) = keys::stacks_range(target);
+        let to = match at_ms.and_then(|at| at.checked_add(1)) {
+            Some(after) => keys::stacks_key(target, after),
+            None => end,
+        };
+        let mut found = StacksAt::default();
+        self.engine
+            .scan_range_rev(CF_STACKS, &from, &to, STACKS_LOOKBACK, |key, value| {
+                let Ok(summary) = records::decode_stacks(value) else {
+                    tracing::warn!(ts = ?keys::stacks_key_ts(key), "skipping a stack summary that cannot be decoded");
+                    return Ok(true);
+                };
+                if !pick(&summary.source) {
+                    return Ok(true);
+                }
+                if !summary.skipped.is_empty() {
+                    if found.last_skip.is_none() {
+                        found.last_skip = Some((summary.timestamp_ms, summary.skipped));
+                    }
+                    return Ok(true);
+                }
+                found.summary = Some(summary);
+                Ok(false)
+            })?;
+        Ok(found)
+    }
+}
+
+/// Why a selector did not pick exactly one target.
+#[derive(Debug)]
+pub enum OneTarget {
+    None,
+    Many(Vec<TargetKey>),
+}
+
+/// What [`Storage::stacks_at`] found.
+#[derive(Debug, Default)]
+pub struct StacksAt {
+    pub summary: Option<v1::StackSummary>,
+    /// The newest skipped summary newer than `summary`: (time, why).
+    pub last_skip: Option<(i64, String)>,
 }
 
 #[cfg(test)]

@@ -8,11 +8,19 @@
 //! - strings: a varint byte length, then UTF-8 bytes;
 //! - booleans and flag sets: one byte.
 //!
-//! `SeriesRecord` v1: host, pid, start ticks, metric.
+//! `SeriesRecord` v2: host, pid, start ticks, metric, label count and that many
+//! (name, value) pairs. (v1, still read: without the labels.)
 //!
-//! `TargetRecord` v1: host, pid, start ticks, label count and that many (name, value)
-//! pairs, coverage flags (bit 0 proc, 1 buildinfo, 2 expvar, 3 pprof), debug address,
-//! start time, first seen, last seen, exited (0 or 1).
+//! `TargetRecord` v2: host, pid, start ticks, label count and that many (name, value)
+//! pairs, coverage flags (bit 0 proc, 1 buildinfo, 2 expvar, 3 pprof, 4 metrics,
+//! 5 cgroup, 6 goroutineleak), debug address, start time, first seen, last seen, exited
+//! (0 or 1), runtime setting count and that many (name, value) pairs, build (0, or 1
+//! then the 16-byte build id). (v1, still read: bits 0-3 only, and nothing after
+//! exited.)
+//!
+//! `builds` and `stacks` records are the version byte, then the protobuf encoding of
+//! the wire's `BuildInfo` and `StackSummary`: a collector's own message, kept as sent
+//! (with the aggregator's first-seen times on a summary's groups).
 //!
 //! Decoding never trusts a length: every one is checked against what is left of the
 //! record, so a corrupt record is an error with a reason, never a panic or a huge
@@ -22,18 +30,25 @@
 
 use std::collections::BTreeMap;
 
-use super::{Coverage, SeriesKey, TargetKey, TargetRecord};
+use goroscope_proto::v1;
+use prost::Message;
 
-/// The version byte every record of this build starts with.
-pub const VERSION: u8 = 1;
+use super::{BuildId, Coverage, SeriesKey, TargetKey, TargetRecord};
+
+/// The version byte every record this build writes starts with.
+pub const VERSION: u8 = 2;
+/// The oldest version this build still reads.
+const OLDEST: u8 = 1;
 
 /// Why a record could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("empty record")]
     Empty,
-    #[error("record version {0} is not known to this build (it knows {VERSION})")]
+    #[error("record version {0} is not known to this build (it knows {OLDEST} to {VERSION})")]
     Version(u8),
+    #[error("protobuf: {0}")]
+    Proto(String),
     #[error("truncated at byte {at} while reading {what}")]
     Truncated { at: usize, what: &'static str },
     #[error("{what} at byte {at} is not valid UTF-8")]
@@ -77,15 +92,37 @@ impl Enc {
 struct Dec<'a> {
     data: &'a [u8],
     at: usize,
+    version: u8,
 }
 
 impl<'a> Dec<'a> {
     fn new(data: &'a [u8]) -> Result<Dec<'a>, DecodeError> {
         match data.first() {
             None => Err(DecodeError::Empty),
-            Some(&VERSION) => Ok(Dec { data, at: 1 }),
+            Some(&v) if (OLDEST..=VERSION).contains(&v) => Ok(Dec {
+                data,
+                at: 1,
+                version: v,
+            }),
             Some(&v) => Err(DecodeError::Version(v)),
         }
+    }
+
+    /// (name, value) pairs after their count; a count beyond what the record can hold
+    /// is corrupt and must not drive an allocation.
+    fn pairs(&mut self, what: &'static str) -> Result<Vec<(String, String)>, DecodeError> {
+        let at = self.at;
+        let count = self.u64(what)?;
+        if count > ((self.data.len() - self.at) as u64) / 2 {
+            return Err(DecodeError::Range { at, what });
+        }
+        let mut pairs = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let name = self.str("label name")?;
+            let value = self.str("label value")?;
+            pairs.push((name, value));
+        }
+        Ok(pairs)
     }
 
     fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
@@ -163,67 +200,106 @@ fn get_target_key(d: &mut Dec<'_>) -> Result<TargetKey, DecodeError> {
     })
 }
 
+impl Enc {
+    fn pairs<'a>(&mut self, pairs: impl ExactSizeIterator<Item = (&'a String, &'a String)>) {
+        self.u64(pairs.len() as u64);
+        for (name, value) in pairs {
+            self.str(name);
+            self.str(value);
+        }
+    }
+}
+
 pub fn encode_series(s: &SeriesKey) -> Vec<u8> {
     let mut e = Enc::new();
     put_target_key(&mut e, &s.target);
     e.str(&s.metric);
+    e.pairs(s.labels.iter().map(|(n, v)| (n, v)));
     e.0
 }
 
 pub fn decode_series(data: &[u8]) -> Result<SeriesKey, DecodeError> {
     let mut d = Dec::new(data)?;
-    let s = SeriesKey {
-        target: get_target_key(&mut d)?,
-        metric: d.str("metric")?,
+    let target = get_target_key(&mut d)?;
+    let metric = d.str("metric")?;
+    let labels = if d.version >= 2 {
+        d.pairs("series label count")?
+    } else {
+        Vec::new()
     };
     d.finish()?;
-    Ok(s)
+    Ok(SeriesKey {
+        target,
+        metric,
+        labels,
+    })
+}
+
+/// A `builds` record, and its id (the key it is stored under).
+pub fn encode_build(build: &v1::BuildInfo) -> (BuildId, Vec<u8>) {
+    let mut bytes = vec![VERSION];
+    build.encode(&mut bytes).expect("a Vec grows as needed");
+    let digest = ring::digest::digest(&ring::digest::SHA256, &bytes[1..]);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest.as_ref()[..16]);
+    (id, bytes)
+}
+
+pub fn decode_build(data: &[u8]) -> Result<v1::BuildInfo, DecodeError> {
+    let d = Dec::new(data)?;
+    v1::BuildInfo::decode(&data[d.at..]).map_err(|e| DecodeError::Proto(e.to_string()))
+}
+
+/// A `stacks` record.
+pub fn encode_stacks(summary: &v1::StackSummary) -> Vec<u8> {
+    let mut bytes = vec![VERSION];
+    summary.encode(&mut bytes).expect("a Vec grows as needed");
+    bytes
+}
+
+pub fn decode_stacks(data: &[u8]) -> Result<v1::StackSummary, DecodeError> {
+    let d = Dec::new(data)?;
+    v1::StackSummary::decode(&data[d.at..]).map_err(|e| DecodeError::Proto(e.to_string()))
 }
 
 pub fn encode_target(t: &TargetRecord) -> Vec<u8> {
     let mut e = Enc::new();
     put_target_key(&mut e, &t.key);
-    e.u64(t.labels.len() as u64);
-    for (name, value) in &t.labels {
-        e.str(name);
-        e.str(value);
-    }
+    e.pairs(t.labels.iter());
     let c = &t.coverage;
     e.byte(
         u8::from(c.proc)
             | u8::from(c.buildinfo) << 1
             | u8::from(c.expvar) << 2
-            | u8::from(c.pprof) << 3,
+            | u8::from(c.pprof) << 3
+            | u8::from(c.metrics) << 4
+            | u8::from(c.cgroup) << 5
+            | u8::from(c.goroutineleak) << 6,
     );
     e.str(&c.debug_addr);
     e.i64(t.start_time_ms);
     e.i64(t.first_seen_ms);
     e.i64(t.last_seen_ms);
     e.byte(u8::from(t.exited));
+    e.pairs(t.runtime_env.iter());
+    match &t.build {
+        None => e.byte(0),
+        Some(id) => {
+            e.byte(1);
+            e.0.extend_from_slice(id);
+        }
+    }
     e.0
 }
 
 pub fn decode_target(data: &[u8]) -> Result<TargetRecord, DecodeError> {
     let mut d = Dec::new(data)?;
     let key = get_target_key(&mut d)?;
-    let count = d.u64("label count")?;
-    // Each label takes at least two bytes: a count beyond that is corrupt, and must not
-    // drive an allocation.
-    if count > (data.len() as u64) / 2 {
-        return Err(DecodeError::Range {
-            at: d.at,
-            what: "label count",
-        });
-    }
-    let mut labels = BTreeMap::new();
-    for _ in 0..count {
-        let name = d.str("label name")?;
-        let value = d.str("label value")?;
-        labels.insert(name, value);
-    }
+    let labels: BTreeMap<String, String> = d.pairs("label count")?.into_iter().collect();
     let at = d.at;
     let flags = d.byte("coverage")?;
-    if flags > 0b1111 {
+    let known = if d.version >= 2 { 0b111_1111 } else { 0b1111 };
+    if flags > known {
         return Err(DecodeError::Range {
             at,
             what: "coverage",
@@ -234,6 +310,9 @@ pub fn decode_target(data: &[u8]) -> Result<TargetRecord, DecodeError> {
         buildinfo: flags & 2 != 0,
         expvar: flags & 4 != 0,
         pprof: flags & 8 != 0,
+        metrics: flags & 16 != 0,
+        cgroup: flags & 32 != 0,
+        goroutineleak: flags & 64 != 0,
         debug_addr: d.str("debug address")?,
     };
     let start_time_ms = d.i64("start time")?;
@@ -245,6 +324,27 @@ pub fn decode_target(data: &[u8]) -> Result<TargetRecord, DecodeError> {
         1 => true,
         _ => return Err(DecodeError::Range { at, what: "exited" }),
     };
+    let mut runtime_env = BTreeMap::new();
+    let mut build = None;
+    if d.version >= 2 {
+        runtime_env = d.pairs("runtime setting count")?.into_iter().collect();
+        let at = d.at;
+        match d.byte("build")? {
+            0 => {}
+            1 => {
+                let left = &d.data[d.at..];
+                let id: BuildId = left.get(..16).and_then(|b| b.try_into().ok()).ok_or(
+                    DecodeError::Truncated {
+                        at,
+                        what: "build id",
+                    },
+                )?;
+                d.at += 16;
+                build = Some(id);
+            }
+            _ => return Err(DecodeError::Range { at, what: "build" }),
+        }
+    }
     d.finish()?;
     Ok(TargetRecord {
         key,
@@ -254,6 +354,8 @@ pub fn decode_target(data: &[u8]) -> Result<TargetRecord, DecodeError> {
         first_seen_ms,
         last_seen_ms,
         exited,
+        runtime_env,
+        build,
     })
 }
 
@@ -274,25 +376,30 @@ mod tests {
         (
             target_key(),
             prop::collection::btree_map(".{0,20}", ".{0,60}", 0..8),
-            any::<[bool; 4]>(),
+            any::<[bool; 8]>(),
             ".{0,30}",
             any::<[i64; 3]>(),
             any::<bool>(),
         )
             .prop_map(|(key, labels, f, debug_addr, t, exited)| TargetRecord {
                 key,
-                labels,
                 coverage: Coverage {
                     proc: f[0],
                     buildinfo: f[1],
                     expvar: f[2],
                     pprof: f[3],
+                    metrics: f[4],
+                    cgroup: f[5],
+                    goroutineleak: f[6],
                     debug_addr,
                 },
                 start_time_ms: t[0],
                 first_seen_ms: t[1],
                 last_seen_ms: t[2],
                 exited,
+                runtime_env: labels.clone(),
+                build: f[7].then_some([0xab; 16]),
+                labels,
             })
     }
 
@@ -303,8 +410,12 @@ mod tests {
         }
 
         #[test]
-        fn series_records_round_trip(target in target_key(), metric in ".{0,80}") {
-            let s = SeriesKey { target, metric };
+        fn series_records_round_trip(
+            target in target_key(),
+            metric in ".{0,80}",
+            labels in prop::collection::vec((".{0,20}", ".{0,60}"), 0..6),
+        ) {
+            let s = SeriesKey { target, metric, labels };
             prop_assert_eq!(decode_series(&encode_series(&s)).unwrap(), s);
         }
 
@@ -312,6 +423,8 @@ mod tests {
         fn any_bytes_decode_to_a_record_or_an_error(data in prop::collection::vec(any::<u8>(), 0..200)) {
             let _ = decode_target(&data);
             let _ = decode_series(&data);
+            let _ = decode_build(&data);
+            let _ = decode_stacks(&data);
         }
 
         #[test]
@@ -324,9 +437,44 @@ mod tests {
     }
 
     #[test]
+    fn version_1_records_are_still_read() {
+        // A v1 series record: host "h", pid 7, start ticks 9, metric "m"; no labels.
+        let v1 = [1, 1, b'h', 7, 9, 1, b'm'];
+        let s = decode_series(&v1).unwrap();
+        assert_eq!((s.metric.as_str(), s.labels.len()), ("m", 0));
+        // A v1 target record: no labels, flags 0b1111, no debug address, times, exited;
+        // nothing after.
+        let v1 = [1, 1, b'h', 7, 9, 0, 0b1111, 0, 2, 4, 6, 1];
+        let t = decode_target(&v1).unwrap();
+        assert!(t.exited && t.coverage.pprof && !t.coverage.metrics);
+        assert!(t.runtime_env.is_empty() && t.build.is_none());
+        // v1 knew only four coverage bits.
+        assert!(decode_target(&[1, 1, b'h', 7, 9, 0, 0b1_1111, 0, 2, 4, 6, 1]).is_err());
+    }
+
+    #[test]
+    fn build_and_stack_records_round_trip_and_refuse_garbage() {
+        let b = v1::BuildInfo {
+            go_version: "go1.26".into(),
+            ..Default::default()
+        };
+        let (id, bytes) = encode_build(&b);
+        assert_eq!(decode_build(&bytes).unwrap(), b);
+        assert_eq!(encode_build(&b).0, id);
+        assert_ne!(encode_build(&v1::BuildInfo::default()).0, id);
+        let s = v1::StackSummary {
+            total: u64::MAX,
+            ..Default::default()
+        };
+        assert_eq!(decode_stacks(&encode_stacks(&s)).unwrap(), s);
+        assert!(decode_stacks(&[VERSION, 0xff, 0xff]).is_err());
+        assert_eq!(decode_build(&[]), Err(DecodeError::Empty));
+    }
+
+    #[test]
     fn unknown_versions_and_huge_lengths_are_refused() {
         assert_eq!(decode_series(&[]), Err(DecodeError::Empty));
-        assert_eq!(decode_series(&[2, 0]), Err(DecodeError::Version(2)));
+        assert_eq!(decode_series(&[3, 0]), Err(DecodeError::Version(3)));
         // JSON from an older layout is a version byte of '{'.
         assert_eq!(
             decode_target(b"{\"key\":1}"),

@@ -17,8 +17,12 @@ pub const CF_META: &str = "meta";
 pub const CF_SERIES: &str = "series";
 pub const CF_TARGETS: &str = "targets";
 pub const CF_HEAD: &str = "head";
+pub const CF_BUILDS: &str = "builds";
+pub const CF_STACKS: &str = "stacks";
 
-const ALL_CFS: [&str; 4] = [CF_META, CF_SERIES, CF_TARGETS, CF_HEAD];
+const ALL_CFS: [&str; 6] = [
+    CF_META, CF_SERIES, CF_TARGETS, CF_HEAD, CF_BUILDS, CF_STACKS,
+];
 
 enum Op {
     Put(Vec<u8>, Vec<u8>),
@@ -55,6 +59,9 @@ impl WriteSet {
         self.ops.is_empty()
     }
 }
+
+/// A key and its value, as read.
+pub type KeyValue = (Box<[u8]>, Box<[u8]>);
 
 pub struct Engine {
     db: DB,
@@ -145,20 +152,56 @@ impl Engine {
         cf: &str,
         from: &[u8],
         to: &[u8],
-    ) -> Result<Option<(Box<[u8]>, Box<[u8]>)>, StorageError> {
+    ) -> Result<Option<KeyValue>, StorageError> {
         let mut opts = ReadOptions::default();
         opts.set_iterate_lower_bound(from.to_vec());
         opts.set_iterate_upper_bound(to.to_vec());
         let mut iter = self.db.raw_iterator_cf_opt(self.cf(cf)?, opts);
         iter.seek_to_last();
-        if iter.valid() {
-            if let (Some(k), Some(v)) = (iter.key(), iter.value()) {
-                return Ok(Some((k.into(), v.into())));
-            }
+        if iter.valid()
+            && let (Some(k), Some(v)) = (iter.key(), iter.value())
+        {
+            return Ok(Some((k.into(), v.into())));
         }
         iter.status()
             .map_err(|e| StorageError::Engine(format!("seek {cf}: {}", e.into_string())))?;
         Ok(None)
+    }
+
+    /// Calls `f` with the keys and values in `[from, to)` of a column family, newest
+    /// (last) first, until `f` returns false or `limit` were seen.
+    pub fn scan_range_rev(
+        &self,
+        cf: &str,
+        from: &[u8],
+        to: &[u8],
+        limit: usize,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, StorageError>,
+    ) -> Result<(), StorageError> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(from.to_vec());
+        opts.set_iterate_upper_bound(to.to_vec());
+        let mut iter = self.db.raw_iterator_cf_opt(self.cf(cf)?, opts);
+        iter.seek_to_last();
+        let mut seen = 0;
+        while iter.valid() && seen < limit {
+            if let (Some(k), Some(v)) = (iter.key(), iter.value())
+                && !f(k, v)?
+            {
+                return Ok(());
+            }
+            seen += 1;
+            iter.prev();
+        }
+        iter.status()
+            .map_err(|e| StorageError::Engine(format!("scan {cf}: {}", e.into_string())))
+    }
+
+    /// Reads one key of a column family.
+    pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        self.db
+            .get_cf(self.cf(cf)?, key)
+            .map_err(|e| StorageError::Engine(format!("get {cf}: {}", e.into_string())))
     }
 
     /// Calls `f` with every key and value in `[from, to)` of a column family.

@@ -25,15 +25,19 @@ fn batch(host: &str, epoch: u64, seq: u64, pid: u32, points: &[(i64, f64)]) -> I
                 ..Coverage::default()
             },
             start_time_ms: 5,
+            runtime_env: BTreeMap::new(),
+            build: None,
         }],
         samples: vec![SeriesPoints {
             series: Arc::new(SeriesKey {
                 target: t,
                 metric: "go_goroutines".into(),
+                labels: vec![],
             }),
             points: points.to_vec(),
         }],
         gone: vec![],
+        stacks: vec![],
     }
 }
 
@@ -50,8 +54,8 @@ fn all(s: &Storage) -> Vec<TargetView> {
 fn latest(v: &TargetView, metric: &str) -> (i64, f64) {
     v.latest
         .iter()
-        .find(|(m, _, _)| m == metric)
-        .map(|(_, t, v)| (*t, *v))
+        .find(|l| l.metric == metric && l.labels.is_empty())
+        .map(|l| (l.timestamp_ms, l.value))
         .unwrap()
 }
 
@@ -342,4 +346,212 @@ async fn a_stopped_writer_answers_writer_gone() {
         .await
         .unwrap_err();
     assert!(matches!(err, StorageError::WriterGone));
+}
+
+fn bucket(t: &TargetKey, le: &str) -> Arc<SeriesKey> {
+    Arc::new(SeriesKey {
+        target: t.clone(),
+        metric: "go_gc_duration_seconds_bucket".into(),
+        labels: vec![("le".into(), le.into())],
+    })
+}
+
+#[tokio::test]
+async fn series_of_one_metric_differ_by_their_labels_and_keep_them_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = target("node-a", 42);
+    {
+        let (s, _guard) = open(dir.path());
+        let mut w = batch("node-a", 1, 1, 42, &[(1_000, 3.0)]);
+        for (le, v) in [("0.001", 1.0), ("+Inf", 4.0)] {
+            w.samples.push(SeriesPoints {
+                series: bucket(&t, le),
+                points: vec![(1_000, v)],
+            });
+        }
+        s.write(w).await.unwrap();
+    }
+    let (s, _guard) = open(dir.path());
+    let all_buckets = s
+        .query_range(
+            "go_gc_duration_seconds_bucket",
+            &Selector::default(),
+            0,
+            2_000,
+            &Cancel::new(),
+        )
+        .unwrap();
+    let mut got: Vec<_> = all_buckets
+        .iter()
+        .map(|sd| (sd.labels.clone(), sd.points.clone()))
+        .collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        got,
+        vec![
+            (vec![("le".into(), "+Inf".into())], vec![(1_000, 4.0)]),
+            (vec![("le".into(), "0.001".into())], vec![(1_000, 1.0)]),
+        ]
+    );
+    // A matcher on a series label picks the series; on a target label, the target.
+    let sel = Selector {
+        matchers: vec![
+            ("service".into(), "billing".into()),
+            ("le".into(), "+Inf".into()),
+        ],
+    };
+    let one = s
+        .query_range(
+            "go_gc_duration_seconds_bucket",
+            &sel,
+            0,
+            2_000,
+            &Cancel::new(),
+        )
+        .unwrap();
+    assert_eq!(one.len(), 1);
+    assert_eq!(one[0].points, vec![(1_000, 4.0)]);
+    let latest = &all(&s)[0].latest;
+    assert_eq!(latest.len(), 3);
+    assert!(
+        latest
+            .iter()
+            .any(|l| l.labels == vec![("le".to_string(), "0.001".to_string())] && l.value == 1.0)
+    );
+}
+
+#[tokio::test]
+async fn a_build_is_stored_once_for_every_target_running_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let build = Arc::new(goroscope_proto::v1::BuildInfo {
+        go_version: "go1.26.0".into(),
+        path: "example.com/billing".into(),
+        deps: vec![goroscope_proto::v1::Module {
+            path: "github.com/prometheus/client_golang".into(),
+            version: "v1.23.2".into(),
+            sum: "h1:abc".into(),
+            replace: None,
+        }],
+        settings: vec![goroscope_proto::v1::Label {
+            name: "CGO_ENABLED".into(),
+            value: "0".into(),
+        }],
+        ..Default::default()
+    });
+    {
+        let (s, _guard) = open(dir.path());
+        for (seq, pid) in [(1, 1), (2, 2)] {
+            let mut w = batch("node-a", 1, seq, pid, &[(1_000, 1.0)]);
+            w.targets[0].build = Some(build.clone());
+            w.targets[0].runtime_env = BTreeMap::from([("GOGC".into(), "50".into())]);
+            s.write(w).await.unwrap();
+        }
+        // A later upsert without the build keeps the stored one.
+        s.write(batch("node-a", 1, 3, 1, &[(2_000, 1.0)]))
+            .await
+            .unwrap();
+    }
+    let (s, _guard) = open(dir.path());
+    let views = all(&s);
+    assert_eq!(views.len(), 2);
+    assert!(views[0].record.build.is_some());
+    assert_eq!(views[0].record.build, views[1].record.build);
+    assert_eq!(
+        views[1].record.runtime_env.get("GOGC").map(String::as_str),
+        Some("50")
+    );
+    assert_eq!(s.build(&views[0].record).unwrap().as_ref(), Some(&*build));
+}
+
+fn summary(
+    ts: i64,
+    source: &str,
+    groups: &[(&str, &[&str], u64)],
+) -> goroscope_proto::v1::StackSummary {
+    goroscope_proto::v1::StackSummary {
+        target_ref: 9,
+        timestamp_ms: ts,
+        source: source.into(),
+        total: groups.iter().map(|g| g.2).sum(),
+        groups: groups
+            .iter()
+            .map(|(reason, frames, count)| goroscope_proto::v1::StackGroup {
+                wait_reason: (*reason).into(),
+                frames: frames.iter().map(|f| (*f).into()).collect(),
+                count: *count,
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn stack_signatures_keep_their_first_seen_time_across_summaries_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = target("node-a", 42);
+    let leak: &[&str] = &["main.worker", "main.main.func1"];
+    let idle: &[&str] = &["net/http.(*conn).serve"];
+    let write = |seq: u64, stacks: goroscope_proto::v1::StackSummary| {
+        let mut w = batch("node-a", 1, seq, 42, &[(stacks.timestamp_ms, 1.0)]);
+        w.stacks.push(StackWrite {
+            target: t.clone(),
+            summary: stacks,
+        });
+        w
+    };
+    {
+        let (s, _guard) = open(dir.path());
+        s.write(write(
+            1,
+            summary(10_000, "debug=2", &[("chan receive", leak, 10)]),
+        ))
+        .await
+        .unwrap();
+        s.write(write(
+            2,
+            summary(
+                20_000,
+                "debug=2",
+                &[("chan receive", leak, 20), ("IO wait", idle, 1)],
+            ),
+        ))
+        .await
+        .unwrap();
+    }
+    // After a restart, the first-seen times come from the stored summaries.
+    let (s, _guard) = open(dir.path());
+    let mut skipped = summary(40_000, "debug=2", &[]);
+    skipped.skipped = "pause budget spent".into();
+    s.write(write(
+        3,
+        summary(30_000, "debug=2", &[("chan receive", leak, 30)]),
+    ))
+    .await
+    .unwrap();
+    s.write(write(4, skipped)).await.unwrap();
+
+    let found = s.stacks_at(&t, None, |src| src == "debug=2").unwrap();
+    let newest = found.summary.unwrap();
+    assert_eq!(newest.timestamp_ms, 30_000);
+    assert_eq!(newest.groups[0].count, 30);
+    assert_eq!(newest.groups[0].first_seen_ms, 10_000);
+    assert_eq!(found.last_skip, Some((40_000, "pause budget spent".into())));
+    let at = s
+        .stacks_at(&t, Some(25_000), |src| src == "debug=2")
+        .unwrap();
+    let at = at.summary.unwrap();
+    assert_eq!(at.timestamp_ms, 20_000);
+    let idle_group = at
+        .groups
+        .iter()
+        .find(|g| g.frames[0].starts_with("net/http"))
+        .unwrap();
+    assert_eq!(idle_group.first_seen_ms, 20_000);
+    assert!(
+        s.stacks_at(&t, Some(5_000), |_| true)
+            .unwrap()
+            .summary
+            .is_none()
+    );
 }

@@ -17,8 +17,10 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
-use super::index::{Delta, Index};
-use super::rocks::{CF_HEAD, CF_META, CF_SERIES, CF_TARGETS, Engine, WriteSet};
+use super::index::{Delta, FirstSeen, Index, signature_hash};
+use super::rocks::{
+    CF_BUILDS, CF_HEAD, CF_META, CF_SERIES, CF_STACKS, CF_TARGETS, Engine, WriteSet,
+};
 use super::{
     Coverage, IngestWrite, StorageError, TargetKey, TargetRecord, WriteOutcome, keys, records,
 };
@@ -190,7 +192,7 @@ impl Writer {
         };
         let outcomes: Vec<WriteOutcome> = group
             .iter()
-            .map(|req| stage(&index, &req.write, &mut delta, &mut set))
+            .map(|req| stage(&self.engine, &index, &req.write, &mut delta, &mut set))
             .collect();
         drop(index);
         let result = if set.is_empty() {
@@ -230,6 +232,8 @@ impl Writer {
                     continue;
                 }
                 set.delete(CF_TARGETS, key.encode());
+                let (from, to) = keys::stacks_range(key);
+                set.delete_range(CF_STACKS, from, to);
                 for &id in entry.series.values() {
                     set.delete(CF_SERIES, keys::series_key(id));
                     set.delete_range(
@@ -256,7 +260,13 @@ impl Writer {
 
 /// Adds one batch's changes to the delta and the write set; decides whether it is a
 /// duplicate.
-fn stage(index: &Index, w: &IngestWrite, delta: &mut Delta, set: &mut WriteSet) -> WriteOutcome {
+fn stage(
+    engine: &Engine,
+    index: &Index,
+    w: &IngestWrite,
+    delta: &mut Delta,
+    set: &mut WriteSet,
+) -> WriteOutcome {
     let mark = delta
         .marks
         .get(&w.host)
@@ -283,8 +293,20 @@ fn stage(index: &Index, w: &IngestWrite, delta: &mut Delta, set: &mut WriteSet) 
         record.labels = update.labels.clone();
         record.coverage = update.coverage.clone();
         record.start_time_ms = update.start_time_ms;
+        record.runtime_env = update.runtime_env.clone();
         record.exited = false;
+        if let Some(build) = &update.build {
+            let (id, bytes) = records::encode_build(build);
+            if record.build != Some(id) {
+                // Content-addressed: the put is the same bytes whoever writes it.
+                set.put(CF_BUILDS, id.to_vec(), bytes);
+                record.build = Some(id);
+            }
+        }
         touched.insert(update.key.clone());
+    }
+    for stack in &w.stacks {
+        stage_stacks(engine, index, stack, delta, set);
     }
     for points in &w.samples {
         let id = match delta
@@ -378,6 +400,72 @@ fn staged_record<'a>(
                 first_seen_ms: now_ms,
                 last_seen_ms: now_ms,
                 exited: false,
+                runtime_env: Default::default(),
+                build: None,
             })
     })
+}
+
+/// Stores a stack summary with each group's first-seen time: carried over from the
+/// target's previous summary of the same source when the signature was in it, else
+/// the summary's own time. A summary that did not read the profile (skipped) is stored
+/// too (it says why), and does not reset first-seen times.
+fn stage_stacks(
+    engine: &Engine,
+    index: &Index,
+    stack: &super::StackWrite,
+    delta: &mut Delta,
+    set: &mut WriteSet,
+) {
+    let mut summary = stack.summary.clone();
+    summary.target_ref = 0;
+    let source_key = (stack.target.clone(), summary.source.clone());
+    let ts = summary.timestamp_ms;
+    if summary.skipped.is_empty() {
+        let previous = delta
+            .stack_sigs
+            .get(&source_key)
+            .or_else(|| index.stack_sigs.get(&source_key))
+            .cloned()
+            .unwrap_or_else(|| Arc::new(load_first_seen(engine, &stack.target, &summary.source)));
+        let mut seen = FirstSeen::with_capacity(summary.groups.len());
+        for group in &mut summary.groups {
+            let sig = signature_hash(&group.frames);
+            let first = previous.get(&sig).copied().unwrap_or(ts).min(ts);
+            group.first_seen_ms = first;
+            seen.insert(sig, first);
+        }
+        delta.stack_sigs.insert(source_key, Arc::new(seen));
+    }
+    set.put(
+        CF_STACKS,
+        keys::stacks_key(&stack.target, ts),
+        records::encode_stacks(&summary),
+    );
+}
+
+/// The first-seen times of the newest stored summary of a target from one source (a
+/// summary that was read, not skipped), or none.
+fn load_first_seen(engine: &Engine, target: &TargetKey, source: &str) -> FirstSeen {
+    let (from, to) = keys::stacks_range(target);
+    let mut found = FirstSeen::new();
+    let _ =
+        engine.scan_range_rev(
+            CF_STACKS,
+            &from,
+            &to,
+            256,
+            |_, value| match records::decode_stacks(value) {
+                Ok(s) if s.source == source && s.skipped.is_empty() => {
+                    found = s
+                        .groups
+                        .iter()
+                        .map(|g| (signature_hash(&g.frames), g.first_seen_ms))
+                        .collect();
+                    Ok(false)
+                }
+                _ => Ok(true),
+            },
+        );
+    found
 }

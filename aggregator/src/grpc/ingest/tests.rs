@@ -276,3 +276,111 @@ proptest! {
         }
     }
 }
+
+fn label(name: &str, value: &str) -> v1::Label {
+    v1::Label {
+        name: name.into(),
+        value: value.into(),
+    }
+}
+
+#[tokio::test]
+async fn series_labels_are_checked_one_series_at_a_time() {
+    let (mut s, _g, _d) = session(Limits::default());
+    let with = |r: u32, labels: Vec<v1::Label>| v1::SeriesDecl {
+        labels,
+        ..decl(r, 0, "go_gc_duration_seconds")
+    };
+    let batch = v1::Batch {
+        seq: 1,
+        targets: vec![upsert(0, 10, &[("service", "billing")])],
+        series: vec![
+            // Given unsorted: stored sorted.
+            with(0, vec![label("quantile", "0.5"), label("a", "x")]),
+            with(1, vec![label("quantile", "1"), label("quantile", "2")]),
+            with(2, vec![label("host", "elsewhere")]),
+            with(3, vec![label("bad-name", "1")]),
+        ],
+        samples: (0..4).map(|r| samples(r, NOW, &[f64::NAN])).collect(),
+        ..Default::default()
+    };
+    let (write, refusals) = s.decode(batch, NOW).unwrap();
+    assert_eq!(write.samples.len(), 1);
+    assert_eq!(
+        write.samples[0].series.labels,
+        vec![("a".into(), "x".into()), ("quantile".into(), "0.5".into())]
+    );
+    assert!(write.samples[0].points[0].1.is_nan());
+    let reasons: Vec<&str> = refusals.listed.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    assert!(
+        reasons[0].contains("\"quantile\" appears twice"),
+        "{reasons:?}"
+    );
+    assert!(reasons[1].contains("target's id"), "{reasons:?}");
+    assert!(reasons[2].contains("\"bad-name\""), "{reasons:?}");
+}
+
+#[tokio::test]
+async fn stack_summaries_and_builds_over_their_bounds_cost_only_themselves() {
+    let (mut s, _g, _d) = session(Limits::default());
+    let group = |frames: usize| v1::StackGroup {
+        wait_reason: "chan receive".into(),
+        frames: vec!["main.worker".into(); frames],
+        count: 3,
+        ..Default::default()
+    };
+    let stacks = |target_ref: u32, groups: Vec<v1::StackGroup>| v1::StackSummary {
+        target_ref,
+        timestamp_ms: NOW,
+        source: "debug=2".into(),
+        groups,
+        ..Default::default()
+    };
+    let mut target = upsert(0, 10, &[]);
+    target.build = Some(v1::BuildInfo {
+        deps: vec![v1::Module::default(); 5000],
+        ..Default::default()
+    });
+    target.runtime_env = vec![label("GOGC", "50")];
+    let batch = v1::Batch {
+        seq: 1,
+        targets: vec![target],
+        stacks: vec![
+            stacks(0, vec![group(3)]),
+            stacks(0, vec![group(65)]),
+            stacks(7, vec![group(1)]),
+        ],
+        ..Default::default()
+    };
+    let (write, refusals) = s.decode(batch, NOW).unwrap();
+    assert_eq!(write.targets.len(), 1, "the target stays without its build");
+    assert!(write.targets[0].build.is_none());
+    assert_eq!(write.targets[0].runtime_env.get("GOGC").unwrap(), "50");
+    assert_eq!(write.stacks.len(), 1);
+    assert_eq!(write.stacks[0].summary.groups[0].count, 3);
+    let kinds: Vec<i32> = refusals.listed.iter().map(|r| r.kind).collect();
+    assert_eq!(
+        kinds,
+        vec![Kind::Build as i32, Kind::Stacks as i32, Kind::Stacks as i32],
+        "{refusals:?}"
+    );
+    assert!(refusals.listed[1].reason.contains("65 frames"));
+    assert!(refusals.listed[2].reason.contains("never declared"));
+}
+
+#[tokio::test]
+async fn only_the_go_runtime_settings_are_taken_from_an_environment() {
+    let (mut s, _g, _d) = session(Limits::default());
+    let mut target = upsert(0, 10, &[]);
+    target.runtime_env = vec![label("AWS_SECRET_ACCESS_KEY", "x")];
+    let batch = v1::Batch {
+        seq: 1,
+        targets: vec![target],
+        ..Default::default()
+    };
+    let (write, refusals) = s.decode(batch, NOW).unwrap();
+    assert!(write.targets.is_empty());
+    assert!(refusals.listed[0].reason.contains("is not one of GOGC"));
+    assert!(!refusals.listed[0].reason.contains("\"x\""));
+}
