@@ -409,7 +409,7 @@ fn print_targets(targets: &[v1::TargetInfo], output: Output) -> anyhow::Result<(
                     "pid": id.pid,
                     "start_ticks": id.start_ticks,
                     "labels": t.labels.iter().map(|l| (l.name.clone(), json!(l.value))).collect::<serde_json::Map<_, _>>(),
-                    "coverage": {"proc": c.proc, "buildinfo": c.buildinfo, "expvar": c.expvar, "pprof": c.pprof, "debug_addr": c.debug_addr},
+                    "coverage": {"proc": c.proc, "buildinfo": c.buildinfo, "expvar": c.expvar, "pprof": c.pprof, "metrics": c.metrics, "cgroup": c.cgroup, "goroutineleak": c.goroutineleak, "debug_addr": c.debug_addr},
                     "start_time_ms": t.start_time_ms,
                     "first_seen_ms": t.first_seen_ms,
                     "last_seen_ms": t.last_seen_ms,

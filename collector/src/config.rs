@@ -43,6 +43,8 @@ pub struct CollectorConfig {
     pub tls: TlsSettings,
     pub discovery: DiscoveryConfig,
     pub limits: Limits,
+    /// Goroutine stack summaries: the pause budget and schedule (see `stacks`).
+    pub stacks: crate::stacks::StacksConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -144,6 +146,7 @@ impl Default for CollectorConfig {
             tls: TlsSettings::default(),
             discovery: DiscoveryConfig::default(),
             limits: Limits::default(),
+            stacks: crate::stacks::StacksConfig::default(),
         }
     }
 }
@@ -239,6 +242,7 @@ impl CollectorConfig {
                 "must be at least 1s",
             ));
         }
+        self.stacks.validate()?;
         let l = &self.limits;
         if l.max_pending_bytes < 64 * 1024 {
             return Err(invalid(

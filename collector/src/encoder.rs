@@ -68,6 +68,7 @@ fn series_samples_len(ts: i64) -> usize {
 enum Item<'a> {
     Target(&'a Arc<TargetMeta>),
     Metric(&'a Arc<TargetMeta>, &'static str, f64),
+    Stacks(&'a Arc<TargetMeta>, &'a v1::StackSummary),
     Gone(&'a Arc<TargetMeta>),
 }
 
@@ -88,7 +89,7 @@ impl Encoder {
         scrape
             .samples
             .iter()
-            .map(|s| 1 + s.metrics.len())
+            .map(|s| 1 + s.metrics.len() + s.stacks.len())
             .sum::<usize>()
             + scrape.gone.len()
     }
@@ -115,11 +116,13 @@ impl Encoder {
             .samples
             .iter()
             .flat_map(|s| {
-                std::iter::once(Item::Target(&s.meta)).chain(
-                    s.metrics
-                        .iter()
-                        .map(move |&(name, value)| Item::Metric(&s.meta, name, value)),
-                )
+                std::iter::once(Item::Target(&s.meta))
+                    .chain(
+                        s.metrics
+                            .iter()
+                            .map(move |&(name, value)| Item::Metric(&s.meta, name, value)),
+                    )
+                    .chain(s.stacks.iter().map(move |st| Item::Stacks(&s.meta, st)))
             })
             .chain(scrape.gone.iter().map(Item::Gone));
         for (here, item) in (0u32..).zip(items) {
@@ -154,7 +157,8 @@ impl Encoder {
         }
     }
 
-    fn upsert(&self, r: u32, meta: &TargetMeta) -> v1::TargetUpsert {
+    /// The target's declaration; with its build information when `new` on the stream.
+    fn upsert(&self, r: u32, meta: &TargetMeta, new: bool) -> v1::TargetUpsert {
         v1::TargetUpsert {
             r#ref: r,
             id: Some(v1::TargetId {
@@ -172,6 +176,11 @@ impl Encoder {
                 .collect(),
             coverage: Some(meta.coverage.clone()),
             start_time_ms: meta.start_time_ms,
+            build: if new {
+                meta.build.as_deref().cloned()
+            } else {
+                None
+            },
             ..Default::default()
         }
     }
@@ -179,13 +188,13 @@ impl Encoder {
     /// What adding `item` costs in bytes, declarations included; changes nothing.
     fn cost(&self, item: &Item<'_>, ts: i64) -> usize {
         let meta = match item {
-            Item::Target(m) | Item::Metric(m, _, _) | Item::Gone(m) => *m,
+            Item::Target(m) | Item::Metric(m, _, _) | Item::Stacks(m, _) | Item::Gone(m) => *m,
         };
         let target_ref = self.target_ref(meta);
         let target_cost = match target_ref {
             Some(_) => 0,
             // The ref's value does not change the size by more than a few bytes.
-            None => field_len(self.upsert(u32::MAX, meta).encoded_len()),
+            None => field_len(self.upsert(u32::MAX, meta, self.is_new(meta)).encoded_len()),
         };
         match item {
             Item::Target(_) => target_cost,
@@ -194,8 +203,15 @@ impl Encoder {
                 let decl = if known { 0 } else { series_decl_len(name) };
                 target_cost + decl + field_len(series_samples_len(ts))
             }
+            // The target ref takes at most 5 bytes more than the summary's own 0.
+            Item::Stacks(_, st) => target_cost + field_len(st.encoded_len() + 6),
             Item::Gone(_) => target_cost + 6,
         }
+    }
+
+    /// Whether the target was never declared on this stream (its build goes with it).
+    fn is_new(&self, meta: &TargetMeta) -> bool {
+        !self.targets.contains_key(&(meta.pid, meta.start_ticks))
     }
 
     fn add(&mut self, item: &Item<'_>, ts: i64, batch: &mut v1::Batch) {
@@ -227,6 +243,12 @@ impl Encoder {
                     values: vec![*value],
                 });
             }
+            Item::Stacks(meta, summary) => {
+                let target_ref = self.declare_target(meta, batch);
+                let mut summary = (*summary).clone();
+                summary.target_ref = target_ref;
+                batch.stacks.push(summary);
+            }
             Item::Gone(meta) => {
                 let target_ref = self.declare_target(meta, batch);
                 batch.gone_targets.push(target_ref);
@@ -252,8 +274,9 @@ impl Encoder {
                 r
             }
         };
+        let new = self.is_new(meta);
         self.targets.insert(key, (target_ref, meta.clone()));
-        batch.targets.push(self.upsert(target_ref, meta));
+        batch.targets.push(self.upsert(target_ref, meta, new));
         target_ref
     }
 }
@@ -274,6 +297,18 @@ mod tests {
                 expvar,
                 ..Coverage::default()
             },
+            build: Some(Arc::new(v1::BuildInfo {
+                go_version: "go1.26.8".into(),
+                deps: vec![
+                    v1::Module {
+                        path: "golang.org/x/sys".into(),
+                        version: "v0.30.0".into(),
+                        ..Default::default()
+                    };
+                    3
+                ],
+                ..Default::default()
+            })),
         })
     }
 
@@ -285,6 +320,17 @@ mod tests {
                 .map(|m| TargetSample {
                     meta: m.clone(),
                     metrics: vec![("go_goroutines", 3.0), ("process_threads", 5.0)],
+                    stacks: vec![v1::StackSummary {
+                        timestamp_ms: ts,
+                        source: "debug=1".into(),
+                        total: 3,
+                        groups: vec![v1::StackGroup {
+                            frames: vec!["main.worker".into()],
+                            count: 3,
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }],
                 })
                 .collect(),
             gone: vec![],
@@ -295,6 +341,26 @@ mod tests {
         let part = enc.encode_part(number, s, 0, 0);
         assert_eq!(part.end, None);
         part.batch
+    }
+
+    #[test]
+    fn builds_go_with_a_targets_first_declaration_and_stacks_with_its_ref() {
+        let m = meta(1, true);
+        let mut enc = Encoder::new("node-a");
+        let first = whole(&mut enc, 1, &scrape(1_000, &[m.clone()]));
+        assert_eq!(first.targets[0].build.as_ref().unwrap().deps.len(), 3);
+        assert_eq!(first.stacks.len(), 1);
+        assert_eq!(first.stacks[0].target_ref, first.targets[0].r#ref);
+        // Declared again for a change of coverage: without the build.
+        let mut changed = (*m).clone();
+        changed.coverage.pprof = true;
+        let second = whole(&mut enc, 2, &scrape(2_000, &[Arc::new(changed)]));
+        assert_eq!(second.targets.len(), 1);
+        assert!(second.targets[0].build.is_none());
+        // A new stream declares it anew, build included.
+        let mut enc = Encoder::new("node-a");
+        let again = whole(&mut enc, 3, &scrape(3_000, &[m]));
+        assert!(again.targets[0].build.is_some());
     }
 
     #[test]
@@ -413,8 +479,9 @@ mod tests {
         let s = scrape(1, &[Arc::new(big), meta(2, false)]);
         let mut enc = Encoder::new("node-a");
         let part = enc.encode_part(1, &s, 0, 512);
-        // The big target and its two metrics cannot go; the other target can.
-        assert_eq!(part.oversized, 3);
+        // The big target, its two metrics and its stack summary cannot go; the other
+        // target can.
+        assert_eq!(part.oversized, 4);
         assert_eq!(part.batch.targets.len(), 1);
         assert_eq!(part.batch.targets[0].id.as_ref().unwrap().pid, 2);
     }

@@ -21,6 +21,7 @@ pub mod outbox;
 pub mod sampler;
 pub mod sender;
 pub mod sources;
+pub mod stacks;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -136,6 +136,22 @@ impl Metrics {
             "When a certificate in use expires, Unix seconds, by file (cert or ca)",
             m.cert_expiry.clone(),
         );
+        let stacks = &crate::stacks::METRICS;
+        r.register(
+            "goroscope_collector_stack_reads",
+            "Goroutine profiles read, by source (debug=1, debug=2, goroutineleak)",
+            stacks.reads.clone(),
+        );
+        r.register(
+            "goroscope_collector_stack_read_seconds",
+            "Time targets spent answering goroutine profile requests, by source",
+            stacks.read_seconds.clone(),
+        );
+        r.register(
+            "goroscope_collector_stack_skips",
+            "Goroutine profiles not read, by source and reason (budget, goroutines, failed)",
+            stacks.skips.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 

@@ -24,6 +24,9 @@ pub struct TargetMeta {
     /// service, version, go_version, module, path, plus the host's configured labels.
     pub labels: Vec<(String, String)>,
     pub coverage: Coverage,
+    /// The executable's full build information, sent when the target is first declared
+    /// on a stream.
+    pub build: Option<Arc<goroscope_proto::v1::BuildInfo>>,
 }
 
 /// One target's sample at one instant.
@@ -31,6 +34,8 @@ pub struct TargetMeta {
 pub struct TargetSample {
     pub meta: Arc<TargetMeta>,
     pub metrics: Metrics,
+    /// Goroutine stack summaries read (or skipped) with this sample.
+    pub stacks: Vec<goroscope_proto::v1::StackSummary>,
 }
 
 /// Everything sampled in one interval.
@@ -45,7 +50,8 @@ pub struct Scrape {
 
 impl Scrape {
     /// About what the scrape takes encoded with every target and series declared (the
-    /// most it takes on any stream): what the outbox's byte bound counts.
+    /// most it takes on any stream, but for build information, which a stream carries
+    /// once per target): what the outbox's byte bound counts.
     pub fn estimated_bytes(&self) -> usize {
         let target = |m: &TargetMeta| {
             48 + m.coverage.debug_addr.len()
@@ -62,6 +68,13 @@ impl Scrape {
                     + s.metrics
                         .iter()
                         .map(|(name, _)| name.len() + 32)
+                        .sum::<usize>()
+                    + s.stacks
+                        .iter()
+                        .map(|st| {
+                            use prost::Message;
+                            st.encoded_len() + 16
+                        })
                         .sum::<usize>()
             })
             .sum();

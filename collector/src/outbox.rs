@@ -197,8 +197,10 @@ mod tests {
                     start_time_ms: 1,
                     labels: vec![],
                     coverage: Coverage::default(),
+                    build: None,
                 }),
                 metrics: vec![("go_goroutines", 1.0); metrics],
+                stacks: vec![],
             }],
             gone: vec![],
         }

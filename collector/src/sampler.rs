@@ -25,7 +25,9 @@ use crate::discovery::{Discovery, GoProcess, Held, OffThread, off_thread, off_th
 use crate::model::{Coverage, Scrape, TargetMeta, TargetSample};
 use crate::sources::http::{self, Read};
 use crate::sources::proc::{self, ProcError};
-use crate::sources::{Metrics, expvar, pprof};
+use crate::sources::{Metrics, expvar, pprof, stacks as stack_text};
+use crate::stacks::{self, StackPlan, Step};
+use goroscope_proto::v1;
 
 /// Consecutive failed scrapes after which an endpoint is looked for again.
 const MAX_ENDPOINT_FAILURES: u32 = 3;
@@ -63,6 +65,12 @@ struct Serves {
 struct TargetState {
     meta: Arc<TargetMeta>,
     endpoint: Endpoint,
+    /// When to read its goroutine stacks.
+    stacks: Arc<Mutex<StackPlan>>,
+    /// Stack reads started in an earlier round, apart from the endpoint work so that a
+    /// slow profile never holds back the target's sample; their summaries go with the
+    /// first sample after they end.
+    stack_task: Option<StackTask>,
     /// Endpoint work of an earlier round that has not ended yet.
     running: Option<EndpointTask>,
 }
@@ -71,6 +79,15 @@ struct TargetState {
 struct EndpointTask(JoinHandle<EndpointOutcome>);
 
 impl Drop for EndpointTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A target's stack reads; aborted when the target goes.
+struct StackTask(JoinHandle<Vec<v1::StackSummary>>);
+
+impl Drop for StackTask {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -148,13 +165,15 @@ struct EndpointOutcome {
     metrics: Metrics,
     expvar: bool,
     pprof: bool,
+    /// What the pprof index said, when it answered.
+    index: Option<pprof::Index>,
     addr: Option<SocketAddr>,
 }
 
 /// The answers of one address: `None` for what was not asked.
 struct Scraped {
     vars: Option<Result<Metrics, String>>,
-    goroutines: Option<Result<u64, String>>,
+    goroutines: Option<Result<pprof::Index, String>>,
 }
 
 impl Scraped {
@@ -237,6 +256,8 @@ impl Sampler {
             let state = self.targets.entry(key).or_insert_with(|| TargetState {
                 meta: Arc::new(initial_meta(p, &config)),
                 endpoint: Endpoint::Unprobed,
+                stacks: Arc::default(),
+                stack_task: None,
                 running: None,
             });
             if let Some(task) = &mut state.running {
@@ -320,6 +341,7 @@ impl Sampler {
                 buildinfo: true,
                 ..Coverage::default()
             };
+            let mut stacks = Vec::new();
             let mut metrics = match proc_result {
                 Some(Ok(metrics)) => {
                     coverage.proc = true;
@@ -346,7 +368,25 @@ impl Sampler {
                 metrics.extend(outcome.metrics);
                 coverage.expvar = outcome.expvar;
                 coverage.pprof = outcome.pprof;
+                coverage.goroutineleak = outcome.index.is_some_and(|i| i.leak_profile);
                 coverage.debug_addr = outcome.addr.map(|a| a.to_string()).unwrap_or_default();
+                if let Some(task) = &mut state.stack_task
+                    && task.0.is_finished()
+                {
+                    stacks = (&mut task.0).await.unwrap_or_default();
+                    state.stack_task = None;
+                }
+                if let (Some(index), Some(addr), None) =
+                    (outcome.index, outcome.addr, &state.stack_task)
+                    && config.stacks.enabled
+                {
+                    state.stack_task = Some(StackTask(tokio::spawn(read_stacks(
+                        self.shared.clone(),
+                        addr,
+                        index,
+                        state.stacks.clone(),
+                    ))));
+                }
             }
             if state.meta.coverage != coverage {
                 let mut meta = (*state.meta).clone();
@@ -356,6 +396,7 @@ impl Sampler {
             scrape.samples.push(TargetSample {
                 meta: state.meta.clone(),
                 metrics,
+                stacks,
             });
         }
         let live = &self.targets;
@@ -421,6 +462,7 @@ fn initial_meta(p: &GoProcess, config: &CollectorConfig) -> TargetMeta {
             buildinfo: true,
             ..Coverage::default()
         },
+        build: Some(Arc::new(b.to_wire())),
     }
 }
 
@@ -442,6 +484,7 @@ async fn endpoint_work(
         metrics: Metrics::new(),
         expvar: false,
         pprof: false,
+        index: None,
         addr: None,
     };
 
@@ -515,9 +558,10 @@ async fn endpoint_work(
         _ => {}
     }
     match scraped.goroutines {
-        Some(Ok(n)) => {
-            out.metrics.push(("go_goroutines", n as f64));
+        Some(Ok(index)) => {
+            out.metrics.push(("go_goroutines", index.goroutines as f64));
             out.pprof = true;
+            out.index = Some(index);
         }
         Some(Err(e)) if failures == 0 => {
             tracing::warn!(pid, error = %goroscope_daemon::escape::peer(&e), "goroutine sample failed");
@@ -542,6 +586,98 @@ async fn endpoint_work(
         }
     };
     out
+}
+
+/// Reads what the stack plan allows of `addr`'s goroutine profiles, one at a time;
+/// a summary per read, and one per skip saying why.
+async fn read_stacks(
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    index: pprof::Index,
+    plan: Arc<Mutex<StackPlan>>,
+) -> Vec<v1::StackSummary> {
+    // Counted with the endpoint work: the reads of a round are bounded together.
+    let _slot = shared.slots.acquire().await.ok();
+    let s = &shared.config.stacks;
+    let goroutines = index.goroutines;
+    let steps = plan.lock().unwrap_or_else(PoisonError::into_inner).plan(
+        Instant::now(),
+        goroutines,
+        index.leak_profile,
+        s,
+    );
+    let mut out = Vec::with_capacity(steps.len());
+    for step in steps {
+        let kind = match step {
+            Step::Read(kind) => kind,
+            Step::Skip(kind, why) => {
+                let reason = if why.starts_with("pause budget") {
+                    "budget"
+                } else {
+                    "goroutines"
+                };
+                stacks::METRICS.skipped(kind, reason);
+                out.push(skipped(kind, goroutines, why));
+                continue;
+            }
+        };
+        let format = if kind == stacks::Kind::Each {
+            stack_text::Format::Each
+        } else {
+            stack_text::Format::Grouped
+        };
+        let mut summariser = stack_text::Summariser::new(format, s.max_groups);
+        let started_ms = goroscope_proto::unix_ms();
+        let started = Instant::now();
+        let read = tokio::time::timeout(
+            s.timeout,
+            http::get_streaming(addr, kind.path(), s.max_response_bytes, |data| {
+                summariser.feed(data)
+            }),
+        )
+        .await;
+        let took = started.elapsed();
+        let failure = match read {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some(format!(
+                "no answer within stacks.timeout ({})",
+                humantime::format_duration(s.timeout)
+            )),
+        };
+        let mut p = plan.lock().unwrap_or_else(PoisonError::into_inner);
+        match failure {
+            None => {
+                p.charge(Instant::now(), kind, goroutines, took);
+                drop(p);
+                stacks::METRICS.read(kind, took);
+                let mut summary = summariser.finish(kind.source());
+                summary.timestamp_ms = started_ms;
+                summary.request_ms = took.as_millis().min(u32::MAX as u128) as u32;
+                out.push(summary);
+            }
+            Some(why) => {
+                p.failed(Instant::now(), kind, goroutines, took);
+                drop(p);
+                stacks::METRICS.skipped(kind, "failed");
+                tracing::debug!(%addr, source = kind.source(), error = %goroscope_daemon::escape::peer(&why), "stack read failed");
+                let mut summary = skipped(kind, goroutines, why);
+                summary.request_ms = took.as_millis().min(u32::MAX as u128) as u32;
+                out.push(summary);
+            }
+        }
+    }
+    out
+}
+
+fn skipped(kind: stacks::Kind, goroutines: u64, why: String) -> v1::StackSummary {
+    v1::StackSummary {
+        timestamp_ms: goroscope_proto::unix_ms(),
+        source: kind.source().to_owned(),
+        total: goroutines,
+        skipped: goroscope_proto::rules::trim_label_value(&why).into_owned(),
+        ..Default::default()
+    }
 }
 
 /// Reads the /proc vital signs of `pid`.
@@ -637,7 +773,10 @@ async fn scrape_expvar(config: &CollectorConfig, addr: SocketAddr) -> Result<Met
 
 /// The goroutine count from the pprof index page, which the runtime answers without
 /// building any stack.
-async fn scrape_goroutines(config: &CollectorConfig, addr: SocketAddr) -> Result<u64, String> {
+async fn scrape_goroutines(
+    config: &CollectorConfig,
+    addr: SocketAddr,
+) -> Result<pprof::Index, String> {
     let page = bounded(
         config,
         http::get(
@@ -648,7 +787,7 @@ async fn scrape_goroutines(config: &CollectorConfig, addr: SocketAddr) -> Result
         ),
     )
     .await?;
-    pprof::parse_goroutine_count(&page).map_err(|e| format!("{addr}: {e}"))
+    pprof::parse_index(&page).map_err(|e| format!("{addr}: {e}"))
 }
 
 async fn bounded<T>(
@@ -922,7 +1061,10 @@ mod tests {
                 pprof: true
             }
         );
-        assert!(matches!(scraped.goroutines, Some(Ok(4))));
+        assert!(matches!(
+            scraped.goroutines,
+            Some(Ok(pprof::Index { goroutines: 4, .. }))
+        ));
 
         // Of two that answer, the first in the candidates' order, without waiting for
         // the silent ones after it.

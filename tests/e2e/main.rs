@@ -3,6 +3,7 @@
 
 mod discovery;
 mod edges;
+mod stacks;
 
 use std::time::Duration;
 

@@ -31,6 +31,98 @@ pub struct BuildInfo {
     pub vcs_revision: Option<String>,
     /// Every `build` key=value setting, in the order the binary records them.
     pub settings: Vec<(String, String)>,
+    /// The main module's checksum (usually empty: the main module is not downloaded).
+    pub main_sum: String,
+    /// The main module's replacement, if any.
+    pub main_replace: Option<Module>,
+    /// Every dependency module (`dep` lines), with its replacement (`=>` lines).
+    pub deps: Vec<Module>,
+}
+
+/// A module of a build: path, version, checksum, and what replaced it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Module {
+    pub path: String,
+    pub version: String,
+    pub sum: String,
+    pub replace: Option<Box<Module>>,
+}
+
+impl Module {
+    fn from_columns(rest: &str) -> Module {
+        let mut cols = rest.split('\t');
+        Module {
+            path: cols.next().unwrap_or_default().to_string(),
+            version: cols.next().unwrap_or_default().to_string(),
+            sum: cols.next().unwrap_or_default().to_string(),
+            replace: None,
+        }
+    }
+
+    fn to_wire(&self) -> goroscope_proto::v1::Module {
+        goroscope_proto::v1::Module {
+            path: self.path.clone(),
+            version: self.version.clone(),
+            sum: self.sum.clone(),
+            replace: self.replace.as_ref().map(|r| Box::new(r.to_wire())),
+        }
+    }
+}
+
+/// Modules and settings sent at most, and the longest string: what the aggregator
+/// accepts (a build beyond them is cut, never refused).
+const MAX_WIRE_DEPS: usize = 4096;
+const MAX_WIRE_SETTINGS: usize = 256;
+const MAX_WIRE_STRING: usize = 4096;
+
+impl BuildInfo {
+    /// The build as the wire carries it, cut to what the aggregator accepts.
+    pub fn to_wire(&self) -> goroscope_proto::v1::BuildInfo {
+        fn cut(s: &str) -> String {
+            if s.len() <= MAX_WIRE_STRING {
+                return s.to_owned();
+            }
+            let mut end = MAX_WIRE_STRING;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            s[..end].to_owned()
+        }
+        fn module(m: &Module) -> goroscope_proto::v1::Module {
+            let mut w = m.to_wire();
+            for s in [&mut w.path, &mut w.version, &mut w.sum] {
+                *s = cut(s);
+            }
+            if let Some(r) = &mut w.replace {
+                for s in [&mut r.path, &mut r.version, &mut r.sum] {
+                    *s = cut(s);
+                }
+            }
+            w
+        }
+        goroscope_proto::v1::BuildInfo {
+            go_version: cut(&self.go_version),
+            path: cut(&self.path),
+            main: (!self.main_module.is_empty()).then(|| {
+                module(&Module {
+                    path: self.main_module.clone(),
+                    version: self.main_version.clone(),
+                    sum: self.main_sum.clone(),
+                    replace: self.main_replace.clone().map(Box::new),
+                })
+            }),
+            deps: self.deps.iter().take(MAX_WIRE_DEPS).map(module).collect(),
+            settings: self
+                .settings
+                .iter()
+                .take(MAX_WIRE_SETTINGS)
+                .map(|(k, v)| goroscope_proto::v1::Label {
+                    name: cut(k),
+                    value: cut(v),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -461,9 +553,19 @@ fn parse_modinfo(text: &str, info: &mut BuildInfo) {
         match kind {
             "path" => info.path = rest.to_string(),
             "mod" => {
-                let mut cols = rest.split('\t');
-                info.main_module = cols.next().unwrap_or_default().to_string();
-                info.main_version = cols.next().unwrap_or_default().to_string();
+                let m = Module::from_columns(rest);
+                info.main_module = m.path;
+                info.main_version = m.version;
+                info.main_sum = m.sum;
+            }
+            "dep" => info.deps.push(Module::from_columns(rest)),
+            // Replaces the module on the line before: the last dep, or the main module.
+            "=>" => {
+                let replacement = Module::from_columns(rest);
+                match info.deps.last_mut() {
+                    Some(dep) => dep.replace = Some(Box::new(replacement)),
+                    None => info.main_replace = Some(replacement),
+                }
             }
             "build" => {
                 if let Some((key, value)) = parse_setting(rest) {
@@ -706,6 +808,29 @@ pub(crate) mod tests {
         );
         assert_eq!(info.service_name(), "billing");
         assert_eq!(info.version_label(), "v1.4.2");
+        assert_eq!(info.main_sum, "h1:abc=");
+        assert_eq!(info.deps.len(), 2);
+        assert_eq!(
+            (
+                info.deps[0].path.as_str(),
+                info.deps[0].version.as_str(),
+                info.deps[0].sum.as_str()
+            ),
+            ("golang.org/x/sys", "v0.30.0", "h1:def=")
+        );
+        let replaced = info.deps[1].replace.as_deref().unwrap();
+        assert_eq!(
+            (replaced.path.as_str(), replaced.version.as_str()),
+            ("example.com/new", "v1.1.0")
+        );
+        let wire = info.to_wire();
+        assert_eq!(wire.main.as_ref().unwrap().version, "v1.4.2");
+        assert_eq!(
+            wire.deps[1].replace.as_ref().unwrap().path,
+            "example.com/new"
+        );
+        assert_eq!(wire.settings.len(), 7);
+        assert_eq!(wire.settings[2].name, "CGO_ENABLED");
     }
 
     #[test]

@@ -49,13 +49,12 @@ pub enum Read {
     Until(&'static [u8]),
 }
 
-/// GETs `path` from `addr`. A body longer than `limit` is an error with [`Read::All`].
-pub async fn get(
+/// Sends a GET of `path` to `addr`; the response's body, and the connection task,
+/// which ends when the guard is dropped.
+async fn send(
     addr: SocketAddr,
     path: &str,
-    limit: usize,
-    read: Read,
-) -> Result<Bytes, HttpError> {
+) -> Result<(hyper::body::Incoming, AbortOnDrop<()>), HttpError> {
     let protocol = |reason: String| HttpError::Protocol {
         addr,
         path: path.to_owned(),
@@ -68,8 +67,10 @@ pub async fn get(
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
         .map_err(|e| protocol(e.to_string()))?;
-    // The connection task ends with this function: dropping the guard aborts it.
-    let conn = AbortOnDrop(tokio::spawn(conn));
+    // The connection task ends with the caller's read: dropping the guard aborts it.
+    let conn = AbortOnDrop(tokio::spawn(async move {
+        let _ = conn.await;
+    }));
     let request = Request::get(path)
         .header(hyper::header::HOST, addr.to_string())
         .header(
@@ -89,7 +90,22 @@ pub async fn get(
             status: response.status().as_u16(),
         });
     }
-    let mut body = response.into_body();
+    Ok((response.into_body(), conn))
+}
+
+/// GETs `path` from `addr`. A body longer than `limit` is an error with [`Read::All`].
+pub async fn get(
+    addr: SocketAddr,
+    path: &str,
+    limit: usize,
+    read: Read,
+) -> Result<Bytes, HttpError> {
+    let protocol = |reason: String| HttpError::Protocol {
+        addr,
+        path: path.to_owned(),
+        reason,
+    };
+    let (mut body, conn) = send(addr, path).await?;
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| protocol(e.to_string()))?;
@@ -118,6 +134,41 @@ pub async fn get(
     }
     drop(conn);
     Ok(buf.freeze())
+}
+
+/// GETs `path` from `addr` and hands the body to `sink` as it arrives, never holding
+/// it whole; the bytes read. A body longer than `limit` is an error once `limit` bytes
+/// went to the sink.
+pub async fn get_streaming(
+    addr: SocketAddr,
+    path: &str,
+    limit: usize,
+    mut sink: impl FnMut(&[u8]),
+) -> Result<usize, HttpError> {
+    let (mut body, conn) = send(addr, path).await?;
+    let mut read = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| HttpError::Protocol {
+            addr,
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if read + data.len() > limit {
+            sink(&data[..limit - read]);
+            return Err(HttpError::TooLarge {
+                addr,
+                path: path.to_owned(),
+                limit,
+            });
+        }
+        read += data.len();
+        sink(&data);
+    }
+    drop(conn);
+    Ok(read)
 }
 
 /// The end of the first `marker` in `buf` that reaches past `from`, where the bytes

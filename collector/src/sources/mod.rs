@@ -4,6 +4,7 @@ pub mod expvar;
 pub mod http;
 pub mod pprof;
 pub mod proc;
+pub mod stacks;
 
 /// One sample of a target: (metric name, value). Names are static (the catalogue in
 /// docs/metrics.md), so a sample allocates no strings.

@@ -31,7 +31,23 @@ pub enum PprofError {
 ///   `<td>42</td><td><a href=goroutine?debug=1>goroutine</a></td>`
 /// - the earliest: `<tr><td align=right>42<td><a href="goroutine?debug=1">goroutine</a>`
 pub fn parse_goroutine_count(page: &[u8]) -> Result<u64, PprofError> {
+    parse_index(page).map(|i| i.goroutines)
+}
+
+/// What the index page tells of a target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Index {
+    pub goroutines: u64,
+    /// The Go 1.26+ `goroutineleak` profile is served (a program built with
+    /// `GOEXPERIMENT=goroutineleakprofile`, or a Go release where it is on by default).
+    pub leak_profile: bool,
+}
+
+/// The goroutine count, and whether the goroutineleak profile has a row.
+pub fn parse_index(page: &[u8]) -> Result<Index, PprofError> {
     let page = String::from_utf8_lossy(page);
+    let mut goroutines = None;
+    let mut leak_profile = false;
     // Whatever precedes the first row (the head, the table's header) is not a row.
     for row in page.split("<tr").skip(1) {
         let row = row.split("</table").next().unwrap_or(row);
@@ -39,13 +55,22 @@ pub fn parse_goroutine_count(page: &[u8]) -> Result<u64, PprofError> {
         let (Some(count), Some(name)) = (cells.next(), cells.next()) else {
             continue;
         };
-        if name == "goroutine" {
-            return count
-                .parse()
-                .map_err(|_| PprofError::BadCount(count.chars().take(40).collect()));
+        match name {
+            "goroutine" if goroutines.is_none() => {
+                goroutines = Some(
+                    count
+                        .parse()
+                        .map_err(|_| PprofError::BadCount(count.chars().take(40).collect()))?,
+                );
+            }
+            "goroutineleak" => leak_profile = true,
+            _ => {}
         }
     }
-    Err(PprofError::NoGoroutineRow)
+    Ok(Index {
+        goroutines: goroutines.ok_or(PprofError::NoGoroutineRow)?,
+        leak_profile,
+    })
 }
 
 /// The non-blank texts between the tags of an HTML fragment, trimmed. The fragment may
