@@ -347,7 +347,7 @@ mod tests {
     fn builds_go_with_a_targets_first_declaration_and_stacks_with_its_ref() {
         let m = meta(1, true);
         let mut enc = Encoder::new("node-a");
-        let first = whole(&mut enc, 1, &scrape(1_000, &[m.clone()]));
+        let first = whole(&mut enc, 1, &scrape(1_000, std::slice::from_ref(&m)));
         assert_eq!(first.targets[0].build.as_ref().unwrap().deps.len(), 3);
         assert_eq!(first.stacks.len(), 1);
         assert_eq!(first.stacks[0].target_ref, first.targets[0].r#ref);
