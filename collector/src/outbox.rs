@@ -197,6 +197,7 @@ mod tests {
                     start_time_ms: 1,
                     labels: vec![],
                     coverage: Coverage::default(),
+                    runtime_env: vec![],
                 }),
                 metrics: vec![("go_goroutines", 1.0); metrics],
             }],
