@@ -23,6 +23,8 @@ use super::proc::ProcError;
 pub const MAX_FILE_BYTES: u64 = 64 * 1024;
 /// Entries of the cgroup root looked at for v1 hierarchies, at most.
 const MAX_ROOT_ENTRIES: usize = 64;
+/// Distinct cgroup sets a round keeps, at most; past it, targets are read uncached.
+const MAX_ROUND_ENTRIES: usize = 4096;
 /// Lines of `/proc/PID/cgroup` kept, at most (a kernel has about 15 controllers).
 const MAX_MEMBERSHIP_LINES: usize = 32;
 /// A v1 memory limit at or above this is "no limit": the kernel shows its page counter
@@ -457,7 +459,8 @@ pub fn read_membership(proc_root: &Path, pid: u32) -> Result<String, ProcError> 
 /// The cgroups read in one sampling round. Many targets share a cgroup (the processes
 /// of a pod, or every process of a host without containers): each distinct
 /// `/proc/PID/cgroup` is read once per round. The layout is probed by the first target
-/// that needs it. Dropped with the round, so it forgets.
+/// that needs it. Dropped with the round, so it forgets; holds at most
+/// `MAX_ROUND_ENTRIES` cgroup sets.
 pub struct Round {
     cgroup_root: PathBuf,
     layout: OnceLock<Layout>,
@@ -489,10 +492,13 @@ impl Round {
         // both read it, which costs a few reads and gives the same answer.
         let layout = self.layout.get_or_init(|| Layout::probe(&self.cgroup_root));
         let reading = Arc::new(read(layout, &parse_membership(&text)));
-        self.by_membership
+        let mut cache = self
+            .by_membership
             .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(text, reading.clone());
+            .unwrap_or_else(PoisonError::into_inner);
+        if cache.len() < MAX_ROUND_ENTRIES {
+            cache.insert(text, reading.clone());
+        }
         Ok(reading)
     }
 }
