@@ -457,9 +457,9 @@ fn relabelled(
         .labels()
         .map(|(name, value)| (name, goroscope_proto::rules::trim_label_value(value)))
         .collect();
-    let current = labels.iter().filter(|(k, _)| is_cgroup_label(k));
-    if current
-        .clone()
+    if labels
+        .iter()
+        .filter(|(k, _)| is_cgroup_label(k))
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .eq(wanted.iter().map(|(k, v)| (*k, v.as_ref())))
     {
