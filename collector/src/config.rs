@@ -15,6 +15,9 @@ pub const ENV_PREFIX: &str = "GOROSCOPE_COLLECTOR";
 /// The labels the collector sets on every target from its build info.
 pub const BUILT_IN_LABELS: [&str; 5] = ["service", "version", "go_version", "module", "path"];
 
+/// The labels the collector sets on a target from its cgroup path, when found there.
+pub const CGROUP_LABELS: [&str; 2] = ["container_id", "pod_uid"];
+
 /// The shortest sampling interval accepted.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -38,6 +41,9 @@ pub struct CollectorConfig {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Where procfs is mounted (a DaemonSet mounts the host's /proc).
     pub proc_root: PathBuf,
+    /// Where the host's cgroup hierarchies are mounted: the unified one (cgroup v2), or
+    /// one directory per v1 hierarchy (`memory`, `cpu,cpuacct`, ...) and `unified`.
+    pub cgroup_root: PathBuf,
     /// Labels added to every target of this host (zone, cluster, ...).
     pub labels: BTreeMap<String, String>,
     pub tls: TlsSettings,
@@ -142,6 +148,7 @@ impl Default for CollectorConfig {
             log: "info".into(),
             metrics_listen: None,
             proc_root: PathBuf::from("/proc"),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             labels: BTreeMap::new(),
             tls: TlsSettings::default(),
             discovery: DiscoveryConfig::default(),
@@ -302,16 +309,21 @@ impl CollectorConfig {
                     "the collector sets this label from the build info",
                 ));
             }
+            if CGROUP_LABELS.contains(&name.as_str()) {
+                return Err(invalid(
+                    &format!("labels.{name}"),
+                    format!("{value:?}"),
+                    "the collector sets this label from the process's cgroup",
+                ));
+            }
         }
-        let most = goroscope_proto::rules::MAX_LABELS - BUILT_IN_LABELS.len();
+        let own = BUILT_IN_LABELS.len() + CGROUP_LABELS.len();
+        let most = goroscope_proto::rules::MAX_LABELS - own;
         if self.labels.len() > most {
             return Err(invalid(
                 "labels",
                 format!("{} labels", self.labels.len()),
-                &format!(
-                    "at most {most} (the collector adds {} of its own)",
-                    BUILT_IN_LABELS.len()
-                ),
+                &format!("at most {most} (the collector adds {own} of its own)"),
             ));
         }
         self.discovery.validate()?;
@@ -370,6 +382,11 @@ mod tests {
                 "host = \"a\"\n[labels]\nservice = \"x\"\n",
                 "labels.service",
                 "build info",
+            ),
+            (
+                "host = \"a\"\n[labels]\npod_uid = \"x\"\n",
+                "labels.pod_uid",
+                "cgroup",
             ),
         ] {
             std::fs::write(&path, text).unwrap();

@@ -18,6 +18,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::sources::buildinfo::{self, BuildInfo, BuildInfoError};
+use crate::sources::environ;
 use crate::sources::proc::{self, ExeId, ProcError};
 
 /// Items of work per batch in [`off_thread_batched`].
@@ -34,6 +35,8 @@ pub struct GoProcess {
     /// The process name from `/proc/PID/stat` (at most 15 bytes).
     pub comm: String,
     pub build: BuildInfo,
+    /// The Go runtime settings of its environment ([`environ::RUNTIME_VARS`] only).
+    pub runtime_env: Vec<(String, String)>,
 }
 
 impl GoProcess {
@@ -82,13 +85,17 @@ struct Listed {
 /// What was judged of a process before: the executable's identity, if it was judged.
 type Judged = Option<Option<ExeId>>;
 
-/// What one examination found.
+/// What one examination found. Examinations are short-lived and one at a time per
+/// process: the size of a full build does not matter here.
+#[allow(clippy::large_enum_variant)]
 enum Examined {
     /// The executable is the one already judged.
     Same,
     New {
         exe: Option<ExeId>,
         build: Result<BuildInfo, BuildInfoError>,
+        /// The runtime settings, read for a Go program only.
+        runtime_env: Vec<(String, String)>,
     },
 }
 
@@ -192,7 +199,11 @@ impl Discovery {
                 .is_some_and(|k| k.start_ticks == p.start_ticks);
             match result {
                 Some(Examined::Same) => {}
-                Some(Examined::New { exe, build }) => {
+                Some(Examined::New {
+                    exe,
+                    build,
+                    runtime_env,
+                }) => {
                     if let Some(Known {
                         verdict: Verdict::Go(old),
                         ..
@@ -201,7 +212,7 @@ impl Discovery {
                         tracing::info!(pid = p.pid, service = %goroscope_daemon::escape::peer(&old.service()), "go process exited or replaced by exec");
                         scan.exited.push(old);
                     }
-                    let verdict = self.verdict(&p, build);
+                    let verdict = self.verdict(&p, build, runtime_env);
                     self.known.insert(
                         p.pid,
                         Known {
@@ -235,7 +246,12 @@ impl Discovery {
         Ok(scan)
     }
 
-    fn verdict(&self, p: &Listed, build: Result<BuildInfo, BuildInfoError>) -> Verdict {
+    fn verdict(
+        &self,
+        p: &Listed,
+        build: Result<BuildInfo, BuildInfoError>,
+        runtime_env: Vec<(String, String)>,
+    ) -> Verdict {
         let pid = p.pid;
         match build {
             Ok(build) => {
@@ -247,6 +263,7 @@ impl Discovery {
                     start_time_ms,
                     comm: p.comm.clone(),
                     build,
+                    runtime_env,
                 };
                 tracing::info!(
                     pid,
@@ -309,13 +326,26 @@ fn examine(root: &Path, pid: u32, judged: Judged) -> Examined {
             return Examined::New {
                 exe: now,
                 build: Err(BuildInfoError::Io { path, source }),
+                runtime_env: Vec::new(),
             };
         }
     };
     let exe = file.metadata().ok().map(|m| ExeId::of(&m));
+    let build = buildinfo::read_build_info_from(&file, &path);
+    // Read with the executable: the environment changes only with it, by `exec`. The
+    // kernel fills a new environment in moments after the exe link changes, long
+    // before the build info above has been read.
+    let runtime_env = match &build {
+        Ok(_) => environ::read(root, pid).unwrap_or_else(|e| {
+            tracing::debug!(pid, error = %e, "runtime settings unreadable");
+            Vec::new()
+        }),
+        Err(_) => Vec::new(),
+    };
     Examined::New {
         exe,
-        build: buildinfo::read_build_info_from(&file, &path),
+        build,
+        runtime_env,
     }
 }
 

@@ -181,7 +181,14 @@ impl Encoder {
             } else {
                 None
             },
-            ..Default::default()
+            runtime_env: meta
+                .runtime_env
+                .iter()
+                .map(|(name, value)| v1::Label {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
         }
     }
 
@@ -309,6 +316,7 @@ mod tests {
                 ],
                 ..Default::default()
             })),
+            runtime_env: vec![("GOGC".into(), "50".into())],
         })
     }
 
@@ -370,6 +378,13 @@ mod tests {
         let first = whole(&mut enc, 1, &scrape(1000, std::slice::from_ref(&a)));
         assert_eq!(first.targets.len(), 1);
         assert_eq!(first.targets[0].id.as_ref().unwrap().host, "node-a");
+        assert_eq!(
+            first.targets[0].runtime_env,
+            [v1::Label {
+                name: "GOGC".into(),
+                value: "50".into()
+            }]
+        );
         assert_eq!(first.series.len(), 2);
         assert_eq!(first.samples.len(), 2);
         assert_eq!(first.samples[0].timestamp_deltas, vec![1000]);

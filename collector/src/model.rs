@@ -21,12 +21,16 @@ pub struct TargetMeta {
     pub pid: u32,
     pub start_ticks: u64,
     pub start_time_ms: i64,
-    /// service, version, go_version, module, path, plus the host's configured labels.
+    /// service, version, go_version, module, path, container_id and pod_uid (when the
+    /// process's cgroup names them), plus the host's configured labels.
     pub labels: Vec<(String, String)>,
     pub coverage: Coverage,
     /// The executable's full build information, sent when the target is first declared
     /// on a stream.
     pub build: Option<Arc<goroscope_proto::v1::BuildInfo>>,
+    /// The Go runtime settings in the process's environment (GOGC, GOMEMLIMIT, ...),
+    /// never any other variable.
+    pub runtime_env: Vec<(String, String)>,
 }
 
 /// One target's sample at one instant.
@@ -57,6 +61,7 @@ impl Scrape {
             48 + m.coverage.debug_addr.len()
                 + m.labels
                     .iter()
+                    .chain(&m.runtime_env)
                     .map(|(k, v)| k.len() + v.len() + 6)
                     .sum::<usize>()
         };

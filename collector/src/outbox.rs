@@ -198,6 +198,7 @@ mod tests {
                     labels: vec![],
                     coverage: Coverage::default(),
                     build: None,
+                    runtime_env: vec![],
                 }),
                 metrics: vec![("go_goroutines", 1.0); metrics],
                 stacks: vec![],

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use crate::config::{CollectorConfig, MAX_PROBED_PORTS};
 use crate::discovery::{Discovery, GoProcess, Held, OffThread, off_thread, off_thread_batched};
 use crate::model::{Coverage, Scrape, TargetMeta, TargetSample};
+use crate::sources::cgroup::{self, Identity};
 use crate::sources::http::{self, Read};
 use crate::sources::proc::{self, ProcError};
 use crate::sources::{Metrics, expvar, pprof, stacks as stack_text};
@@ -157,7 +158,15 @@ impl Namespaces {
     }
 }
 
-type ProcSample = Result<Metrics, ProcError>;
+/// What the off-thread read of a target's /proc files and cgroups gave.
+struct ProcSample {
+    /// /proc and cgroup metrics.
+    metrics: Metrics,
+    /// The cgroups' reading, `None` if they could not be read.
+    cgroup: Option<Arc<cgroup::Reading>>,
+}
+
+type ProcResult = Result<ProcSample, ProcError>;
 
 /// How a target's endpoint work ended.
 struct EndpointOutcome {
@@ -291,7 +300,7 @@ impl Sampler {
         }
 
         // `None`: not read in time this round.
-        let mut procs: Vec<((u32, u64), Option<ProcSample>)> = Vec::new();
+        let mut procs: Vec<((u32, u64), Option<ProcResult>)> = Vec::new();
         let mut due = Vec::with_capacity(scan.running.len());
         for p in &scan.running {
             let key = (p.pid, p.start_ticks);
@@ -302,10 +311,11 @@ impl Sampler {
             }
         }
         let root = config.proc_root.clone();
+        let cgroups = cgroup::Round::new(&config.cgroup_root);
         let batched = off_thread_batched(
             due,
             |key| key.0,
-            move |pid| sample_proc(&root, pid),
+            move |pid| sample_proc(&root, &cgroups, pid),
             deadline,
             per_target,
         )
@@ -342,10 +352,15 @@ impl Sampler {
                 ..Coverage::default()
             };
             let mut stacks = Vec::new();
+            let mut identity = None;
             let mut metrics = match proc_result {
-                Some(Ok(metrics)) => {
+                Some(Ok(sample)) => {
                     coverage.proc = true;
-                    metrics
+                    if let Some(reading) = sample.cgroup {
+                        coverage.cgroup = !reading.metrics.is_empty();
+                        identity = Some(reading.identity.clone());
+                    }
+                    sample.metrics
                 }
                 Some(Err(ProcError::Gone { .. })) => {
                     if let Some(state) = self.targets.remove(&key) {
@@ -363,6 +378,12 @@ impl Sampler {
             let Some(state) = self.targets.get_mut(&key) else {
                 continue;
             };
+            if let Some(task) = &mut state.stack_task
+                && task.0.is_finished()
+            {
+                stacks = (&mut task.0).await.unwrap_or_default();
+                state.stack_task = None;
+            }
             if let Some(outcome) = outcomes.remove(&key) {
                 state.endpoint = outcome.endpoint;
                 metrics.extend(outcome.metrics);
@@ -370,12 +391,6 @@ impl Sampler {
                 coverage.pprof = outcome.pprof;
                 coverage.goroutineleak = outcome.index.is_some_and(|i| i.leak_profile);
                 coverage.debug_addr = outcome.addr.map(|a| a.to_string()).unwrap_or_default();
-                if let Some(task) = &mut state.stack_task
-                    && task.0.is_finished()
-                {
-                    stacks = (&mut task.0).await.unwrap_or_default();
-                    state.stack_task = None;
-                }
                 if let (Some(index), Some(addr), None) =
                     (outcome.index, outcome.addr, &state.stack_task)
                     && config.stacks.enabled
@@ -388,9 +403,14 @@ impl Sampler {
                     ))));
                 }
             }
-            if state.meta.coverage != coverage {
+            // A cgroup unread this round keeps the identity of the last one read.
+            let labels = identity.and_then(|id| relabelled(&state.meta.labels, &id, key.0));
+            if state.meta.coverage != coverage || labels.is_some() {
                 let mut meta = (*state.meta).clone();
                 meta.coverage = coverage;
+                if let Some(labels) = labels {
+                    meta.labels = labels;
+                }
                 state.meta = Arc::new(meta);
             }
             scrape.samples.push(TargetSample {
@@ -463,7 +483,42 @@ fn initial_meta(p: &GoProcess, config: &CollectorConfig) -> TargetMeta {
             ..Coverage::default()
         },
         build: Some(Arc::new(b.to_wire())),
+        runtime_env: p.runtime_env.clone(),
     }
+}
+
+/// `labels` with the container and pod of `identity` in place of those they have, or
+/// `None` if that changes nothing (the common case: a process stays in its cgroup).
+fn relabelled(
+    labels: &[(String, String)],
+    identity: &Identity,
+    pid: u32,
+) -> Option<Vec<(String, String)>> {
+    let is_cgroup_label = |name: &str| crate::config::CGROUP_LABELS.contains(&name);
+    let wanted: Vec<(&str, std::borrow::Cow<'_, str>)> = identity
+        .labels()
+        .map(|(name, value)| (name, goroscope_proto::rules::trim_label_value(value)))
+        .collect();
+    if labels
+        .iter()
+        .filter(|(k, _)| is_cgroup_label(k))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .eq(wanted.iter().map(|(k, v)| (*k, v.as_ref())))
+    {
+        return None;
+    }
+    tracing::debug!(pid, container_id = ?identity.container_id, pod_uid = ?identity.pod_uid, "container and pod from the cgroup");
+    let mut out: Vec<(String, String)> = labels
+        .iter()
+        .filter(|(k, _)| !is_cgroup_label(k))
+        .cloned()
+        .collect();
+    out.extend(
+        wanted
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.into_owned())),
+    );
+    Some(out)
 }
 
 /// One target's endpoint work for a round: a probe when `probe`, then a scrape of what
@@ -680,8 +735,8 @@ fn skipped(kind: stacks::Kind, goroutines: u64, why: String) -> v1::StackSummary
     }
 }
 
-/// Reads the /proc vital signs of `pid`.
-fn sample_proc(root: &Path, pid: u32) -> Result<Metrics, ProcError> {
+/// Reads the /proc vital signs of `pid`, and those of its cgroups.
+fn sample_proc(root: &Path, cgroups: &cgroup::Round, pid: u32) -> Result<ProcSample, ProcError> {
     let stat = proc::read_stat(root, pid)?;
     if stat.is_dead() {
         return Err(ProcError::Gone { pid });
@@ -731,7 +786,22 @@ fn sample_proc(root: &Path, pid: u32) -> Result<Metrics, ProcError> {
         // and a process that really vanished is seen by the next read of its stat.
         Err(e) => tracing::debug!(pid, error = %e, "smaps_rollup unreadable"),
     }
-    Ok(out)
+    let cgroup = match cgroups.read(root, pid) {
+        Ok(reading) => {
+            out.extend_from_slice(&reading.metrics);
+            Some(reading)
+        }
+        // A kernel without cgroups has no /proc/PID/cgroup (which looks like a
+        // vanished process): as for smaps_rollup, the stat read tells.
+        Err(e) => {
+            tracing::debug!(pid, error = %e, "cgroup unreadable");
+            None
+        }
+    };
+    Ok(ProcSample {
+        metrics: out,
+        cgroup,
+    })
 }
 
 /// Asks `addr` for what is wanted, both at once, each under the scrape timeout.
@@ -1182,6 +1252,145 @@ mod tests {
             assert_eq!(metric(s, "go_goroutines"), Some(4.0), "round {round}");
             assert!(s.meta.coverage.pprof && s.meta.coverage.expvar);
         }
+    }
+
+    #[tokio::test]
+    async fn a_real_go_process_brings_its_runtime_settings_and_cgroup_and_no_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = crate::sources::environ::tests::start_sleeper(&dir);
+        let pid = child.id();
+        let config = Arc::new(CollectorConfig {
+            interval: Duration::from_secs(1),
+            ..CollectorConfig::default()
+        });
+        let mut sampler = Sampler::new(config).unwrap();
+        let mut found = None;
+        for round in 0..10 {
+            let scrape = sampler.sample(round).await.unwrap();
+            found = scrape.samples.into_iter().find(|s| s.meta.pid == pid);
+            if found.is_some() {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let sample = found.expect("the Go process is a target");
+        let meta = &sample.meta;
+        assert_eq!(
+            meta.runtime_env,
+            [
+                ("GOGC".to_string(), "50".to_string()),
+                ("GOMEMLIMIT".to_string(), "1GiB".to_string())
+            ]
+        );
+        let everything = format!("{meta:?}");
+        assert!(!everything.contains("SECRET_TOKEN"), "{everything}");
+
+        // Whatever this host mounts, the cgroup sample is well formed, and covered
+        // when it gave anything.
+        let cgroup: Vec<_> = sample
+            .metrics
+            .iter()
+            .filter(|(n, _)| n.starts_with("cgroup_"))
+            .collect();
+        assert_eq!(meta.coverage.cgroup, !cgroup.is_empty(), "{cgroup:?}");
+        assert!(cgroup.iter().all(|(_, v)| v.is_finite() && *v >= 0.0));
+        if Path::new("/sys/fs/cgroup/memory/cgroup.procs").is_file() {
+            // A v1 memory hierarchy (as on this kind of host): the usage is there.
+            assert!(
+                metric(&sample, "cgroup_memory_current_bytes").is_some_and(|v| v > 0.0),
+                "{cgroup:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_container_target_carries_its_cgroup_metrics_and_identity() {
+        let fake = FakeProc::new();
+        fake.set(70, 100, 'S', go_binary());
+        fake.set(71, 100, 'S', go_binary());
+        let container = "/kubepods.slice/kubepods-burstable.slice/\
+            kubepods-burstable-pod0f8e5ab2_4c1d_4a9e_9b7e_2d3c4b5a6f70.slice/\
+            cri-containerd-4e1f0c0a3b2d9f8e7c6b5a4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b.scope";
+        std::fs::write(fake.root().join("70/cgroup"), format!("0::{container}\n")).unwrap();
+        let config = Arc::new(CollectorConfig {
+            proc_root: fake.root().to_owned(),
+            cgroup_root: Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("src/sources/testdata/cgroup/v2"),
+            interval: Duration::from_secs(1),
+            ..CollectorConfig::default()
+        });
+        let mut sampler = Sampler::new(config).unwrap();
+        let first = sampler.sample(1).await.unwrap();
+        let by_pid: HashMap<u32, &TargetSample> =
+            first.samples.iter().map(|s| (s.meta.pid, s)).collect();
+        let (inside, outside) = (by_pid[&70], by_pid[&71]);
+        assert_eq!(metric(inside, "cgroup_memory_max_bytes"), Some(536870912.0));
+        assert_eq!(metric(inside, "cgroup_oom_kills_total"), Some(2.0));
+        assert_eq!(metric(inside, "process_threads"), Some(3.0));
+        assert!(inside.meta.coverage.cgroup && inside.meta.coverage.proc);
+        let label = |s: &TargetSample, name: &str| {
+            s.meta
+                .labels
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            label(inside, "container_id").as_deref(),
+            Some("4e1f0c0a3b2d9f8e7c6b5a4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b")
+        );
+        assert_eq!(
+            label(inside, "pod_uid").as_deref(),
+            Some("0f8e5ab2-4c1d-4a9e-9b7e-2d3c4b5a6f70")
+        );
+        assert_eq!(label(inside, "service").as_deref(), Some("svc"));
+        // No /proc/PID/cgroup: sampled from /proc all the same, without cgroup.
+        assert_eq!(metric(outside, "process_threads"), Some(3.0));
+        assert!(!outside.meta.coverage.cgroup);
+        assert!(
+            outside
+                .metrics
+                .iter()
+                .all(|(n, _)| !n.starts_with("cgroup_"))
+        );
+        assert_eq!(label(outside, "container_id"), None);
+
+        // Unchanged, the target is not declared again: the same meta is sent.
+        let second = sampler.sample(2).await.unwrap();
+        let again = second.samples.iter().find(|s| s.meta.pid == 70).unwrap();
+        assert!(Arc::ptr_eq(&again.meta, &inside.meta));
+    }
+
+    #[test]
+    fn cgroup_identity_becomes_labels_only_when_it_changes() {
+        let base = vec![("service".to_string(), "svc".to_string())];
+        let none = Identity::default();
+        assert_eq!(relabelled(&base, &none, 1), None);
+        let id = Identity {
+            container_id: Some("ab".repeat(32)),
+            pod_uid: Some("4a1b2c3d-5e6f-4a8b-9c0d-1e2f3a4b5c6d".into()),
+        };
+        let with = relabelled(&base, &id, 1).unwrap();
+        assert_eq!(
+            with,
+            [
+                ("service".to_string(), "svc".to_string()),
+                ("container_id".to_string(), "ab".repeat(32)),
+                (
+                    "pod_uid".to_string(),
+                    "4a1b2c3d-5e6f-4a8b-9c0d-1e2f3a4b5c6d".to_string()
+                ),
+            ]
+        );
+        assert_eq!(relabelled(&with, &id, 1), None);
+        // Moved out of its container: the labels go.
+        assert_eq!(relabelled(&with, &none, 1), Some(base.clone()));
+        let pod_only = Identity {
+            container_id: None,
+            ..id.clone()
+        };
+        assert_eq!(relabelled(&with, &pod_only, 1).unwrap().len(), 2);
     }
 
     #[tokio::test]

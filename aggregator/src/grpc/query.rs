@@ -259,13 +259,27 @@ impl Query for QueryService {
                     response.skipped = why;
                     response.skipped_ms = ts;
                 }
-                let Some(summary) = found.summary else {
+                let Some(mut summary) = found.summary else {
                     return Ok(response);
                 };
+                if summary.source == GROUPED_SOURCE
+                    && let Some(full) = s.stacks_at(&key, at, |src| src == FULL_SOURCE)?.summary
+                {
+                    add_wait_reasons(&mut summary, &full);
+                }
                 let earlier = match from {
                     Some(from) => {
                         let source = summary.source.clone();
-                        s.stacks_at(&key, Some(from), |src| src == source)?.summary
+                        let mut e = s.stacks_at(&key, Some(from), |src| src == source)?.summary;
+                        if let Some(e) = &mut e
+                            && e.source == GROUPED_SOURCE
+                            && let Some(full) = s
+                                .stacks_at(&key, Some(from), |src| src == FULL_SOURCE)?
+                                .summary
+                        {
+                            add_wait_reasons(e, &full);
+                        }
+                        e
                     }
                     None => None,
                 };
@@ -332,8 +346,34 @@ impl Query for QueryService {
     }
 }
 
-/// The source of summaries of the goroutineleak profile.
+/// The sources of summaries: grouped stacks (no wait reasons), every goroutine, and
+/// the goroutineleak profile.
+const GROUPED_SOURCE: &str = "debug=1";
+const FULL_SOURCE: &str = "debug=2";
 const LEAK_SOURCE: &str = "goroutineleak";
+
+/// Gives the groups of a debug=1 summary the wait reason and wait times of the newest
+/// debug=2 summary's group with the same frames (its largest, if several), so that
+/// every interval's summary says what its goroutines wait on.
+fn add_wait_reasons(grouped: &mut v1::StackSummary, full: &v1::StackSummary) {
+    use std::collections::HashMap;
+    let mut by_frames: HashMap<&[String], &v1::StackGroup> = HashMap::new();
+    for g in &full.groups {
+        let e = by_frames.entry(&g.frames).or_insert(g);
+        if g.count > e.count {
+            *e = g;
+        }
+    }
+    for g in &mut grouped.groups {
+        if g.wait_reason.is_empty()
+            && let Some(f) = by_frames.get(g.frames.as_slice())
+        {
+            g.wait_reason = f.wait_reason.clone();
+            g.max_wait_s = f.max_wait_s;
+            g.median_wait_s = f.median_wait_s;
+        }
+    }
+}
 
 /// The signatures of a summary, largest first; with `earlier`, also those only in it
 /// (count 0), and each one's count there.

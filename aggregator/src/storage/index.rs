@@ -30,9 +30,10 @@ pub(super) struct Index {
     pub latest: HashMap<u64, (i64, f64)>,
     marks: HashMap<String, (u64, u64)>,
     pub next_series_id: u64,
-    /// The stack signatures of each target's newest stored summary; loaded from the
-    /// database the first time a target's summary arrives after open.
-    pub stack_sigs: HashMap<(TargetKey, String), Arc<FirstSeen>>,
+    /// The stack signatures of each target's newest stored summary (of every goroutine:
+    /// debug=1 or debug=2), with their first-seen times; loaded from the database the
+    /// first time a target's summary arrives after open.
+    pub stack_sigs: HashMap<TargetKey, Arc<FirstSeen>>,
 }
 
 /// What one group commit adds to the index; applied only once its write succeeded, so
@@ -50,7 +51,7 @@ pub(super) struct Delta {
     /// New ingest marks.
     pub marks: HashMap<String, (u64, u64)>,
     pub next_series_id: u64,
-    pub stack_sigs: HashMap<(TargetKey, String), Arc<FirstSeen>>,
+    pub stack_sigs: HashMap<TargetKey, Arc<FirstSeen>>,
 }
 
 impl Index {
@@ -112,7 +113,7 @@ impl Index {
     /// Drops targets and their series (already deleted from the database).
     pub fn forget(&mut self, targets: &[TargetKey]) {
         let gone: std::collections::HashSet<&TargetKey> = targets.iter().collect();
-        self.stack_sigs.retain(|(key, _), _| !gone.contains(key));
+        self.stack_sigs.retain(|key, _| !gone.contains(key));
         for key in targets {
             if let Some(entry) = self.targets.remove(key) {
                 for ((metric, labels), id) in entry.series {

@@ -407,9 +407,11 @@ fn staged_record<'a>(
 }
 
 /// Stores a stack summary with each group's first-seen time: carried over from the
-/// target's previous summary of the same source when the signature was in it, else
-/// the summary's own time. A summary that did not read the profile (skipped) is stored
-/// too (it says why), and does not reset first-seen times.
+/// target's previous summary of every goroutine (debug=1 or debug=2: the frames are
+/// the same in both) when the signature was in it, else the summary's own time. A
+/// goroutineleak summary (a subset) looks the times up without replacing them; a
+/// summary that did not read the profile (skipped) is stored too (it says why), and
+/// changes no time.
 fn stage_stacks(
     engine: &Engine,
     index: &Index,
@@ -419,15 +421,14 @@ fn stage_stacks(
 ) {
     let mut summary = stack.summary.clone();
     summary.target_ref = 0;
-    let source_key = (stack.target.clone(), summary.source.clone());
     let ts = summary.timestamp_ms;
     if summary.skipped.is_empty() {
         let previous = delta
             .stack_sigs
-            .get(&source_key)
-            .or_else(|| index.stack_sigs.get(&source_key))
+            .get(&stack.target)
+            .or_else(|| index.stack_sigs.get(&stack.target))
             .cloned()
-            .unwrap_or_else(|| Arc::new(load_first_seen(engine, &stack.target, &summary.source)));
+            .unwrap_or_else(|| Arc::new(load_first_seen(engine, &stack.target)));
         let mut seen = FirstSeen::with_capacity(summary.groups.len());
         for group in &mut summary.groups {
             let sig = signature_hash(&group.frames);
@@ -435,7 +436,11 @@ fn stage_stacks(
             group.first_seen_ms = first;
             seen.insert(sig, first);
         }
-        delta.stack_sigs.insert(source_key, Arc::new(seen));
+        if summary.source != LEAK_SOURCE {
+            delta
+                .stack_sigs
+                .insert(stack.target.clone(), Arc::new(seen));
+        }
     }
     set.put(
         CF_STACKS,
@@ -444,9 +449,12 @@ fn stage_stacks(
     );
 }
 
-/// The first-seen times of the newest stored summary of a target from one source (a
+/// Summaries of the goroutineleak profile: the leaked goroutines only.
+const LEAK_SOURCE: &str = "goroutineleak";
+
+/// The first-seen times of the newest stored summary of every goroutine of a target (a
 /// summary that was read, not skipped), or none.
-fn load_first_seen(engine: &Engine, target: &TargetKey, source: &str) -> FirstSeen {
+fn load_first_seen(engine: &Engine, target: &TargetKey) -> FirstSeen {
     let (from, to) = keys::stacks_range(target);
     let mut found = FirstSeen::new();
     let _ =
@@ -456,7 +464,7 @@ fn load_first_seen(engine: &Engine, target: &TargetKey, source: &str) -> FirstSe
             &to,
             256,
             |_, value| match records::decode_stacks(value) {
-                Ok(s) if s.source == source && s.skipped.is_empty() => {
+                Ok(s) if s.source != LEAK_SOURCE && s.skipped.is_empty() => {
                     found = s
                         .groups
                         .iter()

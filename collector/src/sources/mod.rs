@@ -1,5 +1,7 @@
 //! Sources: one module per place the collector reads a process's vital signs from.
 pub mod buildinfo;
+pub mod cgroup;
+pub mod environ;
 pub mod expvar;
 pub mod http;
 pub mod pprof;

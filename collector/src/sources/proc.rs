@@ -38,7 +38,7 @@ fn is_gone(e: &io::Error) -> bool {
 }
 
 /// Maps an error reading one of `pid`'s files: a vanished process is expected, not a fault.
-fn pid_err(pid: u32, path: PathBuf, e: io::Error) -> ProcError {
+pub(crate) fn pid_err(pid: u32, path: PathBuf, e: io::Error) -> ProcError {
     if is_gone(&e) {
         ProcError::Gone { pid }
     } else {

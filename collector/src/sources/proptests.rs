@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use super::{buildinfo, expvar, pprof, proc};
+use super::{buildinfo, cgroup, environ, expvar, pprof, proc};
 
 proptest! {
     #[test]
@@ -47,5 +47,38 @@ proptest! {
     #[test]
     fn the_stat_parser_takes_any_process_name(comm in ".{0,40}", rest in "[0-9 -]{0,120}") {
         let _ = proc::parse_stat(&format!("42 ({comm}) S {rest}"));
+    }
+
+    #[test]
+    fn the_cgroup_parsers_take_any_text(text in "\\PC{0,300}") {
+        let m = cgroup::parse_membership(&text);
+        let _ = cgroup::Identity::of(&m);
+        let _ = cgroup::identity_in(&text);
+        let _ = cgroup::parse_number(&text);
+        let _ = cgroup::parse_v2_limit(&text);
+        let _ = cgroup::parse_cpu_max(&text);
+        let _ = cgroup::keyed(&text, "oom_kill");
+    }
+
+    #[test]
+    fn the_cgroup_reader_takes_any_membership(
+        lines in prop::collection::vec(("[0-9x]{0,3}", "[a-z,=]{0,12}", "[/a-z.:_-]{0,40}"), 0..8)
+    ) {
+        // Paths of every shape against recorded trees: a value or nothing, never a
+        // read outside the tree (a climbing path is refused) and never a panic.
+        let text: String = lines.iter().map(|(i, c, p)| format!("{i}:{c}:{p}\n")).collect();
+        let m = cgroup::parse_membership(&text);
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/sources/testdata/cgroup");
+        for tree in ["v1", "v2"] {
+            let r = cgroup::read(&cgroup::Layout::probe(&root.join(tree)), &m);
+            prop_assert!(r.metrics.iter().all(|(_, v)| v.is_finite() && *v >= 0.0));
+        }
+    }
+
+    #[test]
+    fn the_environ_parser_takes_any_bytes(env in prop::collection::vec(any::<u8>(), 0..512), complete: bool) {
+        let got = environ::parse(&env, complete);
+        prop_assert!(got.len() <= environ::RUNTIME_VARS.len());
+        prop_assert!(got.iter().all(|(k, _)| environ::RUNTIME_VARS.contains(&k.as_str())));
     }
 }
