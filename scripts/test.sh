@@ -12,4 +12,5 @@ bash scripts/install-deps.sh
 (cd tests/workloads && go vet ./...)
 (cd deploy/kubernetes/check && go vet ./... && go test -count=1 ./...)
 cargo build --workspace --bins --locked
+bash deploy/systemd/verify.sh "$BIN"
 cargo test --workspace --locked "$@"
