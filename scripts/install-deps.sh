@@ -2,8 +2,9 @@
 # Installs what building and testing goroscope needs on a Debian machine: clang and
 # libclang (the rocksdb crate's bindings), protoc (the gRPC contract), Prometheus and
 # node_exporter (third-party Go programs the end-to-end tests watch), iproute2 (the
-# tests' network namespaces) and systemd (systemd-analyze checks the units in deploy/). Rust and Go must already be there (rustup; Go 1.26 or
-# newer). Safe to run again: it installs only what is missing.
+# tests' network namespaces) and systemd (systemd-analyze checks the units in deploy/).
+# Rust and Go must already be there (rustup; Go 1.26 or newer). Safe to run again: it
+# installs only what is missing.
 set -euo pipefail
 
 need=()
