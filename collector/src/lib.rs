@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: layered settings.
 //! - [`discovery`]: which processes are Go programs (their executable's Go build info).
+//! - [`kube`]: pod names, namespaces and labels from the Kubernetes API server.
 //! - [`sources`]: one module per source (`/proc`, expvar, pprof, build info).
 //! - [`sampler`]: one scrape of every target per interval.
 //! - [`model`]: what a scrape is made of.
@@ -15,6 +16,7 @@
 pub mod config;
 pub mod discovery;
 pub mod encoder;
+pub mod kube;
 pub mod metrics;
 pub mod model;
 pub mod outbox;
