@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	cmv1 "github.com/cert-manager/cert-manager/pkg/apis/certmanager/v1"
 	appsv1 "k8s.io/api/apps/v1"
@@ -663,6 +664,110 @@ func TestNoSeparatorInsideValues(t *testing.T) {
 		data := readFile(t, f)
 		if bytes.Contains([]byte(data), []byte("\n--- ")) {
 			t.Errorf("%s: a line starting with \"--- \"", f)
+		}
+	}
+}
+
+// The attributes cert-manager's csi-driver reads (its pkg/apis/v1alpha1); it ignores any
+// other, so a misspelt one would silently issue a different certificate.
+var csiAttributes = []string{
+	"csi.cert-manager.io/issuer-name", "csi.cert-manager.io/issuer-kind", "csi.cert-manager.io/issuer-group",
+	"csi.cert-manager.io/literal-subject", "csi.cert-manager.io/common-name",
+	"csi.cert-manager.io/organizations", "csi.cert-manager.io/organizationalunits",
+	"csi.cert-manager.io/countries", "csi.cert-manager.io/provinces", "csi.cert-manager.io/localities",
+	"csi.cert-manager.io/streetaddresses", "csi.cert-manager.io/postalcodes", "csi.cert-manager.io/serialnumber",
+	"csi.cert-manager.io/dns-names", "csi.cert-manager.io/ip-sans", "csi.cert-manager.io/uri-sans",
+	"csi.cert-manager.io/duration", "csi.cert-manager.io/is-ca", "csi.cert-manager.io/key-usages",
+	"csi.cert-manager.io/key-algorithm", "csi.cert-manager.io/key-encoding", "csi.cert-manager.io/key-size",
+	"csi.cert-manager.io/ca-file", "csi.cert-manager.io/certificate-file", "csi.cert-manager.io/privatekey-file",
+	"csi.cert-manager.io/fs-group", "csi.cert-manager.io/renew-before", "csi.cert-manager.io/reuse-private-key",
+	"csi.cert-manager.io/pkcs12-enable", "csi.cert-manager.io/pkcs12-filename", "csi.cert-manager.io/pkcs12-password",
+}
+
+// The key usages cert-manager knows.
+var keyUsages = []cmv1.KeyUsage{
+	cmv1.UsageSigning, cmv1.UsageDigitalSignature, cmv1.UsageContentCommitment, cmv1.UsageKeyEncipherment,
+	cmv1.UsageKeyAgreement, cmv1.UsageDataEncipherment, cmv1.UsageCertSign, cmv1.UsageCRLSign,
+	cmv1.UsageEncipherOnly, cmv1.UsageDecipherOnly, cmv1.UsageAny, cmv1.UsageServerAuth, cmv1.UsageClientAuth,
+	cmv1.UsageCodeSigning, cmv1.UsageEmailProtection, cmv1.UsageSMIME, cmv1.UsageIPsecEndSystem,
+	cmv1.UsageIPsecTunnel, cmv1.UsageIPsecUser, cmv1.UsageTimestamping, cmv1.UsageOCSPSigning,
+	cmv1.UsageMicrosoftSGC, cmv1.UsageNetscapeSGC,
+}
+
+func TestCollectorCSIVolumeAttributesAreTheDriversAndConsistent(t *testing.T) {
+	ds := one[appsv1.DaemonSet](t, load(t))
+	v := volumeOf(ds.Spec.Template.Spec, "tls")
+	if v == nil || v.CSI == nil {
+		t.Fatal("no csi volume tls")
+	}
+	if v.CSI.ReadOnly == nil || !*v.CSI.ReadOnly {
+		t.Error("the csi-driver mounts read-only volumes only: readOnly must be true")
+	}
+	attrs := v.CSI.VolumeAttributes
+	for k := range attrs {
+		if !slices.Contains(csiAttributes, k) {
+			t.Errorf("csi volume attribute %q is not one the csi-driver reads", k)
+		}
+	}
+	for _, u := range strings.Split(attrs["csi.cert-manager.io/key-usages"], ",") {
+		if !slices.Contains(keyUsages, cmv1.KeyUsage(strings.TrimSpace(u))) {
+			t.Errorf("key usage %q is not one cert-manager knows", u)
+		}
+	}
+	if !strings.Contains(attrs["csi.cert-manager.io/key-usages"], string(cmv1.UsageClientAuth)) {
+		t.Error("the collector's certificate must allow client auth")
+	}
+	dur, err1 := time.ParseDuration(attrs["csi.cert-manager.io/duration"])
+	renew, err2 := time.ParseDuration(attrs["csi.cert-manager.io/renew-before"])
+	if err1 != nil || err2 != nil || renew <= 0 || renew >= dur {
+		t.Errorf("duration %q and renew-before %q: want both durations, renewal before expiry",
+			attrs["csi.cert-manager.io/duration"], attrs["csi.cert-manager.io/renew-before"])
+	}
+	// The settings name the files the driver writes (ca.crt, tls.crt, tls.key by default).
+	m := mountOf(ds.Spec.Template.Spec.Containers[0], "tls")
+	cfg := readFile(t, "collector.toml")
+	for key, file := range map[string]string{"ca": "ca.crt", "cert": "tls.crt", "key": "tls.key"} {
+		if m == nil || !strings.Contains(cfg, key+` = "`+m.MountPath+"/"+file+`"`) {
+			t.Errorf("collector.toml's tls.%s must be the driver's %s in the tls volume", key, file)
+		}
+	}
+}
+
+func TestCertificateUsagesAndNetworkSettingsAgree(t *testing.T) {
+	objs := load(t)
+	for _, crt := range only[cmv1.Certificate](t, objs) {
+		for _, u := range crt.Spec.Usages {
+			if !slices.Contains(keyUsages, u) {
+				t.Errorf("Certificate %s: key usage %q is not one cert-manager knows", crt.Name, u)
+			}
+		}
+		if crt.Spec.Duration != nil && crt.Spec.RenewBefore != nil && crt.Spec.RenewBefore.Duration >= crt.Spec.Duration.Duration {
+			t.Errorf("Certificate %s renews before it is issued", crt.Name)
+		}
+	}
+
+	// hostNetwork: cluster names resolve only with ClusterFirstWithHostNet.
+	ds := one[appsv1.DaemonSet](t, objs)
+	spec := ds.Spec.Template.Spec
+	if spec.HostNetwork && spec.DNSPolicy != corev1.DNSClusterFirstWithHostNet {
+		t.Errorf("hostNetwork with dnsPolicy %q: the aggregator's Service name would not resolve", spec.DNSPolicy)
+	}
+	// The ports the settings listen on are the ones the pods declare and probe.
+	for _, c := range []struct {
+		file, key, port string
+		container       corev1.Container
+	}{
+		{"collector.toml", "metrics_listen", "metrics", spec.Containers[0]},
+		{"aggregator.toml", "metrics_listen", "metrics", one[appsv1.StatefulSet](t, objs).Spec.Template.Spec.Containers[0]},
+		{"aggregator.toml", "listen", "grpc", one[appsv1.StatefulSet](t, objs).Spec.Template.Spec.Containers[0]},
+	} {
+		m := regexp.MustCompile(`(?m)^` + c.key + ` = "[^"]*:(\d+)"`).FindStringSubmatch(readFile(t, c.file))
+		ok := false
+		for _, p := range c.container.Ports {
+			ok = ok || (m != nil && p.Name == c.port && fmt.Sprint(p.ContainerPort) == m[1])
+		}
+		if !ok {
+			t.Errorf("%s's %s must listen on the container's %s port", c.file, c.key, c.port)
 		}
 	}
 }
