@@ -1,7 +1,8 @@
 //! The pod index against API server responses in `testdata/`: a PodList of three pods
 //! of node-a, a watch stream (ADDED, MODIFIED, DELETED, BOOKMARK, then ERROR 410 Gone),
 //! and the list that follows the 410. Once applied event by event, once through kube's
-//! client and watcher talking to a local HTTP server that serves them.
+//! client and watcher talking to a local HTTP server that serves them; and a list over
+//! TLS (rustls on ring) from a server whose certificate the client must verify.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -371,4 +372,79 @@ async fn kube_watcher_against_recorded_responses_relists_after_410_and_keeps_to_
             "every request is for this node's pods: {r}"
         );
     }
+}
+
+#[tokio::test]
+async fn lists_pods_over_tls_with_rustls_on_ring() {
+    // The API server as in a cluster: HTTPS with a certificate of the cluster's CA, which
+    // the client trusts (kube's in-cluster config reads the same from the service
+    // account's ca.crt). rustls with ring, the only provider built in.
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let ca = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["kubernetes.default.svc".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+    let server = Arc::new(FakeApiServer::default());
+    server.lists.lock().unwrap().push_back(LIST);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    {
+        let server = server.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    continue;
+                };
+                let server = server.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                        let resp = server.answer(req.uri());
+                        async move { Ok::<_, Infallible>(resp) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+    }
+
+    let mut config = ::kube::Config::new(format!("https://{addr}").parse().unwrap());
+    config.tls_server_name = Some("kubernetes.default.svc".to_owned());
+    // Without the cluster's CA the server is not trusted: the certificate is checked.
+    let untrusting: ::kube::Api<Pod> =
+        ::kube::Api::all(::kube::Client::try_from(config.clone()).unwrap());
+    assert!(
+        untrusting
+            .list(&::kube::api::ListParams::default())
+            .await
+            .is_err()
+    );
+    config.root_cert = Some(vec![ca_cert.der().to_vec()]);
+    let client = ::kube::Client::try_from(config).unwrap();
+    let pods: ::kube::Api<Pod> = ::kube::Api::all(client);
+    let listed = pods
+        .list(&::kube::api::ListParams::default().fields("spec.nodeName=node-a"))
+        .await
+        .expect("a list over TLS");
+    assert_eq!(listed.items.len(), 3);
+    assert!(server.requests.lock().unwrap()[0].contains("fieldSelector=spec.nodeName%3Dnode-a"));
 }
