@@ -251,6 +251,16 @@ mod tests {
     }
 
     #[test]
+    fn kubernetes_manifest_settings_parse() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/aggregator.toml");
+        let config = AggregatorConfig::load(Some(&path), &[]).unwrap();
+        assert_eq!(config.listen, "0.0.0.0:7443".parse().unwrap());
+        assert_eq!(config.data_dir, Path::new("/var/lib/goroscope/data"));
+        assert_eq!(config.tls.cert, Path::new("/etc/goroscope/tls/tls.crt"));
+    }
+
+    #[test]
     fn flags_override_the_file_and_bad_values_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.toml");

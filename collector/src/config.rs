@@ -51,7 +51,30 @@ pub struct CollectorConfig {
     pub limits: Limits,
     /// Goroutine stack summaries: the pause budget and schedule (see `stacks`).
     pub stacks: crate::stacks::StacksConfig,
+    pub kubernetes: KubernetesConfig,
 }
+
+/// Pod metadata from the Kubernetes API server ([`crate::kube`]).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct KubernetesConfig {
+    /// Watch this node's pods. Unset: on when `$KUBERNETES_SERVICE_HOST` is set (the
+    /// collector runs in a pod); [`CollectorConfig::load`] resolves it.
+    pub enabled: Option<bool>,
+    /// The node whose pods are watched. Empty: `$NODE_NAME`.
+    pub node_name: String,
+}
+
+impl KubernetesConfig {
+    /// Whether the watch runs (after [`CollectorConfig::load`] resolved `enabled`).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.unwrap_or(false)
+    }
+}
+
+/// The labels the collector sets from the pod of a target when `[kubernetes]` is on,
+/// besides `service` and `version` ([`crate::kube::apply_pod_labels`]).
+pub const KUBERNETES_LABELS: [&str; 3] = ["pod", "namespace", "container"];
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -154,6 +177,7 @@ impl Default for CollectorConfig {
             discovery: DiscoveryConfig::default(),
             limits: Limits::default(),
             stacks: crate::stacks::StacksConfig::default(),
+            kubernetes: KubernetesConfig::default(),
         }
     }
 }
@@ -211,6 +235,22 @@ impl CollectorConfig {
                     invalid("host", "\"\"", "not set and the host name is unreadable")
                 })?;
         }
+        let k = &mut self.kubernetes;
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        if k.enabled.is_none() {
+            k.enabled = Some(env("KUBERNETES_SERVICE_HOST").is_some());
+        }
+        if k.is_enabled() && k.node_name.is_empty() {
+            k.node_name = env("NODE_NAME").ok_or_else(|| {
+                invalid(
+                    "kubernetes.node_name",
+                    "\"\"",
+                    "not set and $NODE_NAME is empty: the pod watch needs this node's name \
+                     (the DaemonSet sets NODE_NAME from spec.nodeName), or set \
+                     kubernetes.enabled = false",
+                )
+            })?;
+        }
         let files = self.tls.files(&format!("collector-{}", self.host));
         self.tls.cert = files.cert;
         self.tls.key = files.key;
@@ -218,6 +258,21 @@ impl CollectorConfig {
     }
 
     pub fn validate(&self) -> Result<(), SettingsError> {
+        let node = &self.kubernetes.node_name;
+        // It goes into the watch's field selector: a node's name (a DNS subdomain), not a
+        // selector of its own.
+        if self.kubernetes.is_enabled()
+            && (node.len() > 253
+                || !node.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.'
+                }))
+        {
+            return Err(invalid(
+                "kubernetes.node_name",
+                format!("{node:?}"),
+                "must be a node's name: lower-case letters, digits, '-' and '.'",
+            ));
+        }
         if let Err(e) = goroscope_proto::Identity::collector(self.host.clone()) {
             return Err(invalid("host", format!("{:?}", self.host), &e.to_string()));
         }
@@ -316,8 +371,20 @@ impl CollectorConfig {
                     "the collector sets this label from the process's cgroup",
                 ));
             }
+            if self.kubernetes.is_enabled() && KUBERNETES_LABELS.contains(&name.as_str()) {
+                return Err(invalid(
+                    &format!("labels.{name}"),
+                    format!("{value:?}"),
+                    "the collector sets this label from the target's pod ([kubernetes])",
+                ));
+            }
         }
-        let own = BUILT_IN_LABELS.len() + CGROUP_LABELS.len();
+        let kubernetes_labels = if self.kubernetes.is_enabled() {
+            KUBERNETES_LABELS.len()
+        } else {
+            0
+        };
+        let own = BUILT_IN_LABELS.len() + CGROUP_LABELS.len() + kubernetes_labels;
         let most = goroscope_proto::rules::MAX_LABELS - own;
         if self.labels.len() > most {
             return Err(invalid(
@@ -416,6 +483,65 @@ mod tests {
             err.contains("labels.zone") && err.contains("1100 bytes, longer than 1024"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn kubernetes_manifest_settings_parse() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/collector.toml");
+        // The DaemonSet sets the host (its pod's name) and NODE_NAME in the environment.
+        let config = CollectorConfig::load(
+            Some(&path),
+            &[
+                ("host", "goroscope-collector-x7k2p".into()),
+                ("kubernetes.node_name", "node-a".into()),
+            ],
+        )
+        .unwrap();
+        assert!(config.kubernetes.is_enabled());
+        assert_eq!(config.kubernetes.node_name, "node-a");
+        assert_eq!(config.proc_root, Path::new("/host/proc"));
+        assert_eq!(config.tls.cert, Path::new("/etc/goroscope/tls/tls.crt"));
+    }
+
+    #[test]
+    fn kubernetes_settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "host = \"a\"\n[kubernetes]\nenabled = false\n").unwrap();
+        let config = CollectorConfig::load(Some(&path), &[]).unwrap();
+        assert!(!config.kubernetes.is_enabled());
+
+        for (text, key, value) in [
+            (
+                "[kubernetes]\nenabled = true\nnode_name = \"a,metadata.name=b\"\n",
+                "kubernetes.node_name",
+                "a,metadata.name=b",
+            ),
+            (
+                "[kubernetes]\nenabled = true\nnode_name = \"n\"\n[labels]\npod = \"x\"\n",
+                "labels.pod",
+                "target's pod",
+            ),
+            ("[kubernetes]\nenabeld = true\n", "enabeld", "unknown field"),
+        ] {
+            std::fs::write(&path, format!("host = \"a\"\n{text}")).unwrap();
+            let err = CollectorConfig::load(Some(&path), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(key) && err.contains(value),
+                "{text:?} gave {err}"
+            );
+        }
+        // Without a node name the watch cannot be scoped to this node.
+        if std::env::var_os("NODE_NAME").is_none() {
+            std::fs::write(&path, "host = \"a\"\n[kubernetes]\nenabled = true\n").unwrap();
+            let err = CollectorConfig::load(Some(&path), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("kubernetes.node_name"), "{err}");
+        }
     }
 
     #[test]

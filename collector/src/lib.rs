@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: layered settings.
 //! - [`discovery`]: which processes are Go programs (their executable's Go build info).
+//! - [`kube`]: pod names, namespaces and labels from the Kubernetes API server.
 //! - [`sources`]: one module per source (`/proc`, expvar, pprof, build info).
 //! - [`sampler`]: one scrape of every target per interval.
 //! - [`model`]: what a scrape is made of.
@@ -15,6 +16,7 @@
 pub mod config;
 pub mod discovery;
 pub mod encoder;
+pub mod kube;
 pub mod metrics;
 pub mod model;
 pub mod outbox;
@@ -76,6 +78,20 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow
     // Stops the helper tasks however this function ends.
     let tasks = shutdown.child_token();
     let _stop_tasks = tasks.clone().drop_guard();
+    if config.kubernetes.is_enabled() {
+        // Without the API server, targets keep their cgroup and build-info labels: the
+        // watch retries in the background, sampling never waits for it.
+        match kube::client().await {
+            Ok(client) => {
+                let node = config.kubernetes.node_name.clone();
+                tracing::info!(%node, "watching this node's pods for target labels");
+                sampler.set_pods(kube::spawn(client, &node, tasks.clone()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no Kubernetes client; targets get no pod labels")
+            }
+        }
+    }
     if let Some(addr) = config.metrics_listen {
         let listener = goroscope_daemon::http::bind(addr).await?;
         tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "metrics listening");

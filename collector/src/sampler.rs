@@ -111,6 +111,8 @@ pub struct Sampler {
     warned_max_targets: bool,
     /// /proc reads past their deadline, still running, by target.
     held_proc: Held<(u32, u64)>,
+    /// This node's pods, when `[kubernetes]` is on: a target's pod names it.
+    pods: Option<crate::kube::PodIndex>,
 }
 
 /// What the collector needs of one network namespace to reach its processes: the
@@ -215,7 +217,14 @@ impl Sampler {
             targets: HashMap::new(),
             warned_max_targets: false,
             held_proc: Held::default(),
+            pods: None,
         })
+    }
+
+    /// Labels each target in a pod with the pod's name, namespace, container and its
+    /// `service` and `version` labels, from `pods`.
+    pub fn set_pods(&mut self, pods: crate::kube::PodIndex) {
+        self.pods = Some(pods);
     }
 
     /// Discovers and samples every Go process once, within the round's time.
@@ -404,7 +413,15 @@ impl Sampler {
                 }
             }
             // A cgroup unread this round keeps the identity of the last one read.
-            let labels = identity.and_then(|id| relabelled(&state.meta.labels, &id, key.0));
+            let mut labels = identity.and_then(|id| relabelled(&state.meta.labels, &id, key.0));
+            if let Some(pods) = &self.pods {
+                let base = labels.as_ref().unwrap_or(&state.meta.labels);
+                if let Some(with_pod) = pod_labels(pods, base)
+                    && with_pod != *base
+                {
+                    labels = Some(with_pod);
+                }
+            }
             if state.meta.coverage != coverage || labels.is_some() {
                 let mut meta = (*state.meta).clone();
                 meta.coverage = coverage;
@@ -518,6 +535,27 @@ fn relabelled(
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.into_owned())),
     );
+    Some(out)
+}
+
+/// `labels` with those of the target's pod (found by the cgroup's `pod_uid`, else its
+/// `container_id`), or `None` if the index knows no such pod.
+fn pod_labels(
+    pods: &crate::kube::PodIndex,
+    labels: &[(String, String)],
+) -> Option<Vec<(String, String)>> {
+    let get = |name: &str| {
+        labels
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let container_id = get("container_id");
+    let pod = get("pod_uid")
+        .and_then(|uid| pods.lookup(uid))
+        .or_else(|| container_id.and_then(|id| pods.lookup_container(id)))?;
+    let mut out = labels.to_vec();
+    crate::kube::apply_pod_labels(&mut out, &pod, container_id);
     Some(out)
 }
 
