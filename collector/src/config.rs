@@ -43,6 +43,83 @@ pub struct CollectorConfig {
     pub tls: TlsSettings,
     pub discovery: DiscoveryConfig,
     pub limits: Limits,
+    pub spool: SpoolConfig,
+}
+
+/// The disk spool (see the `spool` module): scrapes kept on disk until acknowledged.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Off: scrapes are kept in memory only (`limits.max_pending_bytes`) and a restart
+    /// loses the unacknowledged ones.
+    pub enabled: bool,
+    /// The spool's directory, one per collector (it is locked while in use).
+    pub dir: PathBuf,
+    /// Bytes of segment files at most; the oldest are dropped beyond this.
+    pub max_bytes: u64,
+    /// Size at which a segment file is closed and a new one started.
+    pub segment_bytes: u64,
+    /// Longest time a written record waits for an fsync (and acks for the checkpoint).
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            enabled: true,
+            dir: PathBuf::from("/var/lib/goroscope/spool"),
+            max_bytes: 256 * 1024 * 1024,
+            segment_bytes: 8 * 1024 * 1024,
+            sync_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl SpoolConfig {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.dir.as_os_str().is_empty() {
+            return Err(invalid("spool.dir", "\"\"", "must name a directory"));
+        }
+        if self.segment_bytes < 4096 {
+            return Err(invalid(
+                "spool.segment_bytes",
+                self.segment_bytes,
+                "must be at least 4096",
+            ));
+        }
+        if self.max_bytes < 2 * self.segment_bytes {
+            return Err(invalid(
+                "spool.max_bytes",
+                self.max_bytes,
+                &format!(
+                    "must be at least twice spool.segment_bytes ({})",
+                    self.segment_bytes
+                ),
+            ));
+        }
+        if self.sync_interval < Duration::from_millis(10)
+            || self.sync_interval > Duration::from_secs(60)
+        {
+            return Err(invalid(
+                "spool.sync_interval",
+                humantime::format_duration(self.sync_interval),
+                "must be between 10ms and 1m",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn options(&self) -> crate::spool::SpoolOptions {
+        crate::spool::SpoolOptions {
+            dir: self.dir.clone(),
+            max_bytes: self.max_bytes,
+            segment_bytes: self.segment_bytes,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -144,6 +221,7 @@ impl Default for CollectorConfig {
             tls: TlsSettings::default(),
             discovery: DiscoveryConfig::default(),
             limits: Limits::default(),
+            spool: SpoolConfig::default(),
         }
     }
 }
@@ -311,6 +389,7 @@ impl CollectorConfig {
             ));
         }
         self.discovery.validate()?;
+        self.spool.validate()?;
         Ok(())
     }
 
@@ -331,6 +410,7 @@ mod tests {
         assert_eq!(config.interval, Duration::from_secs(10));
         assert_eq!(config.limits, Limits::default());
         assert_eq!(config.discovery, DiscoveryConfig::default());
+        assert_eq!(config.spool, SpoolConfig::default());
         assert_eq!(config.tls.cert, Path::new("certs/collector-node-a.pem"));
     }
 
@@ -366,6 +446,16 @@ mod tests {
                 "host = \"a\"\n[labels]\nservice = \"x\"\n",
                 "labels.service",
                 "build info",
+            ),
+            (
+                "host = \"a\"\n[spool]\nmax_bytes = 100000\nsegment_bytes = 65536\n",
+                "spool.max_bytes",
+                "100000",
+            ),
+            (
+                "host = \"a\"\n[spool]\nsync_interval = \"2m\"\n",
+                "spool.sync_interval",
+                "2m",
             ),
         ] {
             std::fs::write(&path, text).unwrap();
