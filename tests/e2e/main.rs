@@ -3,6 +3,7 @@
 
 mod discovery;
 mod edges;
+mod spool;
 
 use std::time::Duration;
 
