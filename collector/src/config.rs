@@ -188,8 +188,9 @@ fn check_ports(key: &str, ports: &[u16]) -> Result<(), SettingsError> {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Bytes of scrapes kept for re-sending while the aggregator is unreachable; the
-    /// oldest are dropped beyond this.
+    /// Bytes of unacknowledged scrapes kept in memory. With the spool, older ones are
+    /// read back from disk; without it (or for a scrape the spool could not write),
+    /// the oldest are dropped beyond this.
     pub max_pending_bytes: usize,
     /// Batches sent and not yet acknowledged, at most.
     pub max_in_flight: usize,

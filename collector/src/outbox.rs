@@ -28,8 +28,8 @@ use goroscope_proto::v1::Loss;
 use tokio::sync::Notify;
 
 use crate::model::Scrape;
-use crate::spool::merge_loss;
 use crate::spool::service::SpoolLink;
+use crate::spool::{add_loss, merge_loss};
 
 /// The low half of a sequence number that marks the last part of a scrape.
 pub const COMPLETE: u32 = u32::MAX;
@@ -433,9 +433,7 @@ impl Losses {
             Some(l) => {
                 l.0 = l.0.min(first);
                 l.1 = l.1.max(last);
-                let mut one = vec![std::mem::take(&mut l.2)];
-                merge_loss(&mut one, loss);
-                l.2 = one.remove(0);
+                add_loss(&mut l.2, &loss);
             }
             None => self.unsent.push((first, last, loss)),
         }

@@ -125,6 +125,8 @@ pub enum SpoolError {
     TooLarge { bytes: usize },
     #[error("record id {id} is not after the last one, {last}")]
     OutOfOrder { id: u64, last: u64 },
+    #[error("spool thread: {0}")]
+    Thread(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SpoolError + '_ {
@@ -350,18 +352,22 @@ fn scan(buf: &[u8], after_id: u64, max_body: usize) -> Scan {
 /// Adds `loss` into `into`, one entry per reason.
 pub fn merge_loss(into: &mut Vec<Loss>, loss: Loss) {
     match into.iter_mut().find(|l| l.reason == loss.reason) {
-        Some(l) => {
-            l.batches += loss.batches;
-            l.bytes += loss.bytes;
-            l.from_ms = match (l.from_ms, loss.from_ms) {
-                (0, b) => b,
-                (a, 0) => a,
-                (a, b) => a.min(b),
-            };
-            l.to_ms = l.to_ms.max(loss.to_ms);
-        }
+        Some(l) => add_loss(l, &loss),
         None => into.push(loss),
     }
+}
+
+/// Adds the counts of `other` (of the same reason) to `into` and widens its time range
+/// (0 is unknown, not the epoch).
+pub fn add_loss(into: &mut Loss, other: &Loss) {
+    into.batches += other.batches;
+    into.bytes += other.bytes;
+    into.from_ms = match (into.from_ms, other.from_ms) {
+        (0, b) => b,
+        (a, 0) => a,
+        (a, b) => a.min(b),
+    };
+    into.to_ms = into.to_ms.max(other.to_ms);
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -881,9 +887,7 @@ impl Spool {
                 .rposition(|(_, l)| l.reason == loss.reason)
         {
             let (_, mut merged) = self.losses.remove(i);
-            let mut one = vec![merged];
-            merge_loss(&mut one, loss);
-            merged = one.remove(0);
+            add_loss(&mut merged, &loss);
             self.losses.push((id, merged));
         } else {
             self.losses.push((id, loss));
@@ -918,7 +922,12 @@ impl Spool {
             let file = match File::open(&seg.path) {
                 Ok(f) => f,
                 Err(e) => {
+                    // Its records are lost: counted once, as damage.
                     tracing::warn!(segment = %seg.path.display(), error = %e, "spool: segment unreadable; skipped");
+                    let (bytes, count) = (seg.bytes, seg.count);
+                    if !self.segments[i].damage.contains(&(SEGMENT_HEADER, bytes)) {
+                        self.note_damage(i, SEGMENT_HEADER, bytes, count);
+                    }
                     i += 1;
                     continue;
                 }

@@ -101,10 +101,7 @@ pub async fn start(
 ) -> Result<(Arc<Outbox>, SpoolThread), SpoolError> {
     let (spool, recovered) = tokio::task::spawn_blocking(move || Spool::open(opts))
         .await
-        .map_err(|e| SpoolError::Dir {
-            dir: Default::default(),
-            source: std::io::Error::other(e.to_string()),
-        })??;
+        .map_err(|e| SpoolError::Thread(e.to_string()))??;
     if recovered.records > 0 || !recovered.losses.is_empty() || !recovered.unreported.is_empty() {
         tracing::info!(
             records = recovered.records,
@@ -156,10 +153,7 @@ pub async fn start(
     let join = std::thread::Builder::new()
         .name("goroscope-spool".into())
         .spawn(move || worker.run(rx))
-        .map_err(|source| SpoolError::Dir {
-            dir: Default::default(),
-            source,
-        })?;
+        .map_err(|e| SpoolError::Thread(e.to_string()))?;
     Ok((
         outbox,
         SpoolThread {
