@@ -228,6 +228,17 @@ impl Outbox {
         self.evict(&mut s);
     }
 
+    /// The spool thread ended: what it had not written is in memory only.
+    pub fn spool_stopped(&self) {
+        let mut s = self.lock();
+        for e in s.pending.iter_mut() {
+            if e.spooled == Spooled::Queued {
+                e.spooled = Spooled::No;
+            }
+        }
+        self.evict(&mut s);
+    }
+
     /// Forgets the scrapes up to `number` in memory: the spool dropped them (and
     /// reported the loss).
     pub fn forget_through(&self, number: u32) {

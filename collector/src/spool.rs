@@ -1371,6 +1371,53 @@ mod tests {
         assert!(rec.unreported.is_empty());
     }
 
+    /// A process crash (no sync, no final checkpoint): every record written is there;
+    /// acks since the last checkpoint are forgotten, so those records are sent again.
+    #[test]
+    fn a_crash_loses_no_written_record_and_resends_since_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = Spool::open(opts(dir.path(), 1 << 20, 1 << 20)).unwrap();
+        for id in 1..=10 {
+            append(&mut spool, id, id as i64);
+        }
+        spool.ack(5, None);
+        spool.write_checkpoint().unwrap();
+        for id in 11..=15 {
+            append(&mut spool, id, id as i64);
+        }
+        spool.ack(12, None);
+        drop(spool);
+        let (mut spool, rec) = Spool::open(opts(dir.path(), 1 << 20, 1 << 20)).unwrap();
+        assert_eq!((rec.first_unacked, rec.next_id), (Some(6), 16));
+        let ids: Vec<u64> = read_all(&mut spool).iter().map(|r| r.0).collect();
+        assert_eq!(ids, (6..=15).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn kept_losses_are_bounded_by_merging() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut spool, _) = Spool::open(opts(dir.path(), 1 << 20, 4096)).unwrap();
+        for id in 1..=1000 {
+            spool.keep_loss(
+                id,
+                Loss {
+                    reason: REASON_FULL.into(),
+                    batches: 1,
+                    bytes: 10,
+                    from_ms: id as i64,
+                    to_ms: id as i64,
+                },
+            );
+        }
+        assert_eq!(spool.losses.len(), MAX_KEPT_LOSSES);
+        let total: u64 = spool.losses.iter().map(|(_, l)| l.batches).sum();
+        assert_eq!(total, 1000);
+        // Reported up to 999: the merged entry holds 1000, so it stays whole.
+        spool.losses_reported(999);
+        assert_eq!(spool.losses.len(), 1);
+        assert_eq!(spool.losses[0].1.to_ms, 1000);
+    }
+
     #[test]
     fn a_spool_directory_is_used_by_one_collector_at_a_time() {
         let dir = tempfile::tempdir().unwrap();

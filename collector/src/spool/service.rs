@@ -173,6 +173,14 @@ struct Worker {
     errors: u64,
 }
 
+impl Drop for Worker {
+    /// However the thread ends (a panic included), scrapes still queued for it become
+    /// memory-only, so that the outbox's bound holds again.
+    fn drop(&mut self) {
+        self.outbox.spool_stopped();
+    }
+}
+
 impl Worker {
     fn run(mut self, rx: Receiver<Command>) {
         let mut last = Instant::now();
