@@ -66,8 +66,8 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow
     let metrics = Arc::new(Metrics::new(
         (config.interval * 3).max(Duration::from_secs(60)),
     ));
-    let (outbox, spool) = if config.spool.enabled {
-        let (outbox, spool) = spool::service::start(
+    let (outbox, spool_thread) = if config.spool.enabled {
+        let (outbox, thread) = spool::service::start(
             config.spool.options(),
             config.spool.sync_interval,
             config.limits.max_pending_bytes,
@@ -75,7 +75,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow
         )
         .await
         .context("open the spool (spool.dir)")?;
-        (outbox, Some(spool))
+        (outbox, Some(thread))
     } else {
         (Arc::new(Outbox::new(config.limits.max_pending_bytes)), None)
     };
@@ -153,8 +153,8 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow
     }
     sender_stop.cancel();
     let _ = sender_task.await;
-    match spool {
-        Some(spool) => spool.close().await,
+    match spool_thread {
+        Some(thread) => thread.close().await,
         None if !outbox.is_empty() => tracing::warn!(
             pending = outbox.len(),
             "stopping with unacknowledged scrapes (the spool is off: they are lost)"
