@@ -14,7 +14,7 @@ echo "building (the first build compiles RocksDB: about 20 minutes on 2 cores)..
 cargo build --workspace --bins --locked
 work="${GOROSCOPE_DEMO_DIR:-$PWD/demo}"
 # A fresh database each run: the listing shows this run's processes only.
-rm -rf "$work/data"
+rm -rf "$work/data" "$work/spool"
 mkdir -p "$work/bin" "$work/logs"
 (cd tests/workloads && go build -o "$work/bin/" ./steady ./leaky)
 
@@ -46,6 +46,7 @@ GOROSCOPE_COLLECTOR_TLS__CA="$certs/ca.pem" \
 GOROSCOPE_COLLECTOR_TLS__CERT="$certs/collector-$host.pem" \
 GOROSCOPE_COLLECTOR_TLS__KEY="$certs/collector-$host-key.pem" \
   "$BIN/goroscope-collector" --host "$host" --aggregator "https://127.0.0.1:$port" --interval 2s \
+  --spool-dir "$work/spool" \
   > "$work/logs/collector.log" 2>&1 &
 pids+=($!)
 

@@ -385,6 +385,11 @@ impl Certs {
         self.root.join(file)
     }
 
+    /// The spool directory of the collector for `host`.
+    pub fn spool_dir(&self, host: &str) -> PathBuf {
+        self.root.join(format!("spool-{host}"))
+    }
+
     pub fn ca(&self) -> PathBuf {
         self.path("ca.pem")
     }
@@ -460,8 +465,9 @@ impl Aggregator {
 }
 
 /// The command of a collector for `host` sending to `aggregator_url`, sampling every
-/// second, with debug logs. `cert_stem` picks the certificate ("collector-<host>"
-/// normally). Add flags to it as a test needs.
+/// second, with debug logs, spooling in [`Certs::spool_dir`] (one per host and CA, so
+/// that a restarted collector finds its spool). `cert_stem` picks the certificate
+/// ("collector-<host>" normally). Add flags to it as a test needs.
 pub fn collector_command(
     certs: &Certs,
     host: &str,
@@ -479,6 +485,8 @@ pub fn collector_command(
         "1s",
     ])
     .args(["--log", "info,goroscope_collector=debug"])
+    .arg("--spool-dir")
+    .arg(certs.spool_dir(host))
     .arg("--ca")
     .arg(certs.ca())
     .arg("--cert")

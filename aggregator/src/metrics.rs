@@ -127,7 +127,7 @@ impl Metrics {
         );
         r.register(
             "goroscope_aggregator_collector_lost_batches",
-            "Batches collectors reported lost before sending them, by reason (spool_full, spool_corrupt, oversized, other)",
+            "Batches collectors reported lost before sending them, by reason (spool_full, spool_corrupt, outbox_full, oversized, other)",
             m.collector_losses.clone(),
         );
         r.register(
@@ -202,7 +202,7 @@ impl Metrics {
     /// A loss a collector reported; `reason` is one of a known few, or "other".
     pub fn collector_lost(&self, reason: &str, batches: u64, bytes: u64) {
         let reason = match reason {
-            "spool_full" | "spool_corrupt" | "oversized" => reason,
+            "spool_full" | "spool_corrupt" | "outbox_full" | "oversized" => reason,
             _ => "other",
         };
         let labels = vec![("reason", reason.to_owned())];

@@ -52,6 +52,83 @@ pub struct CollectorConfig {
     /// Goroutine stack summaries: the pause budget and schedule (see `stacks`).
     pub stacks: crate::stacks::StacksConfig,
     pub kubernetes: KubernetesConfig,
+    pub spool: SpoolConfig,
+}
+
+/// The disk spool (see the `spool` module): scrapes kept on disk until acknowledged.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Off: scrapes are kept in memory only (`limits.max_pending_bytes`) and a restart
+    /// loses the unacknowledged ones.
+    pub enabled: bool,
+    /// The spool's directory, one per collector (it is locked while in use).
+    pub dir: PathBuf,
+    /// Bytes of segment files at most; the oldest are dropped beyond this.
+    pub max_bytes: u64,
+    /// Size at which a segment file is closed and a new one started.
+    pub segment_bytes: u64,
+    /// Longest time a written record waits for an fsync (and acks for the checkpoint).
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            enabled: true,
+            dir: PathBuf::from("/var/lib/goroscope/spool"),
+            max_bytes: 256 * 1024 * 1024,
+            segment_bytes: 8 * 1024 * 1024,
+            sync_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl SpoolConfig {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        if self.dir.as_os_str().is_empty() {
+            return Err(invalid("spool.dir", "\"\"", "must name a directory"));
+        }
+        if self.segment_bytes < 4096 {
+            return Err(invalid(
+                "spool.segment_bytes",
+                self.segment_bytes,
+                "must be at least 4096",
+            ));
+        }
+        if self.max_bytes < 2 * self.segment_bytes {
+            return Err(invalid(
+                "spool.max_bytes",
+                self.max_bytes,
+                &format!(
+                    "must be at least twice spool.segment_bytes ({})",
+                    self.segment_bytes
+                ),
+            ));
+        }
+        if self.sync_interval < Duration::from_millis(10)
+            || self.sync_interval > Duration::from_secs(60)
+        {
+            return Err(invalid(
+                "spool.sync_interval",
+                humantime::format_duration(self.sync_interval),
+                "must be between 10ms and 1m",
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn options(&self) -> crate::spool::SpoolOptions {
+        crate::spool::SpoolOptions {
+            dir: self.dir.clone(),
+            max_bytes: self.max_bytes,
+            segment_bytes: self.segment_bytes,
+        }
+    }
 }
 
 /// Pod metadata from the Kubernetes API server ([`crate::kube`]).
@@ -142,8 +219,9 @@ fn check_ports(key: &str, ports: &[u16]) -> Result<(), SettingsError> {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
-    /// Bytes of scrapes kept for re-sending while the aggregator is unreachable; the
-    /// oldest are dropped beyond this.
+    /// Bytes of unacknowledged scrapes kept in memory. With the spool, older ones are
+    /// read back from disk; without it (or for a scrape the spool could not write),
+    /// the oldest are dropped beyond this.
     pub max_pending_bytes: usize,
     /// Batches sent and not yet acknowledged, at most.
     pub max_in_flight: usize,
@@ -178,6 +256,7 @@ impl Default for CollectorConfig {
             limits: Limits::default(),
             stacks: crate::stacks::StacksConfig::default(),
             kubernetes: KubernetesConfig::default(),
+            spool: SpoolConfig::default(),
         }
     }
 }
@@ -394,6 +473,7 @@ impl CollectorConfig {
             ));
         }
         self.discovery.validate()?;
+        self.spool.validate()?;
         Ok(())
     }
 
@@ -414,6 +494,7 @@ mod tests {
         assert_eq!(config.interval, Duration::from_secs(10));
         assert_eq!(config.limits, Limits::default());
         assert_eq!(config.discovery, DiscoveryConfig::default());
+        assert_eq!(config.spool, SpoolConfig::default());
         assert_eq!(config.tls.cert, Path::new("certs/collector-node-a.pem"));
     }
 
@@ -454,6 +535,16 @@ mod tests {
                 "host = \"a\"\n[labels]\npod_uid = \"x\"\n",
                 "labels.pod_uid",
                 "cgroup",
+            ),
+            (
+                "host = \"a\"\n[spool]\nmax_bytes = 100000\nsegment_bytes = 65536\n",
+                "spool.max_bytes",
+                "100000",
+            ),
+            (
+                "host = \"a\"\n[spool]\nsync_interval = \"2m\"\n",
+                "spool.sync_interval",
+                "2m",
             ),
         ] {
             std::fs::write(&path, text).unwrap();

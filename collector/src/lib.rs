@@ -8,6 +8,7 @@
 //! - [`sampler`]: one scrape of every target per interval.
 //! - [`model`]: what a scrape is made of.
 //! - [`outbox`]: scrapes kept until acknowledged.
+//! - [`spool`]: the disk spool behind the outbox, its record format and its thread.
 //! - [`encoder`]: scrapes into batches that fit, with the stream's declarations.
 //! - [`sender`]: the ingest stream, reconnects and backoff.
 //! - [`metrics`]: the collector's own metrics and health.
@@ -23,6 +24,7 @@ pub mod outbox;
 pub mod sampler;
 pub mod sender;
 pub mod sources;
+pub mod spool;
 pub mod stacks;
 
 use std::sync::Arc;
@@ -64,10 +66,22 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow
     let config = Arc::new(config);
     let mut sampler = Sampler::new(config.clone())
         .with_context(|| format!("read {}", config.proc_root.display()))?;
-    let outbox = Arc::new(Outbox::new(config.limits.max_pending_bytes));
     let metrics = Arc::new(Metrics::new(
         (config.interval * 3).max(Duration::from_secs(60)),
     ));
+    let (outbox, spool_thread) = if config.spool.enabled {
+        let (outbox, thread) = spool::service::start(
+            config.spool.options(),
+            config.spool.sync_interval,
+            config.limits.max_pending_bytes,
+            metrics.clone(),
+        )
+        .await
+        .context("open the spool (spool.dir)")?;
+        (outbox, Some(thread))
+    } else {
+        (Arc::new(Outbox::new(config.limits.max_pending_bytes)), None)
+    };
     metrics.watch_outbox(outbox.clone());
     {
         let metrics = metrics.clone();
@@ -145,6 +159,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow
                 tracing::debug!(
                     targets = scrape.samples.len(),
                     gone = scrape.gone.len(),
+                    timestamp_ms = scrape.timestamp_ms,
                     "sampled"
                 );
                 metrics.round_done(started.elapsed(), scrape.samples.len());
@@ -155,11 +170,13 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow
     }
     sender_stop.cancel();
     let _ = sender_task.await;
-    if !outbox.is_empty() {
-        tracing::warn!(
+    match spool_thread {
+        Some(thread) => thread.close().await,
+        None if !outbox.is_empty() => tracing::warn!(
             pending = outbox.len(),
-            "stopping with unacknowledged scrapes"
-        );
+            "stopping with unacknowledged scrapes (the spool is off: they are lost)"
+        ),
+        None => {}
     }
     Ok(())
 }

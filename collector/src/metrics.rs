@@ -33,6 +33,10 @@ pub struct Metrics {
     outbox_scrapes: Gauge,
     outbox_oldest: Gauge<f64, std::sync::atomic::AtomicU64>,
     cert_expiry: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub spool_bytes: Gauge,
+    pub spool_segments: Gauge,
+    spool_dropped: Family<Labels, Counter>,
+    pub spool_write_errors: Counter,
     outbox: std::sync::OnceLock<Arc<Outbox>>,
     dropped_seen: AtomicI64,
     last_round_ms: AtomicI64,
@@ -59,6 +63,10 @@ impl Metrics {
             outbox_scrapes: Gauge::default(),
             outbox_oldest: Gauge::default(),
             cert_expiry: Family::default(),
+            spool_bytes: Gauge::default(),
+            spool_segments: Gauge::default(),
+            spool_dropped: Family::default(),
+            spool_write_errors: Counter::default(),
             outbox: std::sync::OnceLock::new(),
             dropped_seen: AtomicI64::new(0),
             trimmed_seen: AtomicI64::new(0),
@@ -152,6 +160,26 @@ impl Metrics {
             "Goroutine profiles not read, by source and reason (budget, goroutines, failed)",
             stacks.skips.clone(),
         );
+        r.register(
+            "goroscope_collector_spool_bytes",
+            "Bytes of the disk spool's segment files",
+            m.spool_bytes.clone(),
+        );
+        r.register(
+            "goroscope_collector_spool_segments",
+            "Segment files in the disk spool",
+            m.spool_segments.clone(),
+        );
+        r.register(
+            "goroscope_collector_spool_records_dropped",
+            "Unacknowledged spooled scrapes lost, by reason (spool_full, spool_corrupt)",
+            m.spool_dropped.clone(),
+        );
+        r.register(
+            "goroscope_collector_spool_write_errors",
+            "Scrapes the spool failed to write (kept in memory only)",
+            m.spool_write_errors.clone(),
+        );
         Metrics { registry: r, ..m }
     }
 
@@ -163,6 +191,14 @@ impl Metrics {
         self.refused
             .get_or_create(&vec![("kind", kind.to_owned())])
             .inc_by(n);
+    }
+
+    pub fn spool_dropped(&self, reason: &str, n: u64) {
+        if n > 0 {
+            self.spool_dropped
+                .get_or_create(&vec![("reason", reason.to_owned())])
+                .inc_by(n);
+        }
     }
 
     pub fn round_done(&self, took: Duration, targets: usize) {

@@ -38,6 +38,8 @@ const DEFAULT_MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Time to connect and finish the TLS handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(15);
+/// Bytes of a batch left for its `losses` (one per reason, each a few dozen bytes).
+const LOSSES_RESERVE: usize = 512;
 /// Time given to in-flight batches to be acked after a shutdown request.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -210,6 +212,8 @@ impl Sender {
             "connected to aggregator"
         );
 
+        // Losses a failed stream carried without an ack go with this stream's first batch.
+        self.outbox.requeue_losses();
         let mut encoder = Encoder::new(&config.host);
         // Where the next batch starts: a scrape number and an item in it.
         let (mut number, mut item) = match split_seq(welcome.last_acked_seq) {
@@ -221,7 +225,7 @@ impl Sender {
         let max_in_flight = config.limits.max_in_flight;
         loop {
             while in_flight.len() < max_in_flight {
-                let Some(pending) = self.outbox.at_or_after(number) else {
+                let Some(pending) = self.outbox.next_pending(number).await else {
                     break;
                 };
                 let from = if pending.number == number {
@@ -229,10 +233,23 @@ impl Sender {
                 } else {
                     pending.acked_items
                 };
-                let part =
-                    encoder.encode_part(pending.number, &pending.scrape, from, max_batch_bytes);
+                // Room is left for the losses the batch may carry.
+                let mut part = encoder.encode_part(
+                    pending.number,
+                    &pending.scrape,
+                    from,
+                    max_batch_bytes.saturating_sub(LOSSES_RESERVE).max(1),
+                );
                 if part.oversized > 0 {
                     self.metrics.oversized_items.inc_by(part.oversized.into());
+                    let ts = pending.scrape.timestamp_ms;
+                    self.outbox.add_loss(v1::Loss {
+                        reason: "oversized".into(),
+                        batches: part.oversized.into(),
+                        bytes: 0,
+                        from_ms: ts,
+                        to_ms: ts,
+                    });
                     tracing::error!(
                         scrape = pending.number,
                         items = part.oversized,
@@ -242,6 +259,10 @@ impl Sender {
                     );
                 }
                 let seq = part.batch.seq;
+                part.batch.losses = self.outbox.take_losses(seq);
+                if !part.batch.losses.is_empty() {
+                    tracing::info!(seq, losses = ?part.batch.losses, "reporting lost data to the aggregator");
+                }
                 let message = v1::CollectorMessage {
                     msg: Some(collector_message::Msg::Batch(part.batch)),
                 };

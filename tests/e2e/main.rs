@@ -4,6 +4,7 @@
 mod cgroup;
 mod discovery;
 mod edges;
+mod spool;
 mod stacks;
 
 use std::time::Duration;

@@ -27,6 +27,9 @@ struct Args {
     /// (metrics_listen), for example 127.0.0.1:9465.
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// The spool's directory, overriding the settings (spool.dir).
+    #[arg(long)]
+    spool_dir: Option<String>,
     #[command(flatten)]
     tls: goroscope_daemon::TlsFlags,
     /// Log filter, overriding the settings.
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         ("interval", args.interval),
         ("metrics_listen", args.metrics_listen),
         ("log", args.log),
+        ("spool.dir", args.spool_dir),
     ]
     .into_iter()
     .filter_map(|(k, v)| v.map(|v| (k, v)))
