@@ -141,11 +141,13 @@ fn a_zombie_is_gone_not_sampled() {
 }
 
 /// The goroutine count comes from the pprof index page, which the runtime answers from
-/// a counter, never from `goroutine?debug=1`, which builds every goroutine's stack.
+/// a counter, never from `goroutine?debug=1`, which builds every goroutine's stack:
+/// with stack summaries off, no profile is ever asked for.
 #[test]
 fn goroutines_are_counted_from_the_pprof_index() {
     let logged = Workload::start("logged", &["-goroutines", "500"]);
-    let (certs, _data, agg, _collector) = start_stack("e2e-g", "");
+    let (certs, _data, agg, _collector) =
+        start_stack_with("e2e-g", "[stacks]\nenabled = false\n");
     let url = agg.url();
     let t = eventually(STARTUP, "the goroutine count", || {
         targets_by_pid(&certs, &url)
