@@ -199,6 +199,7 @@ mod tests {
                     coverage: Coverage::default(),
                 }),
                 metrics: vec![("go_goroutines", 1.0); metrics],
+                series: vec![],
             }],
             gone: vec![],
         }

@@ -56,6 +56,17 @@ pub async fn get(
     limit: usize,
     read: Read,
 ) -> Result<Bytes, HttpError> {
+    get_accepting(addr, path, None, limit, read).await
+}
+
+/// [`get`] with an `Accept` header.
+pub async fn get_accepting(
+    addr: SocketAddr,
+    path: &str,
+    accept: Option<&str>,
+    limit: usize,
+    read: Read,
+) -> Result<Bytes, HttpError> {
     let protocol = |reason: String| HttpError::Protocol {
         addr,
         path: path.to_owned(),
@@ -70,7 +81,11 @@ pub async fn get(
         .map_err(|e| protocol(e.to_string()))?;
     // The connection task ends with this function: dropping the guard aborts it.
     let conn = AbortOnDrop(tokio::spawn(conn));
-    let request = Request::get(path)
+    let mut request = Request::get(path);
+    if let Some(accept) = accept {
+        request = request.header(hyper::header::ACCEPT, accept);
+    }
+    let request = request
         .header(hyper::header::HOST, addr.to_string())
         .header(
             hyper::header::USER_AGENT,

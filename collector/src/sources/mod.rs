@@ -4,9 +4,11 @@ pub mod expvar;
 pub mod http;
 pub mod pprof;
 pub mod proc;
+pub mod prometheus;
 
 /// One sample of a target: (metric name, value). Names are static (the catalogue in
-/// docs/metrics.md), so a sample allocates no strings.
+/// docs/metrics.md), so a sample allocates no strings. The series of a target's own
+/// `/metrics`, with labels, are [`crate::model::Labeled`].
 pub type Metrics = Vec<(&'static str, f64)>;
 
 #[cfg(test)]
