@@ -530,7 +530,12 @@ async fn endpoint_work(
                     vars: scraped.vars.filter(|r| r.is_ok()),
                     goroutines: scraped.goroutines.filter(|r| r.is_ok()),
                     exposition: scraped.exposition.filter(|_| serves.metrics),
-                    series_cache: scraped.series_cache.filter(|_| serves.metrics),
+                    // The probe's cache holds what this address exposes; without an
+                    // exposition the target keeps its own for later.
+                    series_cache: scraped
+                        .series_cache
+                        .filter(|_| serves.metrics)
+                        .or(Some(cache)),
                 };
                 (addr, serves, 0, scraped)
             }
@@ -555,8 +560,13 @@ async fn endpoint_work(
         };
         // Only what the probe found is scraped: a process without expvar costs no
         // request (and no warning) per interval.
-        let cache = serves.metrics.then_some(cache);
-        let scraped = scrape(config, addr, pid, serves.expvar, serves.pprof, cache).await;
+        let (asked, idle) = if serves.metrics {
+            (Some(cache), None)
+        } else {
+            (None, Some(cache))
+        };
+        let mut scraped = scrape(config, addr, pid, serves.expvar, serves.pprof, asked).await;
+        scraped.series_cache = scraped.series_cache.or(idle);
         (addr, serves, failures, scraped)
     };
 

@@ -240,14 +240,16 @@ pub fn parse(body: &[u8], cache: &mut SeriesCache, cap: usize) -> Result<Parsed,
         );
     }
     cache.forget_unseen(cap);
-    LINES_MALFORMED.fetch_add(out.malformed as u64, Ordering::Relaxed);
-    SERIES_CAPPED.fetch_add(out.capped as u64, Ordering::Relaxed);
+    // What is not an exposition at all (a web page at /metrics) is not counted as
+    // malformed lines of one.
     if out.series.is_empty()
         && out.capped == 0
         && let Some(e) = first_error
     {
         return Err(ExpositionError::NotAnExposition(e));
     }
+    LINES_MALFORMED.fetch_add(out.malformed as u64, Ordering::Relaxed);
+    SERIES_CAPPED.fetch_add(out.capped as u64, Ordering::Relaxed);
     Ok(out)
 }
 
