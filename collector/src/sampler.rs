@@ -1209,6 +1209,31 @@ mod tests {
         for (a, b) in kept[0].iter().zip(&kept[1]) {
             assert!(Arc::ptr_eq(&a.0, &b.0));
         }
+        // On the wire: each quantile and bucket a series of its own, declared with its
+        // labels, sorted by name.
+        let scrape = sampler.sample(3).await.unwrap();
+        let batch = crate::encoder::Encoder::new("node-a")
+            .encode_part(1, &scrape, 0, 0)
+            .batch;
+        let decl = |metric: &str, labels: &[(&str, &str)]| {
+            batch.series.iter().any(|d| {
+                d.metric == metric
+                    && d.labels
+                        .iter()
+                        .map(|l| (l.name.as_str(), l.value.as_str()))
+                        .eq(labels.iter().copied())
+            })
+        };
+        assert!(decl(
+            "app_response_size_bytes",
+            &[("quantile", "0.5"), ("route", "/api")]
+        ));
+        assert!(decl(
+            "app_request_duration_seconds_bucket",
+            &[("code", "200"), ("le", "+Inf"), ("route", "/health")]
+        ));
+        assert!(decl("process_threads", &[]));
+        assert_eq!(batch.series.len(), batch.samples.len());
         let capped = prometheus::SERIES_CAPPED.load(std::sync::atomic::Ordering::Relaxed);
         assert!(
             capped >= capped_before + 2 * 100,
