@@ -4,11 +4,10 @@
 //! timeout), so that the next one starts on time. /proc is read off the runtime's
 //! thread, each target under its own deadline. Each target's endpoint work (looking for
 //! expvar, pprof and `/metrics` among the ports it listens on, then scraping what
-//! answered) is a
-//! task of its own, at most `limits.max_concurrent_scrapes` at once. What is not done
-//! when the round ends costs that target and nothing else: endpoint work goes on in the
-//! background, its answer comes with the target's next sample, and nothing more is
-//! started for that target until it has ended.
+//! answered) is a task of its own, at most `limits.max_concurrent_scrapes` at once.
+//! What is not done when the round ends costs that target and nothing else: endpoint
+//! work goes on in the background, its answer comes with the target's next sample, and
+//! nothing more is started for that target until it has ended.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
