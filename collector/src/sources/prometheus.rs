@@ -205,6 +205,12 @@ pub fn parse(body: &[u8], cache: &mut SeriesCache, cap: usize) -> Result<Parsed,
             continue;
         };
         if let Some(entry) = cache.by_text.get_mut(series_text) {
+            if entry.seen == generation {
+                // The same series twice in one exposition: one value per instant.
+                out.malformed += 1;
+                first_error.get_or_insert_with(|| format!("repeated series: {}", shorten(line)));
+                continue;
+            }
             entry.seen = generation;
             if let Some(id) = &entry.id {
                 if out.series.len() >= cap {
@@ -724,6 +730,10 @@ mod tests {
                 .series
                 .is_empty()
         );
+        // A series repeated: its first value only.
+        let p = parse(b"r 1\nr 2\nq{a=\"1\"} 3\nq{a=\"1\"} 4\n", &mut cache, 10).unwrap();
+        assert_eq!((p.series.len(), p.malformed), (2, 2));
+        assert_eq!((p.series[0].1, p.series[1].1), (1.0, 3.0));
         // One bad line among good ones costs itself only.
         let p = parse(b"a 1\nb{x=\"1} 2\nc 3\nd{x=1} 4\ne\n", &mut cache, 10).unwrap();
         assert_eq!((p.series.len(), p.malformed), (2, 3));
