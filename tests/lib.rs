@@ -633,3 +633,17 @@ pub fn copy_without_section_headers(src: &Path, dst: &Path) {
     std::fs::set_permissions(dst, std::fs::Permissions::from_mode(0o755))
         .expect("make the copy executable");
 }
+
+/// The latest value of `metric` in a target of `goroscope targets -o json`: the series
+/// without labels of its own, else the first with (`metric{le="0.5"}`).
+pub fn latest_of(latest: &serde_json::Value, metric: &str) -> Option<f64> {
+    if let Some(v) = latest.get(metric).and_then(serde_json::Value::as_f64) {
+        return Some(v);
+    }
+    let prefix = format!("{metric}{{");
+    latest
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.starts_with(&prefix))
+        .and_then(|(_, v)| v.as_f64())
+}

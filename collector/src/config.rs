@@ -156,7 +156,8 @@ pub const KUBERNETES_LABELS: [&str; 3] = ["pod", "namespace", "container"];
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct DiscoveryConfig {
-    /// Ports to try first for `/debug/vars` and `/debug/pprof/` on each Go process.
+    /// Ports to try first for `/debug/vars`, `/debug/pprof/` and `/metrics` on each Go
+    /// process.
     pub ports: Vec<u16>,
     /// Also try every other TCP port the process listens on.
     pub probe_listening: bool,
@@ -237,6 +238,9 @@ pub struct Limits {
     /// Longest wait between two attempts to reach the aggregator.
     #[serde(with = "humantime_serde")]
     pub max_backoff: Duration,
+    /// Series kept at most from one target's `/metrics`, in the order it lists them;
+    /// the rest are counted (`goroscope_collector_series_capped_total`) and left out.
+    pub max_series_per_target: usize,
 }
 
 impl Default for CollectorConfig {
@@ -282,6 +286,7 @@ impl Default for Limits {
             max_targets: 5000,
             max_concurrent_scrapes: 32,
             max_backoff: Duration::from_secs(30),
+            max_series_per_target: 2000,
         }
     }
 }
@@ -415,6 +420,13 @@ impl CollectorConfig {
         if l.max_concurrent_scrapes == 0 {
             return Err(invalid(
                 "limits.max_concurrent_scrapes",
+                0,
+                "must be at least 1",
+            ));
+        }
+        if l.max_series_per_target == 0 {
+            return Err(invalid(
+                "limits.max_series_per_target",
                 0,
                 "must be at least 1",
             ));

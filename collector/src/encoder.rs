@@ -19,7 +19,7 @@ use goroscope_proto::v1;
 use prost::Message;
 use prost::encoding::encoded_len_varint;
 
-use crate::model::{Scrape, TargetMeta};
+use crate::model::{Scrape, SeriesId, TargetMeta};
 use crate::outbox::{COMPLETE, seq};
 
 /// What wrapping a Batch in a CollectorMessage, and its seq field, add at most.
@@ -39,6 +39,8 @@ pub struct Encoder {
     host: String,
     targets: HashMap<(u32, u64), (u32, Arc<TargetMeta>)>,
     series: HashMap<(u32, &'static str), u32>,
+    /// Series with labels (from `/metrics`), by target ref and identity.
+    labeled: HashMap<(u32, Arc<SeriesId>), u32>,
     /// Series refs of each target ref, to forget them with the target.
     target_series: HashMap<u32, Vec<u32>>,
     next_target_ref: u32,
@@ -50,11 +52,12 @@ fn field_len(len: usize) -> usize {
     1 + encoded_len_varint(len as u64) + len
 }
 
-/// The encoded length of a `SeriesDecl` of `metric` with the largest refs, computed
-/// without building one: this runs for every sample.
-fn series_decl_len(metric: &str) -> usize {
+/// The encoded length of a `SeriesDecl` of `metric` with the largest refs and labels
+/// that take `labels_len` bytes, computed without building one: this runs for every
+/// sample.
+fn series_decl_len(metric: &str, labels_len: usize) -> usize {
     use prost::encoding::uint32;
-    field_len(2 * uint32::encoded_len(1, &u32::MAX) + field_len(metric.len()))
+    field_len(2 * uint32::encoded_len(1, &u32::MAX) + field_len(metric.len()) + labels_len)
 }
 
 /// The encoded length of a one-sample `SeriesSamples` at `ts` with the largest ref.
@@ -69,6 +72,7 @@ enum Item<'a> {
     Target(&'a Arc<TargetMeta>),
     Metric(&'a Arc<TargetMeta>, &'static str, f64),
     Stacks(&'a Arc<TargetMeta>, &'a v1::StackSummary),
+    Labeled(&'a Arc<TargetMeta>, &'a Arc<SeriesId>, f64),
     Gone(&'a Arc<TargetMeta>),
 }
 
@@ -78,6 +82,7 @@ impl Encoder {
             host: host.to_owned(),
             targets: HashMap::new(),
             series: HashMap::new(),
+            labeled: HashMap::new(),
             target_series: HashMap::new(),
             next_target_ref: 0,
             next_series_ref: 0,
@@ -89,7 +94,7 @@ impl Encoder {
         scrape
             .samples
             .iter()
-            .map(|s| 1 + s.metrics.len() + s.stacks.len())
+            .map(|s| 1 + s.metrics.len() + s.series.len() + s.stacks.len())
             .sum::<usize>()
             + scrape.gone.len()
     }
@@ -123,6 +128,11 @@ impl Encoder {
                             .map(move |&(name, value)| Item::Metric(&s.meta, name, value)),
                     )
                     .chain(s.stacks.iter().map(move |st| Item::Stacks(&s.meta, st)))
+                    .chain(
+                        s.series
+                            .iter()
+                            .map(move |(id, value)| Item::Labeled(&s.meta, id, *value)),
+                    )
             })
             .chain(scrape.gone.iter().map(Item::Gone));
         for (here, item) in (0u32..).zip(items) {
@@ -195,7 +205,11 @@ impl Encoder {
     /// What adding `item` costs in bytes, declarations included; changes nothing.
     fn cost(&self, item: &Item<'_>, ts: i64) -> usize {
         let meta = match item {
-            Item::Target(m) | Item::Metric(m, _, _) | Item::Stacks(m, _) | Item::Gone(m) => *m,
+            Item::Target(m)
+            | Item::Metric(m, _, _)
+            | Item::Labeled(m, _, _)
+            | Item::Stacks(m, _)
+            | Item::Gone(m) => *m,
         };
         let target_ref = self.target_ref(meta);
         let target_cost = match target_ref {
@@ -207,7 +221,17 @@ impl Encoder {
             Item::Target(_) => target_cost,
             Item::Metric(_, name, _) => {
                 let known = target_ref.is_some_and(|t| self.series.contains_key(&(t, *name)));
-                let decl = if known { 0 } else { series_decl_len(name) };
+                let decl = if known { 0 } else { series_decl_len(name, 0) };
+                target_cost + decl + field_len(series_samples_len(ts))
+            }
+            Item::Labeled(_, id, _) => {
+                let known =
+                    target_ref.is_some_and(|t| self.labeled.contains_key(&(t, (*id).clone())));
+                let decl = if known {
+                    0
+                } else {
+                    series_decl_len(&id.name, id.labels_encoded_len())
+                };
                 target_cost + decl + field_len(series_samples_len(ts))
             }
             // The target ref takes at most 5 bytes more than the summary's own 0.
@@ -256,13 +280,45 @@ impl Encoder {
                 summary.target_ref = target_ref;
                 batch.stacks.push(summary);
             }
+            Item::Labeled(meta, id, value) => {
+                let target_ref = self.declare_target(meta, batch);
+                let key = (target_ref, (*id).clone());
+                let series_ref = match self.labeled.get(&key) {
+                    Some(r) => *r,
+                    None => {
+                        let r = self.next_series_ref;
+                        self.next_series_ref = self.next_series_ref.wrapping_add(1);
+                        self.labeled.insert(key, r);
+                        self.target_series.entry(target_ref).or_default().push(r);
+                        batch.series.push(v1::SeriesDecl {
+                            r#ref: r,
+                            target_ref,
+                            metric: id.name.to_string(),
+                            labels: id
+                                .labels
+                                .iter()
+                                .map(|(name, value)| v1::Label {
+                                    name: name.to_string(),
+                                    value: value.to_string(),
+                                })
+                                .collect(),
+                        });
+                        r
+                    }
+                };
+                batch.samples.push(v1::SeriesSamples {
+                    series_ref,
+                    timestamp_deltas: vec![ts],
+                    values: vec![*value],
+                });
+            }
             Item::Gone(meta) => {
                 let target_ref = self.declare_target(meta, batch);
                 batch.gone_targets.push(target_ref);
                 self.targets.remove(&(meta.pid, meta.start_ticks));
-                if let Some(series) = self.target_series.remove(&target_ref) {
-                    self.series
-                        .retain(|(t, _), r| *t != target_ref || !series.contains(r));
+                if self.target_series.remove(&target_ref).is_some() {
+                    self.series.retain(|(t, _), _| *t != target_ref);
+                    self.labeled.retain(|(t, _), _| *t != target_ref);
                 }
             }
         }
@@ -339,6 +395,7 @@ mod tests {
                         }],
                         ..Default::default()
                     }],
+                    series: vec![],
                 })
                 .collect(),
             gone: vec![],
@@ -483,7 +540,38 @@ mod tests {
                 metric: name.to_owned(),
                 labels: Vec::new(),
             };
-            assert_eq!(series_decl_len(name), field_len(d.encoded_len()), "{name}");
+            assert_eq!(
+                series_decl_len(name, 0),
+                field_len(d.encoded_len()),
+                "{name}"
+            );
+        }
+        let long = "v".repeat(1024);
+        for labels in [
+            vec![("le", "+Inf")],
+            vec![("quantile", "0.99"), ("route", "/api")],
+            vec![("a", ""), ("", "b"), ("", "")],
+            vec![("path", long.as_str()), ("x", "é\n\"")],
+            (0..64).map(|_| ("k", "v")).collect(),
+        ] {
+            let id = series_id("go_gc_duration_seconds", &labels);
+            let d = v1::SeriesDecl {
+                r#ref: u32::MAX,
+                target_ref: u32::MAX,
+                metric: id.name.to_string(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| v1::Label {
+                        name: k.to_string(),
+                        value: v.to_string(),
+                    })
+                    .collect(),
+            };
+            assert_eq!(
+                series_decl_len(&id.name, id.labels_encoded_len()),
+                field_len(d.encoded_len()),
+                "{labels:?}"
+            );
         }
     }
 
@@ -499,5 +587,128 @@ mod tests {
         assert_eq!(part.oversized, 4);
         assert_eq!(part.batch.targets.len(), 1);
         assert_eq!(part.batch.targets[0].id.as_ref().unwrap().pid, 2);
+    }
+
+    fn series_id(name: &str, labels: &[(&str, &str)]) -> Arc<SeriesId> {
+        Arc::new(SeriesId::new(
+            name.into(),
+            labels
+                .iter()
+                .map(|(k, v)| (Arc::from(*k), Arc::from(*v)))
+                .collect(),
+        ))
+    }
+
+    /// A scrape whose targets each have, beside two plain metrics, the buckets of a
+    /// histogram with a label of its own.
+    fn labeled_scrape(ts: i64, metas: &[Arc<TargetMeta>]) -> Scrape {
+        let mut s = scrape(ts, metas);
+        for sample in &mut s.samples {
+            sample.series = ["0.005", "0.05", "0.5", "5", "+Inf"]
+                .iter()
+                .enumerate()
+                .map(|(i, le)| {
+                    (
+                        series_id(
+                            "app_request_duration_seconds_bucket",
+                            &[("le", le), ("route", "/api/v1/orders")],
+                        ),
+                        i as f64,
+                    )
+                })
+                .collect();
+        }
+        s
+    }
+
+    #[test]
+    fn labeled_series_are_declared_once_with_their_labels() {
+        let a = meta(1, false);
+        let mut enc = Encoder::new("node-a");
+        let s = labeled_scrape(1000, std::slice::from_ref(&a));
+        let first = whole(&mut enc, 1, &s);
+        assert_eq!(first.series.len(), 7);
+        assert_eq!(first.samples.len(), 7);
+        let bucket = &first.series[2];
+        assert_eq!(bucket.metric, "app_request_duration_seconds_bucket");
+        assert_eq!(
+            bucket.labels,
+            vec![
+                v1::Label {
+                    name: "le".into(),
+                    value: "0.005".into()
+                },
+                v1::Label {
+                    name: "route".into(),
+                    value: "/api/v1/orders".into()
+                },
+            ]
+        );
+        // Equal series from a new interning (other Arcs) are the same series.
+        let again = labeled_scrape(2000, std::slice::from_ref(&a));
+        let second = whole(&mut enc, 2, &again);
+        assert!(second.series.is_empty());
+        assert_eq!(second.samples.len(), 7);
+        let refs = |b: &v1::Batch| b.samples.iter().map(|x| x.series_ref).collect::<Vec<_>>();
+        assert_eq!(refs(&first), refs(&second));
+
+        // Gone: its labeled series are forgotten with it.
+        let gone = Scrape {
+            timestamp_ms: 3000,
+            samples: vec![],
+            gone: vec![a],
+        };
+        whole(&mut enc, 3, &gone);
+        assert!(enc.labeled.is_empty() && enc.series.is_empty());
+    }
+
+    /// The size accounting holds with labels: parts never exceed the limit and carry
+    /// every sample once.
+    #[test]
+    fn a_scrape_with_labeled_series_splits_within_the_limit() {
+        // Without builds: a stream carries a build once per target, and the outbox's
+        // estimate leaves it out.
+        let metas: Vec<_> = (1..=12)
+            .map(|p| {
+                let mut m = (*meta(p, true)).clone();
+                m.build = None;
+                Arc::new(m)
+            })
+            .collect();
+        let s = labeled_scrape(5000, &metas);
+        for limit in [256usize, 300, 777, 2048, 1 << 20] {
+            let mut enc = Encoder::new("node-a");
+            let mut from = 0;
+            let mut samples = 0;
+            loop {
+                let part = enc.encode_part(4, &s, from, limit);
+                assert!(
+                    part.batch.encoded_len() + BATCH_OVERHEAD <= limit,
+                    "limit {limit}: {}",
+                    part.batch.encoded_len()
+                );
+                assert_eq!(part.oversized, 0);
+                samples += part.batch.samples.len();
+                match part.end {
+                    Some(e) => from = e,
+                    None => break,
+                }
+            }
+            assert_eq!(samples, 12 * 7, "limit {limit}");
+        }
+        // The outbox's estimate is at least what the scrape takes with everything
+        // declared.
+        let mut enc = Encoder::new("node-a");
+        let all = enc.encode_part(1, &s, 0, 0).batch.encoded_len();
+        assert!(
+            s.estimated_bytes() >= all,
+            "{} < {all}",
+            s.estimated_bytes()
+        );
+        assert!(
+            s.estimated_bytes() < all * 2,
+            "{} vs {all}",
+            s.estimated_bytes()
+        );
     }
 }

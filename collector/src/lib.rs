@@ -5,6 +5,7 @@
 //! - [`discovery`]: which processes are Go programs (their executable's Go build info).
 //! - [`kube`]: pod names, namespaces and labels from the Kubernetes API server.
 //! - [`sources`]: one module per source (`/proc`, expvar, pprof, build info).
+//! - [`sources`]: one module per source (`/proc`, expvar, pprof, `/metrics`, build info).
 //! - [`sampler`]: one scrape of every target per interval.
 //! - [`model`]: what a scrape is made of.
 //! - [`outbox`]: scrapes kept until acknowledged.

@@ -24,6 +24,11 @@ pub struct Metrics {
     pub oversized_items: Counter,
     labels_trimmed: Counter,
     trimmed_seen: AtomicI64,
+    series_capped: Counter,
+    exposition_dropped: Family<Labels, Counter>,
+    /// What the source counters held at the last exposition, in the order of
+    /// [`Metrics::source_counters`].
+    sources_seen: [AtomicI64; 4],
     pub rounds: Counter,
     pub round_seconds: Histogram,
     pub targets: Gauge,
@@ -54,6 +59,9 @@ impl Metrics {
             refused: Family::default(),
             oversized_items: Counter::default(),
             labels_trimmed: Counter::default(),
+            series_capped: Counter::default(),
+            exposition_dropped: Family::default(),
+            sources_seen: Default::default(),
             rounds: Counter::default(),
             round_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             targets: Gauge::default(),
@@ -98,6 +106,16 @@ impl Metrics {
             "goroscope_collector_labels_trimmed",
             "Label values from processes cut to the longest a label may be",
             m.labels_trimmed.clone(),
+        );
+        r.register(
+            "goroscope_collector_series_capped",
+            "Series of processes' /metrics left out because a process exposed more than limits.max_series_per_target",
+            m.series_capped.clone(),
+        );
+        r.register(
+            "goroscope_collector_exposition_dropped",
+            "Parts of processes' /metrics left out, by what: malformed lines, series with a bad name or too many labels, labels with a bad name",
+            m.exposition_dropped.clone(),
         );
         r.register(
             "goroscope_collector_rounds",
@@ -183,6 +201,18 @@ impl Metrics {
         Metrics { registry: r, ..m }
     }
 
+    /// The counters the `/metrics` source keeps, and the `what` label of each (`None`
+    /// for the series cap, a metric of its own).
+    fn source_counters() -> [(Option<&'static str>, &'static std::sync::atomic::AtomicU64); 4] {
+        use crate::sources::prometheus as p;
+        [
+            (None, &p::SERIES_CAPPED),
+            (Some("line"), &p::LINES_MALFORMED),
+            (Some("series"), &p::SERIES_INVALID),
+            (Some("label"), &p::LABELS_DROPPED),
+        ]
+    }
+
     pub fn watch_outbox(&self, outbox: Arc<Outbox>) {
         let _ = self.outbox.set(outbox);
     }
@@ -233,6 +263,20 @@ impl goroscope_daemon::http::Exposition for Metrics {
         let seen = self.trimmed_seen.swap(trimmed, Ordering::Relaxed);
         if trimmed > seen {
             self.labels_trimmed.inc_by((trimmed - seen) as u64);
+        }
+        for (i, (what, source)) in Metrics::source_counters().into_iter().enumerate() {
+            let now = source.load(Ordering::Relaxed) as i64;
+            let seen = self.sources_seen[i].swap(now, Ordering::Relaxed);
+            if now > seen {
+                let n = (now - seen) as u64;
+                match what {
+                    None => self.series_capped.inc_by(n),
+                    Some(what) => self
+                        .exposition_dropped
+                        .get_or_create(&vec![("what", what.to_owned())])
+                        .inc_by(n),
+                };
+            }
         }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {

@@ -4,6 +4,7 @@
 //! only when it changes, so the sender can tell with a pointer comparison whether it
 //! must declare the target again on its stream.
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use crate::sources::Metrics;
@@ -33,13 +34,82 @@ pub struct TargetMeta {
     pub runtime_env: Vec<(String, String)>,
 }
 
+/// A series with labels of its own, from a target's `/metrics`: its name and its labels
+/// (sorted by name, each name once, none named like a target label). Interned per
+/// target and shared by every sample of the series, so that a sample allocates nothing.
+#[derive(Debug)]
+pub struct SeriesId {
+    pub name: Arc<str>,
+    pub labels: Box<[(Arc<str>, Arc<str>)]>,
+    hash: u64,
+    /// The encoded length of the labels in a `SeriesDecl`.
+    labels_len: usize,
+}
+
+impl SeriesId {
+    pub fn new(name: Arc<str>, labels: Box<[(Arc<str>, Arc<str>)]>) -> SeriesId {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        labels.hash(&mut h);
+        let labels_len = labels
+            .iter()
+            .map(|(k, v)| {
+                let label = string_field_len(k.len()) + string_field_len(v.len());
+                string_field_len(label).max(2)
+            })
+            .sum();
+        SeriesId {
+            name,
+            labels,
+            hash: h.finish(),
+            labels_len,
+        }
+    }
+
+    /// What the labels add to the encoded `SeriesDecl`.
+    pub fn labels_encoded_len(&self) -> usize {
+        self.labels_len
+    }
+}
+
+/// A length-delimited field of `len` bytes in a message, as proto3 encodes it (an
+/// empty string is left out).
+fn string_field_len(len: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        1 + prost::encoding::encoded_len_varint(len as u64) + len
+    }
+}
+
+impl PartialEq for SeriesId {
+    fn eq(&self, other: &SeriesId) -> bool {
+        std::ptr::eq(self, other)
+            || (self.hash == other.hash && self.name == other.name && self.labels == other.labels)
+    }
+}
+
+impl Eq for SeriesId {}
+
+impl Hash for SeriesId {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// One value of a labeled series.
+pub type Labeled = (Arc<SeriesId>, f64);
+
 /// One target's sample at one instant.
 #[derive(Debug, Clone)]
 pub struct TargetSample {
     pub meta: Arc<TargetMeta>,
+    /// The series of the collector's catalogue (docs/metrics.md).
     pub metrics: Metrics,
     /// Goroutine stack summaries read (or skipped) with this sample.
     pub stacks: Vec<goroscope_proto::v1::StackSummary>,
+    /// The series of the target's own `/metrics`, labels and all.
+    pub series: Vec<Labeled>,
 }
 
 /// Everything sampled in one interval.
@@ -80,6 +150,10 @@ impl Scrape {
                             use prost::Message;
                             st.encoded_len() + 16
                         })
+                        .sum::<usize>()
+                    + s.series
+                        .iter()
+                        .map(|(id, _)| id.name.len() + id.labels_encoded_len() + 34)
                         .sum::<usize>()
             })
             .sum();

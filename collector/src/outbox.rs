@@ -471,6 +471,7 @@ mod tests {
                 }),
                 metrics: vec![("go_goroutines", 1.0); metrics],
                 stacks: vec![],
+                series: vec![],
             }],
             gone: vec![],
         }

@@ -3,11 +3,11 @@
 //! A round lasts at most three quarters of the interval (and at most the scrape
 //! timeout), so that the next one starts on time. /proc is read off the runtime's
 //! thread, each target under its own deadline. Each target's endpoint work (looking for
-//! expvar and pprof among the ports it listens on, then scraping what answered) is a
-//! task of its own, at most `limits.max_concurrent_scrapes` at once. What is not done
-//! when the round ends costs that target and nothing else: endpoint work goes on in the
-//! background, its answer comes with the target's next sample, and nothing more is
-//! started for that target until it has ended.
+//! expvar, pprof and `/metrics` among the ports it listens on, then scraping what
+//! answered) is a task of its own, at most `limits.max_concurrent_scrapes` at once.
+//! What is not done when the round ends costs that target and nothing else: endpoint
+//! work goes on in the background, its answer comes with the target's next sample, and
+//! nothing more is started for that target until it has ended.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -22,10 +22,11 @@ use tokio::time::Instant;
 
 use crate::config::{CollectorConfig, MAX_PROBED_PORTS};
 use crate::discovery::{Discovery, GoProcess, Held, OffThread, off_thread, off_thread_batched};
-use crate::model::{Coverage, Scrape, TargetMeta, TargetSample};
+use crate::model::{Coverage, Labeled, Scrape, TargetMeta, TargetSample};
 use crate::sources::cgroup::{self, Identity};
 use crate::sources::http::{self, Read};
 use crate::sources::proc::{self, ProcError};
+use crate::sources::prometheus::{self, SeriesCache};
 use crate::sources::{Metrics, expvar, pprof, stacks as stack_text};
 use crate::stacks::{self, StackPlan, Step};
 use goroscope_proto::v1;
@@ -41,7 +42,8 @@ const FIRST_REPROBE: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Endpoint {
     Unprobed,
-    /// `addr` serves `/debug/vars` (`expvar`), `/debug/pprof/` (`pprof`) or both;
+    /// `addr` serves `/debug/vars` (`expvar`), `/debug/pprof/` (`pprof`), `/metrics`
+    /// (`metrics`) or several;
     /// `failures` counts consecutive scrapes in which not all of it answered.
     Found {
         addr: SocketAddr,
@@ -61,6 +63,7 @@ enum Endpoint {
 struct Serves {
     expvar: bool,
     pprof: bool,
+    metrics: bool,
 }
 
 struct TargetState {
@@ -74,6 +77,8 @@ struct TargetState {
     stack_task: Option<StackTask>,
     /// Endpoint work of an earlier round that has not ended yet.
     running: Option<EndpointTask>,
+    /// The target's `/metrics` series, interned; with the endpoint task while it runs.
+    series_cache: Option<SeriesCache>,
 }
 
 /// A target's endpoint task; aborted when the target goes.
@@ -178,6 +183,10 @@ struct EndpointOutcome {
     pprof: bool,
     /// What the pprof index said, when it answered.
     index: Option<pprof::Index>,
+    /// `/metrics` answered: its series are in `series`.
+    exposition: bool,
+    series: Vec<Labeled>,
+    series_cache: Option<SeriesCache>,
     addr: Option<SocketAddr>,
 }
 
@@ -185,6 +194,9 @@ struct EndpointOutcome {
 struct Scraped {
     vars: Option<Result<Metrics, String>>,
     goroutines: Option<Result<pprof::Index, String>>,
+    exposition: Option<Result<Vec<Labeled>, String>>,
+    /// The cache the exposition was read with (when it was asked for).
+    series_cache: Option<SeriesCache>,
 }
 
 impl Scraped {
@@ -192,8 +204,18 @@ impl Scraped {
         Serves {
             expvar: matches!(self.vars, Some(Ok(_))),
             pprof: matches!(self.goroutines, Some(Ok(_))),
+            // An empty answer (a catch-all handler) is not an exposition worth asking
+            // for every interval.
+            metrics: matches!(&self.exposition, Some(Ok(s)) if !s.is_empty()),
         }
     }
+}
+
+/// What the `/metrics` source needs of its target: who it is, and where its series are
+/// interned.
+struct ForSeries {
+    meta: Arc<TargetMeta>,
+    cache: SeriesCache,
 }
 
 impl Sampler {
@@ -277,6 +299,7 @@ impl Sampler {
                 stacks: Arc::default(),
                 stack_task: None,
                 running: None,
+                series_cache: None,
             });
             if let Some(task) = &mut state.running {
                 if !task.0.is_finished() {
@@ -284,8 +307,9 @@ impl Sampler {
                 }
                 // Ended since its round: its answer comes with this round's sample,
                 // unless this round's own work answers in time.
-                if let Ok(outcome) = (&mut task.0).await {
+                if let Ok(mut outcome) = (&mut task.0).await {
                     state.endpoint = outcome.endpoint;
+                    state.series_cache = outcome.series_cache.take();
                     late.insert(key, outcome);
                 }
                 state.running = None;
@@ -297,6 +321,11 @@ impl Sampler {
                 }
                 Endpoint::Found { .. } => false,
             };
+            let mut cache = state
+                .series_cache
+                .take()
+                .unwrap_or_else(|| SeriesCache::new(&state.meta.labels));
+            cache.retarget(&state.meta.labels);
             let task = tokio::spawn(endpoint_work(
                 self.shared.clone(),
                 namespaces.clone(),
@@ -304,6 +333,10 @@ impl Sampler {
                 p.service(),
                 state.endpoint,
                 probe,
+                ForSeries {
+                    meta: state.meta.clone(),
+                    cache,
+                },
             ));
             tasks.push((key, task));
         }
@@ -393,8 +426,12 @@ impl Sampler {
                 stacks = (&mut task.0).await.unwrap_or_default();
                 state.stack_task = None;
             }
+            let mut series = Vec::new();
             if let Some(outcome) = outcomes.remove(&key) {
                 state.endpoint = outcome.endpoint;
+                if outcome.series_cache.is_some() {
+                    state.series_cache = outcome.series_cache;
+                }
                 metrics.extend(outcome.metrics);
                 coverage.expvar = outcome.expvar;
                 coverage.pprof = outcome.pprof;
@@ -411,6 +448,14 @@ impl Sampler {
                         state.stacks.clone(),
                     ))));
                 }
+                coverage.metrics = outcome.exposition;
+                series = outcome.series;
+                // What the collector reads itself (/proc, expvar, pprof) is the sample of
+                // its catalogue's series; the exposition's copy would be a second value
+                // of the same series at the same instant.
+                series.retain(|(id, _)| {
+                    !id.labels.is_empty() || !metrics.iter().any(|(n, _)| **n == *id.name)
+                });
             }
             // A cgroup unread this round keeps the identity of the last one read.
             let mut labels = identity.and_then(|id| relabelled(&state.meta.labels, &id, key.0));
@@ -434,6 +479,7 @@ impl Sampler {
                 meta: state.meta.clone(),
                 metrics,
                 stacks,
+                series,
             });
         }
         let live = &self.targets;
@@ -568,16 +614,21 @@ async fn endpoint_work(
     service: String,
     endpoint: Endpoint,
     probe: bool,
+    for_series: ForSeries,
 ) -> EndpointOutcome {
     // The semaphore is never closed; without a slot the work would only run unbounded.
     let _slot = shared.slots.acquire().await.ok();
     let config = &shared.config;
-    let nothing = |endpoint| EndpointOutcome {
+    let ForSeries { meta, cache } = for_series;
+    let nothing = |endpoint, series_cache| EndpointOutcome {
         endpoint,
         metrics: Metrics::new(),
         expvar: false,
         pprof: false,
         index: None,
+        exposition: false,
+        series: Vec::new(),
+        series_cache,
         addr: None,
     };
 
@@ -605,22 +656,32 @@ async fn endpoint_work(
                 Vec::new()
             }
         };
-        match probe_ports(config, pid, &candidates).await {
+        match probe_ports(config, pid, &meta, &candidates).await {
             Some((addr, scraped)) => {
                 let serves = scraped.serves();
-                tracing::info!(pid, %addr, expvar = serves.expvar, pprof = serves.pprof, "runtime endpoints found");
+                tracing::info!(pid, %addr, expvar = serves.expvar, pprof = serves.pprof, metrics = serves.metrics, "runtime endpoints found");
                 // What the address does not serve is not a failed sample.
                 let scraped = Scraped {
                     vars: scraped.vars.filter(|r| r.is_ok()),
                     goroutines: scraped.goroutines.filter(|r| r.is_ok()),
+                    exposition: scraped.exposition.filter(|_| serves.metrics),
+                    // The probe's cache holds what this address exposes; without an
+                    // exposition the target keeps its own for later.
+                    series_cache: scraped
+                        .series_cache
+                        .filter(|_| serves.metrics)
+                        .or(Some(cache)),
                 };
                 (addr, serves, 0, scraped)
             }
             None => {
-                return nothing(Endpoint::Absent {
-                    since: Instant::now(),
-                    attempts,
-                });
+                return nothing(
+                    Endpoint::Absent {
+                        since: Instant::now(),
+                        attempts,
+                    },
+                    Some(cache),
+                );
             }
         }
     } else {
@@ -630,15 +691,21 @@ async fn endpoint_work(
             failures,
         } = endpoint
         else {
-            return nothing(endpoint);
+            return nothing(endpoint, Some(cache));
         };
         // Only what the probe found is scraped: a process without expvar costs no
         // request (and no warning) per interval.
-        let scraped = scrape(config, addr, serves.expvar, serves.pprof).await;
+        let (asked, idle) = if serves.metrics {
+            (Some(cache), None)
+        } else {
+            (None, Some(cache))
+        };
+        let mut scraped = scrape(config, addr, pid, serves.expvar, serves.pprof, asked).await;
+        scraped.series_cache = scraped.series_cache.or(idle);
         (addr, serves, failures, scraped)
     };
 
-    let mut out = nothing(endpoint);
+    let mut out = nothing(endpoint, scraped.series_cache);
     out.addr = Some(addr);
     match scraped.vars {
         Some(Ok(m)) => {
@@ -661,7 +728,19 @@ async fn endpoint_work(
         }
         _ => {}
     }
-    let all_ok = out.expvar == serves.expvar && out.pprof == serves.pprof;
+    match scraped.exposition {
+        Some(Ok(series)) => {
+            out.series = series;
+            out.exposition = true;
+        }
+        Some(Err(e)) if failures == 0 => {
+            tracing::warn!(pid, error = %goroscope_daemon::escape::peer(&e), "metrics sample failed");
+        }
+        _ => {}
+    }
+    let all_ok = out.expvar == serves.expvar
+        && out.pprof == serves.pprof
+        && out.exposition == serves.metrics;
     out.endpoint = if all_ok {
         Endpoint::Found {
             addr,
@@ -842,9 +921,17 @@ fn sample_proc(root: &Path, cgroups: &cgroup::Round, pid: u32) -> Result<ProcSam
     })
 }
 
-/// Asks `addr` for what is wanted, both at once, each under the scrape timeout.
-async fn scrape(config: &CollectorConfig, addr: SocketAddr, expvar: bool, pprof: bool) -> Scraped {
-    let (vars, goroutines) = tokio::join!(
+/// Asks `addr` for what is wanted, all at once, each under the scrape timeout; the
+/// exposition when given a cache to read it with.
+async fn scrape(
+    config: &CollectorConfig,
+    addr: SocketAddr,
+    pid: u32,
+    expvar: bool,
+    pprof: bool,
+    series_cache: Option<SeriesCache>,
+) -> Scraped {
+    let (vars, goroutines, exposition) = tokio::join!(
         async {
             if expvar {
                 Some(scrape_expvar(config, addr).await)
@@ -858,9 +945,67 @@ async fn scrape(config: &CollectorConfig, addr: SocketAddr, expvar: bool, pprof:
             } else {
                 None
             }
+        },
+        async {
+            match series_cache {
+                Some(cache) => Some(scrape_metrics(config, addr, pid, cache).await),
+                None => None,
+            }
         }
     );
-    Scraped { vars, goroutines }
+    let (exposition, series_cache) = match exposition {
+        Some((cache, result)) => (Some(result), Some(cache)),
+        None => (None, None),
+    };
+    Scraped {
+        vars,
+        goroutines,
+        exposition,
+        series_cache,
+    }
+}
+
+/// The series of the exposition at `/metrics`, at most `limits.max_series_per_target`
+/// of them; hands the cache back whatever happens.
+async fn scrape_metrics(
+    config: &CollectorConfig,
+    addr: SocketAddr,
+    pid: u32,
+    mut cache: SeriesCache,
+) -> (SeriesCache, Result<Vec<Labeled>, String>) {
+    let body = bounded(
+        config,
+        http::get_accepting(
+            addr,
+            prometheus::PATH,
+            Some(prometheus::ACCEPT),
+            config.limits.max_response_bytes,
+            Read::All,
+        ),
+    )
+    .await;
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return (cache, Err(e)),
+    };
+    let cap = config.limits.max_series_per_target;
+    let parsed = match prometheus::parse(&body, &mut cache, cap) {
+        Ok(p) => p,
+        Err(e) => return (cache, Err(format!("{addr}: {e}"))),
+    };
+    if parsed.capped > 0 && cache.cap_log_due() {
+        tracing::warn!(
+            pid,
+            %addr,
+            kept = parsed.series.len(),
+            left_out = parsed.capped,
+            "more series at /metrics than limits.max_series_per_target; keeping the first"
+        );
+    }
+    if parsed.malformed > 0 {
+        tracing::debug!(pid, %addr, lines = parsed.malformed, "malformed lines at /metrics skipped");
+    }
+    (cache, Ok(parsed.series))
 }
 
 async fn scrape_expvar(config: &CollectorConfig, addr: SocketAddr) -> Result<Metrics, String> {
@@ -990,18 +1135,26 @@ fn probe_candidates(
     candidates
 }
 
-/// Finds the address serving `/debug/vars` or `/debug/pprof/` for `pid` among
+/// Finds the address serving `/debug/vars`, `/debug/pprof/` or `/metrics` for `pid` among
 /// `candidates`, and what it answered. The candidates are asked at once (a few at a
 /// time), and the whole probe ends within twice the scrape timeout; of those that
 /// answer, the first in the candidates' order wins.
 async fn probe_ports(
     config: &CollectorConfig,
     pid: u32,
+    meta: &TargetMeta,
     candidates: &[SocketAddr],
 ) -> Option<(SocketAddr, Scraped)> {
     let deadline = Instant::now() + config.limits.scrape_timeout * 2;
     let mut answers = futures_util::stream::iter(candidates.iter().copied().enumerate())
-        .map(|(i, addr)| async move { (i, addr, scrape(config, addr, true, true).await) })
+        .map(|(i, addr)| async move {
+            let cache = SeriesCache::new(&meta.labels);
+            (
+                i,
+                addr,
+                scrape(config, addr, pid, true, true, Some(cache)).await,
+            )
+        })
         .buffer_unordered(PROBE_PARALLELISM);
     let mut done = vec![false; candidates.len()];
     let mut best: Option<(usize, SocketAddr, Scraped)> = None;
@@ -1019,7 +1172,7 @@ async fn probe_ports(
         };
         done[i] = true;
         let serves = scraped.serves();
-        if serves.expvar || serves.pprof {
+        if serves.expvar || serves.pprof || serves.metrics {
             if best.as_ref().is_none_or(|(b, ..)| i < *b) {
                 best = Some((i, addr, scraped));
             }
@@ -1115,6 +1268,12 @@ mod tests {
 
     /// [`runtime_endpoints`], each answer `delay` late.
     async fn slow_runtime_endpoints(delay: Duration) -> SocketAddr {
+        serve(&[("/debug/vars", VARS), ("/debug/pprof/", INDEX)], delay).await
+    }
+
+    /// A server answering each path of `routes` with its body, `delay` late, and 404
+    /// to anything else.
+    async fn serve(routes: &'static [(&'static str, &'static str)], delay: Duration) -> SocketAddr {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -1130,11 +1289,12 @@ mod tests {
                     }
                     let head = String::from_utf8_lossy(&head);
                     let path = head.split_whitespace().nth(1).unwrap_or("");
-                    let (status, body) = match path {
-                        "/debug/vars" => ("200 OK", VARS),
-                        "/debug/pprof/" => ("200 OK", INDEX),
-                        _ => ("404 Not Found", "404 page not found\n"),
-                    };
+                    let (status, body) = routes
+                        .iter()
+                        .find(|(p, _)| *p == path)
+                        .map_or(("404 Not Found", "404 page not found\n"), |(_, body)| {
+                            ("200 OK", *body)
+                        });
                     tokio::time::sleep(delay).await;
                     let response = format!(
                         "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -1157,7 +1317,8 @@ mod tests {
         candidates.push(good);
 
         let started = std::time::Instant::now();
-        let (addr, scraped) = probe_ports(&config, 1, &candidates).await.unwrap();
+        let meta = test_meta();
+        let (addr, scraped) = probe_ports(&config, 1, &meta, &candidates).await.unwrap();
         let took = started.elapsed();
         // One after the other, the silent ports would take 7 × 500ms.
         assert!(took < Duration::from_millis(1400), "{took:?}");
@@ -1166,7 +1327,8 @@ mod tests {
             scraped.serves(),
             Serves {
                 expvar: true,
-                pprof: true
+                pprof: true,
+                metrics: false,
             }
         );
         assert!(matches!(
@@ -1178,14 +1340,18 @@ mod tests {
         // the silent ones after it.
         let other = runtime_endpoints().await;
         let started = std::time::Instant::now();
-        let (addr, _) = probe_ports(&config, 1, &[other, silent[0].1, good])
+        let (addr, _) = probe_ports(&config, 1, &meta, &[other, silent[0].1, good])
             .await
             .unwrap();
         assert_eq!(addr, other);
         assert!(started.elapsed() < Duration::from_millis(400));
 
-        assert!(probe_ports(&config, 1, &[silent[1].1]).await.is_none());
-        assert!(probe_ports(&config, 1, &[]).await.is_none());
+        assert!(
+            probe_ports(&config, 1, &meta, &[silent[1].1])
+                .await
+                .is_none()
+        );
+        assert!(probe_ports(&config, 1, &meta, &[]).await.is_none());
     }
 
     #[test]
@@ -1230,6 +1396,100 @@ mod tests {
 
     fn metric(s: &TargetSample, name: &str) -> Option<f64> {
         s.metrics.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+
+    fn test_meta() -> TargetMeta {
+        TargetMeta {
+            pid: 1,
+            start_ticks: 1,
+            start_time_ms: 0,
+            labels: vec![("service".into(), "svc".into())],
+            coverage: Coverage::default(),
+            runtime_env: vec![],
+            build: None,
+        }
+    }
+
+    /// What client_golang serves, recorded.
+    const EXPOSITION: &str = include_str!("sources/testdata/client_golang.prom.txt");
+
+    /// A service instrumented with client_golang serves `/metrics` and nothing else: it
+    /// is found by its exposition, sampled from it, and capped.
+    #[tokio::test]
+    async fn a_service_serving_only_metrics_is_found_and_sampled() {
+        let fake = FakeProc::new();
+        let addr = serve(&[("/metrics", EXPOSITION)], Duration::ZERO).await;
+        let netns = proc::net_namespace(Path::new("/proc"), std::process::id()).unwrap();
+        fake.set(70, 100, 'S', go_binary());
+        fake.listen(netns, &[(70, addr)]);
+        let mut config = (*fake_config(fake.root())).clone();
+        config.limits.max_series_per_target = 40;
+        let mut sampler = Sampler::new(Arc::new(config)).unwrap();
+        let capped_before = prometheus::SERIES_CAPPED.load(std::sync::atomic::Ordering::Relaxed);
+        let mut kept = Vec::new();
+        for round in 0..2 {
+            let scrape = sampler.sample(round).await.unwrap();
+            let s = &scrape.samples[0];
+            let c = &s.meta.coverage;
+            assert!(c.metrics && !c.expvar && !c.pprof, "{c:?}");
+            assert_eq!(c.debug_addr, addr.to_string());
+            // The cap; /proc's own process_* readings are kept, the exposition's copies
+            // of them are not.
+            assert!(
+                s.series.len() <= 40 && s.series.len() >= 35,
+                "{}",
+                s.series.len()
+            );
+            assert_eq!(metric(s, "process_threads"), Some(3.0));
+            assert!(
+                !s.series
+                    .iter()
+                    .any(|(id, _)| s.metrics.iter().any(|(n, _)| **n == *id.name))
+            );
+            let quantile = s.series.iter().find(|(id, _)| {
+                &*id.name == "app_response_size_bytes"
+                    && id
+                        .labels
+                        .iter()
+                        .any(|(k, v)| &**k == "quantile" && &**v == "0.99")
+            });
+            assert!(quantile.is_some(), "{:?}", s.series);
+            kept.push(s.series.clone());
+        }
+        // The same series, interned once.
+        for (a, b) in kept[0].iter().zip(&kept[1]) {
+            assert!(Arc::ptr_eq(&a.0, &b.0));
+        }
+        // On the wire: each quantile and bucket a series of its own, declared with its
+        // labels, sorted by name.
+        let scrape = sampler.sample(3).await.unwrap();
+        let batch = crate::encoder::Encoder::new("node-a")
+            .encode_part(1, &scrape, 0, 0)
+            .batch;
+        let decl = |metric: &str, labels: &[(&str, &str)]| {
+            batch.series.iter().any(|d| {
+                d.metric == metric
+                    && d.labels
+                        .iter()
+                        .map(|l| (l.name.as_str(), l.value.as_str()))
+                        .eq(labels.iter().copied())
+            })
+        };
+        assert!(decl(
+            "app_response_size_bytes",
+            &[("quantile", "0.5"), ("route", "/api")]
+        ));
+        assert!(decl(
+            "app_request_duration_seconds_bucket",
+            &[("code", "200"), ("le", "+Inf"), ("route", "/health")]
+        ));
+        assert!(decl("process_threads", &[]));
+        assert_eq!(batch.series.len(), batch.samples.len());
+        let capped = prometheus::SERIES_CAPPED.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            capped >= capped_before + 2 * 100,
+            "{capped_before} -> {capped}"
+        );
     }
 
     #[tokio::test]

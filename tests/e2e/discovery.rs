@@ -146,8 +146,7 @@ fn a_zombie_is_gone_not_sampled() {
 #[test]
 fn goroutines_are_counted_from_the_pprof_index() {
     let logged = Workload::start("logged", &["-goroutines", "500"]);
-    let (certs, _data, agg, _collector) =
-        start_stack_with("e2e-g", "[stacks]\nenabled = false\n");
+    let (certs, _data, agg, _collector) = start_stack_with("e2e-g", "[stacks]\nenabled = false\n");
     let url = agg.url();
     let t = eventually(STARTUP, "the goroutine count", || {
         targets_by_pid(&certs, &url)

@@ -4,6 +4,7 @@
 mod cgroup;
 mod discovery;
 mod edges;
+mod metrics;
 mod spool;
 mod stacks;
 
@@ -171,9 +172,9 @@ fn workloads_appear_as_targets_and_a_goroutine_leak_shows_as_a_rising_series() {
 }
 
 /// Real third-party Go programs: Debian's Prometheus and node_exporter, built by another
-/// toolchain (Go 1.19, `-trimpath`, no module line). Both serve pprof, only
-/// node_exporter expvar; both are found by their build info and sampled from what they
-/// serve.
+/// toolchain (Go 1.19, `-trimpath`, no module line). Both serve pprof and `/metrics`,
+/// only node_exporter expvar; both are found by their build info and sampled from what
+/// they serve, their own series from their expositions.
 #[test]
 fn prometheus_and_node_exporter_are_found_and_sampled() {
     let dir = tempfile::tempdir().unwrap();
@@ -249,9 +250,9 @@ fn prometheus_and_node_exporter_are_found_and_sampled() {
         );
         assert_eq!(t["coverage"]["pprof"], true, "{t}");
         assert_eq!(t["coverage"]["expvar"], expvar, "{t}");
-        assert_eq!(
+        // From expvar where it is served, else from the exposition.
+        assert!(
             t["latest"]["go_memstats_heap_inuse_bytes"].is_number(),
-            expvar,
             "{t}"
         );
         assert_eq!(
@@ -272,6 +273,41 @@ fn prometheus_and_node_exporter_are_found_and_sampled() {
             "{t}"
         );
     }
+    // Their own series, from their expositions (OpenMetrics was asked for; Prometheus
+    // 2.42 and node_exporter 1.5 answer in the text format).
+    let own = eventually(STARTUP, "the programs' own series", || {
+        let t = targets_by_pid(&certs, &url);
+        let prom_ok =
+            t[&u64::from(prom.pid())]["latest"]["prometheus_tsdb_head_series"].is_number();
+        let node_ok = latest_of(
+            &t[&u64::from(node.pid())]["latest"],
+            "node_cpu_seconds_total",
+        )
+        .is_some();
+        (prom_ok && node_ok).then_some(t)
+    });
+    for p in [&prom, &node] {
+        let t = &own[&u64::from(p.pid())];
+        assert!(
+            t["latest"]["go_gc_duration_seconds_count"].is_number(),
+            "{t}"
+        );
+    }
+    // A counter Prometheus serves only in its exposition (it has no expvar), over time.
+    let allocated = eventually(STARTUP, "prometheus' allocations over time", || {
+        let s = series(
+            &certs,
+            &url,
+            "go_memstats_alloc_bytes_total",
+            prom.pid(),
+            "5m",
+        );
+        (s.len() >= 3).then_some(s)
+    });
+    assert!(
+        allocated.windows(2).all(|w| w[0].1 <= w[1].1) && allocated[0].1 > 0.0,
+        "{allocated:?}"
+    );
     // What a program does not serve is not asked for again every interval.
     let log = collector.output();
     assert!(!log.contains("sample failed"), "{log}");

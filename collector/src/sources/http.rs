@@ -54,6 +54,7 @@ pub enum Read {
 async fn send(
     addr: SocketAddr,
     path: &str,
+    accept: Option<&str>,
 ) -> Result<(hyper::body::Incoming, AbortOnDrop<()>), HttpError> {
     let protocol = |reason: String| HttpError::Protocol {
         addr,
@@ -71,7 +72,11 @@ async fn send(
     let conn = AbortOnDrop(tokio::spawn(async move {
         let _ = conn.await;
     }));
-    let request = Request::get(path)
+    let mut request = Request::get(path);
+    if let Some(accept) = accept {
+        request = request.header(hyper::header::ACCEPT, accept);
+    }
+    let request = request
         .header(hyper::header::HOST, addr.to_string())
         .header(
             hyper::header::USER_AGENT,
@@ -100,12 +105,23 @@ pub async fn get(
     limit: usize,
     read: Read,
 ) -> Result<Bytes, HttpError> {
+    get_accepting(addr, path, None, limit, read).await
+}
+
+/// [`get`] with an `Accept` header.
+pub async fn get_accepting(
+    addr: SocketAddr,
+    path: &str,
+    accept: Option<&str>,
+    limit: usize,
+    read: Read,
+) -> Result<Bytes, HttpError> {
     let protocol = |reason: String| HttpError::Protocol {
         addr,
         path: path.to_owned(),
         reason,
     };
-    let (mut body, conn) = send(addr, path).await?;
+    let (mut body, conn) = send(addr, path, accept).await?;
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| protocol(e.to_string()))?;
@@ -145,7 +161,7 @@ pub async fn get_streaming(
     limit: usize,
     mut sink: impl FnMut(&[u8]),
 ) -> Result<usize, HttpError> {
-    let (mut body, conn) = send(addr, path).await?;
+    let (mut body, conn) = send(addr, path, None).await?;
     let mut read = 0usize;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| HttpError::Protocol {

@@ -6,10 +6,12 @@ pub mod expvar;
 pub mod http;
 pub mod pprof;
 pub mod proc;
+pub mod prometheus;
 pub mod stacks;
 
 /// One sample of a target: (metric name, value). Names are static (the catalogue in
-/// docs/metrics.md), so a sample allocates no strings.
+/// docs/metrics.md), so a sample allocates no strings. The series of a target's own
+/// `/metrics`, with labels, are [`crate::model::Labeled`].
 pub type Metrics = Vec<(&'static str, f64)>;
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use super::{buildinfo, cgroup, environ, expvar, pprof, proc};
+use super::{buildinfo, cgroup, environ, expvar, pprof, proc, prometheus};
 
 proptest! {
     #[test]
@@ -81,4 +81,48 @@ proptest! {
         prop_assert!(got.len() <= environ::RUNTIME_VARS.len());
         prop_assert!(got.iter().all(|(k, _)| environ::RUNTIME_VARS.contains(&k.as_str())));
     }
+
+    #[test]
+    fn the_exposition_parser_takes_any_bytes(body in prop::collection::vec(any::<u8>(), 0..512)) {
+        let mut cache = prometheus::SeriesCache::new(&[("service".into(), "x".into())]);
+        let _ = prometheus::parse(&body, &mut cache, 100);
+    }
+
+    #[test]
+    fn the_exposition_parser_takes_any_text_in_a_sample(
+        name in "[a-z_:0-9]{0,12}", labels in "[{}=\",a-z\\\\ ]{0,40}", value in "\\PC{0,12}",
+        rest in "[ #{}a-z0-9.=\"]{0,30}"
+    ) {
+        let body = format!("# TYPE {name} histogram\n{name}{labels} {value}{rest}\n{name}_created 1\n");
+        let mut cache = prometheus::SeriesCache::new(&[("service".into(), "x".into())]);
+        if let Ok(p) = prometheus::parse(body.as_bytes(), &mut cache, 3) {
+            prop_assert!(p.series.len() <= 3);
+            for (id, _) in &p.series {
+                prop_assert!(goroscope_proto::rules::check_metric_name(&id.name).is_ok());
+                prop_assert!(id.labels.windows(2).all(|w| w[0].0 < w[1].0));
+                for (k, v) in id.labels.iter() {
+                    prop_assert!(goroscope_proto::rules::check_label(k, v).is_ok());
+                    prop_assert!(&**k != "service");
+                }
+            }
+        }
+    }
+}
+
+/// A body as large as the response limit, of one huge line or of many series, is read
+/// in bounded time and kept to the cap.
+#[test]
+fn a_huge_exposition_is_capped() {
+    let mut cache = prometheus::SeriesCache::new(&[]);
+    let many: String = (0..200_000)
+        .map(|i| format!("m{{i=\"{i}\"}} {i}\n"))
+        .collect();
+    let p = prometheus::parse(many.as_bytes(), &mut cache, 2000).unwrap();
+    assert_eq!((p.series.len(), p.capped), (2000, 198_000));
+    assert!(cache.len() <= 4000);
+    let line = format!("m{{v=\"{}\"}} 1\n", "x".repeat(8 << 20));
+    let p = prometheus::parse(line.as_bytes(), &mut cache, 2000).unwrap();
+    assert!(p.series[0].0.labels[0].1.len() <= goroscope_proto::rules::MAX_LABEL_VALUE);
+    let open = format!("m{{v=\"{}", "x".repeat(1 << 20));
+    assert!(prometheus::parse(open.as_bytes(), &mut cache, 2000).is_err());
 }

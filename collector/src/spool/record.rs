@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use goroscope_proto::v1;
 use prost::Message;
 
-use crate::model::{Scrape, TargetMeta, TargetSample};
+use crate::model::{Scrape, SeriesId, TargetMeta, TargetSample};
 
 /// The payload version written in each record's header.
 pub const VERSION: u8 = 1;
@@ -66,6 +66,19 @@ pub struct SampleRecord {
     pub values: Vec<f64>,
     #[prost(message, repeated, tag = "4")]
     pub stacks: Vec<v1::StackSummary>,
+    #[prost(message, repeated, tag = "5")]
+    pub series: Vec<LabeledRecord>,
+}
+
+/// A series of the target's own `/metrics`, with its labels, and its value.
+#[derive(Clone, PartialEq, Message)]
+pub struct LabeledRecord {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(message, repeated, tag = "2")]
+    pub labels: Vec<v1::Label>,
+    #[prost(double, tag = "3")]
+    pub value: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,6 +161,7 @@ pub fn encode(scrape: &Scrape) -> Vec<u8> {
                 meta,
                 metrics,
                 stacks,
+                series,
             } = s;
             let mut ids = Vec::with_capacity(metrics.len());
             let mut values = Vec::with_capacity(metrics.len());
@@ -164,6 +178,21 @@ pub fn encode(scrape: &Scrape) -> Vec<u8> {
                 names: ids,
                 values,
                 stacks: stacks.clone(),
+                series: series
+                    .iter()
+                    .map(|(id, value)| LabeledRecord {
+                        name: id.name.to_string(),
+                        labels: id
+                            .labels
+                            .iter()
+                            .map(|(name, value)| v1::Label {
+                                name: name.to_string(),
+                                value: value.to_string(),
+                            })
+                            .collect(),
+                        value: *value,
+                    })
+                    .collect(),
             }
         })
         .collect();
@@ -209,6 +238,18 @@ pub fn decode(version: u8, payload: &[u8]) -> Result<Scrape, DecodeError> {
             meta: target_meta(target),
             metrics,
             stacks: s.stacks,
+            series: s
+                .series
+                .into_iter()
+                .map(|r| {
+                    let labels = r
+                        .labels
+                        .into_iter()
+                        .map(|l| (Arc::from(l.name), Arc::from(l.value)))
+                        .collect();
+                    (Arc::new(SeriesId::new(Arc::from(r.name), labels)), r.value)
+                })
+                .collect(),
         });
     }
     Ok(Scrape {
@@ -276,6 +317,13 @@ pub(crate) mod tests {
                         ("zero", -0.0),
                         ("tiny", f64::MIN_POSITIVE / 2.0),
                     ],
+                    series: vec![(
+                        Arc::new(SeriesId::new(
+                            Arc::from("http_request_duration_seconds_bucket"),
+                            vec![(Arc::from("le"), Arc::from("+Inf"))].into_boxed_slice(),
+                        )),
+                        f64::NAN,
+                    )],
                     stacks: vec![v1::StackSummary {
                         timestamp_ms: ts,
                         source: "debug=2".into(),
@@ -302,6 +350,7 @@ pub(crate) mod tests {
                     }),
                     metrics: vec![],
                     stacks: vec![],
+                    series: vec![],
                 },
             ],
             gone: vec![meta],
@@ -330,6 +379,11 @@ pub(crate) mod tests {
             for (a, b) in back.samples.iter().zip(&s.samples) {
                 assert_eq!(*a.meta, *b.meta);
                 assert_eq!(a.stacks, b.stacks);
+                assert_eq!(a.series.len(), b.series.len());
+                for (x, y) in a.series.iter().zip(&b.series) {
+                    assert_eq!(*x.0, *y.0);
+                    assert_eq!(x.1.to_bits(), y.1.to_bits());
+                }
             }
             assert_eq!(back.gone.len(), 1);
             assert_eq!(*back.gone[0], *s.gone[0]);

@@ -298,6 +298,7 @@ mod tests {
                 }),
                 metrics: vec![("go_goroutines", ts as f64); 20],
                 stacks: vec![],
+                series: vec![],
             }],
             gone: vec![],
         }
