@@ -64,6 +64,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow
         }
     }
 
+    sources::http::set_host(&config.host);
     let config = Arc::new(config);
     let mut sampler = Sampler::new(config.clone())
         .with_context(|| format!("read {}", config.proc_root.display()))?;

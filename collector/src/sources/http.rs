@@ -39,6 +39,24 @@ pub enum HttpError {
     },
 }
 
+static USER_AGENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Names this collector's host in the `User-Agent` of its requests (from then on), so
+/// that a service's owners can tell which collector reads it.
+pub fn set_host(host: &str) {
+    let _ = USER_AGENT.set(format!(
+        "goroscope-collector/{} (host {host})",
+        env!("CARGO_PKG_VERSION")
+    ));
+}
+
+fn user_agent() -> &'static str {
+    USER_AGENT.get().map_or(
+        concat!("goroscope-collector/", env!("CARGO_PKG_VERSION")),
+        String::as_str,
+    )
+}
+
 /// When to stop reading the body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Read {
@@ -78,10 +96,7 @@ async fn send(
     }
     let request = request
         .header(hyper::header::HOST, addr.to_string())
-        .header(
-            hyper::header::USER_AGENT,
-            concat!("goroscope-collector/", env!("CARGO_PKG_VERSION")),
-        )
+        .header(hyper::header::USER_AGENT, user_agent())
         .body(Empty::<Bytes>::new())
         .map_err(|e| protocol(e.to_string()))?;
     let response = sender

@@ -1,5 +1,6 @@
 // logged serves net/http/pprof and expvar on -addr and prints one line per request,
-// "request PATH?QUERY", so that a test can tell what a collector asked for. It prints
+// "request PATH?QUERY ua=USER-AGENT", so that a test can tell what a collector (and
+// which: collectors name their host in the User-Agent) asked for. It prints
 // "listening on ADDR" once serving.
 package main
 
@@ -26,7 +27,7 @@ func main() {
 	var mu sync.Mutex
 	logged := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		mu.Lock()
-		fmt.Printf("request %s\n", r.URL.RequestURI())
+		fmt.Printf("request %s ua=%s\n", r.URL.RequestURI(), r.UserAgent())
 		os.Stdout.Sync()
 		mu.Unlock()
 		http.DefaultServeMux.ServeHTTP(w, r)
