@@ -29,6 +29,44 @@ pub struct AggregatorConfig {
     pub tls: TlsSettings,
     pub limits: Limits,
     pub storage: StorageConfig,
+    pub captures: CaptureConfig,
+}
+
+/// Captures operators ask for (`goroscope capture`): what they may cost the targets and
+/// the aggregator.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Captures started across the fleet per minute, at most.
+    pub max_per_minute: u32,
+    /// The shortest time between two captures of one target.
+    #[serde(with = "humantime_serde")]
+    pub min_interval_per_target: Duration,
+    /// Longest trace or CPU profile one may ask for, in seconds.
+    pub max_seconds: u32,
+    /// Bytes of one capture at most.
+    pub max_bytes: usize,
+    /// Captures running at once across the fleet, at most.
+    pub max_running: usize,
+    /// Stored captures older than this are deleted.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    /// Bytes of stored captures at most; the oldest are deleted beyond it.
+    pub max_total_bytes: u64,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig {
+            max_per_minute: 10,
+            min_interval_per_target: Duration::from_secs(60),
+            max_seconds: 60,
+            max_bytes: 64 << 20,
+            max_running: 4,
+            retention: Duration::from_secs(7 * 24 * 3600),
+            max_total_bytes: 1 << 30,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -90,6 +128,7 @@ impl Default for AggregatorConfig {
             tls: TlsSettings::default(),
             limits: Limits::default(),
             storage: StorageConfig::default(),
+            captures: CaptureConfig::default(),
         }
     }
 }
@@ -138,6 +177,24 @@ impl AggregatorConfig {
 
     pub fn validate(&self) -> Result<(), SettingsError> {
         use goroscope_daemon::settings::invalid;
+        let c = &self.captures;
+        if c.max_seconds == 0 || c.max_seconds > 300 {
+            return Err(invalid(
+                "captures.max_seconds",
+                c.max_seconds,
+                "must be from 1 to 300",
+            ));
+        }
+        if c.max_bytes < 4096 || c.max_bytes > (1 << 30) {
+            return Err(invalid(
+                "captures.max_bytes",
+                c.max_bytes,
+                "must be from 4096 to 1073741824",
+            ));
+        }
+        if c.max_running == 0 {
+            return Err(invalid("captures.max_running", 0, "must be at least 1"));
+        }
         let l = &self.limits;
         if l.max_connections == 0 {
             return Err(invalid(

@@ -124,6 +124,7 @@ async fn serve_all(
     let housekeeping = {
         let storage = storage.clone();
         let tasks = tasks.clone();
+        let captures = config.captures.clone();
         async move {
             let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
             loop {
@@ -133,6 +134,15 @@ async fn serve_all(
                 }
                 if let Err(e) = storage.forget_expired(goroscope_proto::unix_ms()).await {
                     tracing::warn!(error = %e, "forgetting targets past the retention failed");
+                }
+                let s = storage.clone();
+                let before = goroscope_proto::unix_ms()
+                    .saturating_sub(captures.retention.as_millis() as i64);
+                let budget = captures.max_total_bytes;
+                match tokio::task::spawn_blocking(move || s.forget_captures(before, budget)).await {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "deleting old captures failed"),
+                    Err(e) => tracing::warn!(error = %e, "deleting old captures failed"),
+                    Ok(Ok(_)) => {}
                 }
             }
         }
@@ -144,6 +154,7 @@ async fn serve_all(
         metrics: metrics.clone(),
         conns: grpc::ConnTable::default(),
         streams: grpc::HostStreams::default(),
+        captures: grpc::capture::CaptureHub::new(config.captures.clone()),
     };
     let server = grpc::serve(listener, tls_rx, config, shared, shutdown.clone(), grace);
     tokio::select! {

@@ -6,6 +6,7 @@
 //! - [`render`]: tables for people (`-o json` for programs).
 #![forbid(unsafe_code)]
 
+mod capture;
 mod certs;
 mod client;
 mod inspect;
@@ -109,6 +110,34 @@ enum Command {
         /// Signatures shown, at most (the largest; 0 for all).
         #[arg(long, default_value_t = 20)]
         limit: usize,
+    },
+    /// Capture a trace or profile of one target through its collector, or fetch a
+    /// stored one: `capture KIND --target SELECTOR [--seconds N] --out FILE`, or
+    /// `capture get ID --out FILE`.
+    Capture {
+        /// trace, heap, cpu, goroutine or goroutineleak; or `get` to fetch a stored
+        /// capture.
+        kind: String,
+        /// With `get`: the capture's id (as `goroscope captures` lists it).
+        id: Option<String>,
+        /// The target: PID, HOST:PID or LABEL=VALUE (repeat to narrow to one).
+        #[arg(long, short = 't')]
+        target: Vec<String>,
+        /// For trace and cpu: how long to record [default: 5 for trace, 10 for cpu].
+        #[arg(long)]
+        seconds: Option<u32>,
+        /// Where to write it (opens with `go tool pprof`, or `go tool trace` for a trace).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// List stored captures, newest first.
+    Captures {
+        /// Only captures of targets matching: PID, HOST:PID or LABEL=VALUE.
+        #[arg(long, short = 't')]
+        target: Vec<String>,
+        /// Captures listed at most.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
     },
     /// Show one target's full build information and Go runtime settings.
     Describe {
@@ -292,6 +321,57 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|s| client::status_error(&settings.addr, s))?
                 .into_inner();
             inspect::print_stacks(&response, from_ms != 0, limit, cli.output)
+        }
+        Command::Capture {
+            kind,
+            id,
+            target,
+            seconds,
+            out,
+        } => {
+            let settings = connect_settings(&cli.conn)?;
+            if kind == "get" {
+                let Some(id) = id else {
+                    return Err(UsageError("capture get needs the capture's ID".into()).into());
+                };
+                if !target.is_empty() || seconds.is_some() {
+                    return Err(UsageError("capture get takes an ID and --out only".into()).into());
+                }
+                let mut client = client::connect(&settings).await?;
+                return capture::get(&mut client, &settings.addr, &id, &out, cli.output).await;
+            }
+            if let Some(id) = id {
+                return Err(UsageError(format!("unexpected argument {id:?}")).into());
+            }
+            let kind = capture::parse_kind(&kind).map_err(UsageError)?;
+            if target.is_empty() {
+                return Err(UsageError("capture needs --target".into()).into());
+            }
+            let matchers = parse_targets(&target)?;
+            let mut client = client::connect(&settings).await?;
+            capture::capture(
+                &mut client,
+                &settings.addr,
+                v1::CaptureRequest {
+                    matchers,
+                    kind: kind.into(),
+                    seconds: seconds.unwrap_or(0),
+                },
+                &out,
+                cli.output,
+            )
+            .await
+        }
+        Command::Captures { target, limit } => {
+            let settings = connect_settings(&cli.conn)?;
+            let matchers = parse_targets(&target)?;
+            let mut client = client::connect(&settings).await?;
+            let response = client
+                .list_captures(v1::ListCapturesRequest { matchers, limit })
+                .await
+                .map_err(|s| client::status_error(&settings.addr, s))?
+                .into_inner();
+            capture::print_list(&response.captures, cli.output)
         }
         Command::Describe { target } => {
             let settings = connect_settings(&cli.conn)?;

@@ -15,6 +15,7 @@
 //! - [`metrics`]: the collector's own metrics and health.
 #![forbid(unsafe_code)]
 
+pub mod capture;
 pub mod config;
 pub mod discovery;
 pub mod encoder;
@@ -129,7 +130,9 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow
         epoch,
         "collector starting"
     );
+    let captures = capture::Captures::new();
     let sender = Sender {
+        captures: captures.clone(),
         config: config.clone(),
         tls: tls.subscribe(),
         outbox: outbox.clone(),
@@ -165,6 +168,7 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> anyhow
                     "sampled"
                 );
                 metrics.round_done(started.elapsed(), scrape.samples.len());
+                captures.update(&scrape);
                 outbox.push(scrape);
             }
             Err(e) => tracing::warn!(error = %e, "scan of processes failed"),

@@ -75,6 +75,8 @@ pub struct Sender {
     pub epoch: u64,
     /// The sampling interval; a SetInterval command changes it.
     pub interval: watch::Sender<Duration>,
+    /// Captures the aggregator asks for.
+    pub captures: Arc<crate::capture::Captures>,
 }
 
 impl Sender {
@@ -161,7 +163,7 @@ impl Sender {
                 host: config.host.clone(),
                 collector_version: env!("CARGO_PKG_VERSION").into(),
                 epoch: self.epoch,
-                capabilities: Vec::new(),
+                capabilities: vec!["stacks".into(), "captures".into(), "spool".into()],
             })),
         };
         // The receiver is alive and the channel empty: this cannot fail.
@@ -296,7 +298,7 @@ impl Sender {
             };
             match message {
                 Ok(Some(m)) => {
-                    if let Some(seq) = self.handle(m, paced) {
+                    if let Some(seq) = self.handle(m, paced, Some(&tx)) {
                         while in_flight.front().is_some_and(|s| *s <= seq) {
                             in_flight.pop_front();
                         }
@@ -323,7 +325,12 @@ impl Sender {
     }
 
     /// Takes one message from the aggregator; returns the acknowledged seq, if any.
-    fn handle(&self, message: v1::AggregatorMessage, paced: &mut Paced) -> Option<u64> {
+    fn handle(
+        &self,
+        message: v1::AggregatorMessage,
+        paced: &mut Paced,
+        tx: Option<&mpsc::Sender<v1::CollectorMessage>>,
+    ) -> Option<u64> {
         match message.msg {
             Some(aggregator_message::Msg::Ack(ack)) => {
                 self.outbox.ack(ack.seq);
@@ -341,9 +348,14 @@ impl Sender {
                         tracing::info!(interval = %humantime::format_duration(interval), "aggregator set the sampling interval");
                         self.interval.send_replace(interval);
                     }
-                    Some(v1::command::Kind::Capture(_)) | None => {
-                        tracing::debug!(id = command.id, "ignoring an unknown command")
-                    }
+                    Some(v1::command::Kind::Capture(capture)) => match tx {
+                        Some(tx) => self.captures.start(command.id, capture, tx.clone()),
+                        None => tracing::info!(
+                            id = command.id,
+                            "capture asked while stopping; not started"
+                        ),
+                    },
+                    None => tracing::debug!(id = command.id, "ignoring an unknown command"),
                 }
                 None
             }
@@ -392,7 +404,7 @@ impl Sender {
     ) {
         let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
         while let Ok(Ok(Some(m))) = tokio::time::timeout_at(deadline, inbound.message()).await {
-            self.handle(m, paced);
+            self.handle(m, paced, None);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: real Go workloads, the real collector and aggregator binaries over
 //! mTLS on loopback, and answers read through the real `goroscope` CLI.
 
+mod captures;
 mod cgroup;
 mod discovery;
 mod edges;

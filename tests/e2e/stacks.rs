@@ -15,7 +15,7 @@ const STACK_SETTINGS: &str = "[stacks]\npause_budget = 0.05\nfull_interval = \"3
 
 /// `leaky` built with `GOEXPERIMENT=goroutineleakprofile`: it serves Go 1.26's
 /// goroutineleak profile.
-fn leaky_with_leak_profile() -> PathBuf {
+pub fn leaky_with_leak_profile() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let out = bin_dir().join("workloads-leakprofile");

@@ -139,6 +139,7 @@ impl Ingest for IngestService {
         };
         // The channel is fresh and has room: this cannot fail.
         let _ = tx.try_send(Ok(welcome));
+        let captures = self.shared.captures.register(&hello.host);
         let session = Session::new(
             hello.host,
             hello.epoch,
@@ -146,7 +147,14 @@ impl Ingest for IngestService {
             self.limits.clone(),
             self.metrics.clone(),
         );
-        tokio::spawn(session.run(inbound, tx, self.shutdown.clone(), slot));
+        tokio::spawn(session.run(
+            inbound,
+            tx,
+            self.shutdown.clone(),
+            slot,
+            captures,
+            self.shared.captures.clone(),
+        ));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -238,6 +246,8 @@ impl Session {
         tx: mpsc::Sender<Outbound>,
         shutdown: CancellationToken,
         _slot: super::StreamSlot,
+        (_registered, mut commands): (super::capture::SessionHandle, mpsc::Receiver<v1::Command>),
+        hub: Arc<super::capture::CaptureHub>,
     ) {
         let _stream = self.metrics.stream_opened();
         loop {
@@ -246,12 +256,27 @@ impl Session {
                     let _ = tx.send(Err(Status::unavailable("aggregator is shutting down"))).await;
                     break;
                 }
+                Some(command) = commands.recv() => {
+                    let message = v1::AggregatorMessage {
+                        msg: Some(aggregator_message::Msg::Command(command)),
+                    };
+                    if tx.send(Ok(message)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 message = inbound.message() => message,
             };
             let batch = match message {
                 Ok(Some(v1::CollectorMessage {
                     msg: Some(collector_message::Msg::Batch(batch)),
                 })) => batch,
+                Ok(Some(v1::CollectorMessage {
+                    msg: Some(collector_message::Msg::CaptureChunk(chunk)),
+                })) => {
+                    hub.chunk(&self.host, chunk).await;
+                    continue;
+                }
                 Ok(Some(_)) => {
                     let status = Status::invalid_argument("expected a batch after the hello");
                     let _ = tx.send(Err(status)).await;

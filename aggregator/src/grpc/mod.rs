@@ -12,6 +12,7 @@
 //! concurrency limit per connection with load shedding beyond it, HTTP/2
 //! `max_concurrent_streams`, and decode-size limits per service.
 
+pub mod capture;
 mod conn;
 mod ingest;
 mod query;
@@ -69,6 +70,7 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub conns: ConnTable,
     pub streams: HostStreams,
+    pub captures: Arc<capture::CaptureHub>,
 }
 
 /// Open ingest streams per host: a collector has one (two for a moment while it

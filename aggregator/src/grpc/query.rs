@@ -324,25 +324,194 @@ impl Query for QueryService {
 
     async fn capture(
         &self,
-        _request: Request<v1::CaptureRequest>,
+        request: Request<v1::CaptureRequest>,
     ) -> Result<Response<Self::CaptureStream>, Status> {
-        Err(Status::unimplemented("capture"))
+        let identity = authorize(&self.shared, "query", &request, Role::Operator)?;
+        let req = request.into_inner();
+        let hub = self.shared.captures.clone();
+        let kind = v1::CaptureKind::try_from(req.kind)
+            .ok()
+            .filter(|k| *k != v1::CaptureKind::Unspecified)
+            .ok_or_else(|| Status::invalid_argument("kind is not a capture kind"))?;
+        let seconds = match (kind, req.seconds) {
+            (v1::CaptureKind::Trace, 0) => 5,
+            (v1::CaptureKind::Cpu, 0) => 10,
+            (v1::CaptureKind::Trace | v1::CaptureKind::Cpu, s) => s,
+            _ => 0,
+        };
+        if seconds > hub.config.max_seconds {
+            return Err(Status::invalid_argument(format!(
+                "seconds {seconds} is more than captures.max_seconds ({})",
+                hub.config.max_seconds
+            )));
+        }
+        let selector = selector(req.matchers)?;
+        let view = self.blocking(move |s, _| one_target(&s, &selector)).await?;
+        if view.record.exited {
+            return Err(Status::failed_precondition(format!(
+                "pid {} on {} has exited",
+                view.record.key.pid, view.record.key.host
+            )));
+        }
+        if !view.record.coverage.pprof {
+            return Err(Status::failed_precondition(format!(
+                "pid {} on {} serves no net/http/pprof endpoint the collector found",
+                view.record.key.pid, view.record.key.host
+            )));
+        }
+        let key = view.record.key.clone();
+        let labels = labels(&view.record);
+        let mut ticket = hub.ask(&key, kind, seconds).await?;
+        tracing::info!(identity = %identity, host = %key.host, pid = key.pid, kind = kind.as_str_name(), seconds, "capture asked");
+        let storage = self.shared.storage.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let requested_ms = goroscope_proto::unix_ms();
+        tokio::spawn(async move {
+            let status = |status: String, bytes: u64| {
+                Ok(v1::CaptureProgress {
+                    status,
+                    bytes_received: bytes,
+                    stored: None,
+                })
+            };
+            let _ = tx
+                .send(status(
+                    format!(
+                        "asked the collector on {} for a {} of pid {}{}",
+                        key.host,
+                        kind.as_str_name().to_ascii_lowercase(),
+                        key.pid,
+                        if seconds > 0 {
+                            format!(" ({seconds} s)")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                    0,
+                ))
+                .await;
+            let progress_tx = tx.clone();
+            let received = super::capture::receive(
+                &mut ticket,
+                hub.config.max_bytes,
+                hub.deadline(seconds),
+                |bytes| {
+                    let _ = progress_tx.try_send(status(format!("received {bytes} bytes"), bytes));
+                },
+            )
+            .await;
+            let (data, sha256) = match received {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(host = %key.host, pid = key.pid, reason = %e.message(), "capture failed");
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            let info = v1::CaptureInfo {
+                id: super::capture::new_id(),
+                target: Some(v1::TargetId {
+                    host: key.host.clone(),
+                    pid: key.pid,
+                    start_ticks: key.start_ticks,
+                }),
+                labels,
+                kind: kind.into(),
+                seconds,
+                requested_ms,
+                completed_ms: goroscope_proto::unix_ms(),
+                requested_by: identity.uri(),
+                size_bytes: data.len() as u64,
+                sha256,
+            };
+            let stored = {
+                let info = info.clone();
+                tokio::task::spawn_blocking(move || storage.store_capture(&info, &data)).await
+            };
+            let result = match stored {
+                Ok(Ok(())) => Ok(v1::CaptureProgress {
+                    status: format!("stored as {}", info.id),
+                    bytes_received: info.size_bytes,
+                    stored: Some(info),
+                }),
+                Ok(Err(e)) => Err(Status::from(e)),
+                Err(e) => Err(Status::internal(format!("store task: {e}"))),
+            };
+            let _ = tx.send(result).await;
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 
     async fn list_captures(
         &self,
-        _request: Request<v1::ListCapturesRequest>,
+        request: Request<v1::ListCapturesRequest>,
     ) -> Result<Response<v1::ListCapturesResponse>, Status> {
-        Err(Status::unimplemented("list_captures"))
+        authorize(&self.shared, "query", &request, Role::Operator)?;
+        let req = request.into_inner();
+        let selector = selector(req.matchers)?;
+        let limit = match req.limit {
+            0 => 100,
+            n => (n as usize).min(10_000),
+        };
+        let captures = self
+            .blocking(move |s, _| {
+                s.list_captures(limit, |info| capture_matches(&selector, info))
+                    .map_err(Status::from)
+            })
+            .await?;
+        Ok(Response::new(v1::ListCapturesResponse { captures }))
     }
 
     type GetCaptureStream = tokio_stream::wrappers::ReceiverStream<Result<v1::CaptureData, Status>>;
 
     async fn get_capture(
         &self,
-        _request: Request<v1::GetCaptureRequest>,
+        request: Request<v1::GetCaptureRequest>,
     ) -> Result<Response<Self::GetCaptureStream>, Status> {
-        Err(Status::unimplemented("get_capture"))
+        authorize(&self.shared, "query", &request, Role::Operator)?;
+        let id = request.into_inner().id;
+        if !crate::storage::captures::valid_id(&id) {
+            return Err(Status::invalid_argument(
+                "id is not a capture id (16 hex digits, as goroscope captures lists them)",
+            ));
+        }
+        let storage = self.shared.storage.clone();
+        let info = {
+            let (s, id) = (storage.clone(), id.clone());
+            tokio::task::spawn_blocking(move || s.capture_info(&id))
+                .await
+                .map_err(|e| Status::internal(e.to_string()))??
+        }
+        .ok_or_else(|| Status::not_found(format!("no capture {id}")))?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        // The chunks are read off the async threads and sent as the client takes them.
+        tokio::task::spawn_blocking(move || {
+            let mut first = Some(info);
+            let result = storage.capture_chunks(&id, |chunk| {
+                let message = v1::CaptureData {
+                    info: first.take(),
+                    data: chunk.to_vec(),
+                };
+                tx.blocking_send(Ok(message))
+                    .map_err(|_| crate::storage::StorageError::Cancelled)
+            });
+            if let Some(info) = first {
+                let _ = tx.blocking_send(Ok(v1::CaptureData {
+                    info: Some(info),
+                    data: Vec::new(),
+                }));
+            }
+            if let Err(e) = result
+                && !matches!(e, crate::storage::StorageError::Cancelled)
+            {
+                let _ = tx.blocking_send(Err(Status::from(e)));
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
     }
 }
 
@@ -425,4 +594,20 @@ fn signatures(
         out.sort_by_key(|s| std::cmp::Reverse(s.count));
     }
     out
+}
+
+/// Whether a stored capture's target matches the selector (its id and the labels it had).
+fn capture_matches(selector: &Selector, info: &v1::CaptureInfo) -> bool {
+    let id = info.target.clone().unwrap_or_default();
+    selector
+        .matchers
+        .iter()
+        .all(|(name, value)| match name.as_str() {
+            "host" => id.host == *value,
+            "pid" => value.parse::<u32>().is_ok_and(|pid| pid == id.pid),
+            _ => info
+                .labels
+                .iter()
+                .any(|l| l.name == *name && l.value == *value),
+        })
 }

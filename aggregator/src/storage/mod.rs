@@ -17,6 +17,7 @@
 //! | `head`    | series id (u64 BE), timestamp ms (i64 BE, sign bit flipped) | value (f64 LE)   |
 //! | `builds`  | build id: the first 16 bytes of the SHA-256 of the record | [`records`] build: the wire's `BuildInfo` |
 //! | `stacks`  | target key (as in `targets`), timestamp ms (as in `head`) | [`records`] stack summary, with first-seen times |
+//! | `captures` | see [`captures`] | capture info and the capture's bytes in chunks |
 //!
 //! A series is a metric of a target plus the series' own labels (`le`, `quantile`, the
 //! labels of a /metrics exposition); its record holds all three. A target record names
@@ -54,6 +55,7 @@
 //! the retention are refused at ingest. Compression into chunks and rollups come with
 //! the storage engine work; the key layout leaves room for them.
 
+pub mod captures;
 mod index;
 mod keys;
 mod query;

@@ -19,9 +19,16 @@ pub const CF_TARGETS: &str = "targets";
 pub const CF_HEAD: &str = "head";
 pub const CF_BUILDS: &str = "builds";
 pub const CF_STACKS: &str = "stacks";
+pub const CF_CAPTURES: &str = "captures";
 
-const ALL_CFS: [&str; 6] = [
-    CF_META, CF_SERIES, CF_TARGETS, CF_HEAD, CF_BUILDS, CF_STACKS,
+const ALL_CFS: [&str; 7] = [
+    CF_META,
+    CF_SERIES,
+    CF_TARGETS,
+    CF_HEAD,
+    CF_BUILDS,
+    CF_STACKS,
+    CF_CAPTURES,
 ];
 
 enum Op {

@@ -1,5 +1,7 @@
 // steady is a healthy service: a fixed pool of workers, steady allocation churn, and
-// net/http/pprof plus expvar on -addr. It prints "listening on ADDR" once serving.
+// net/http/pprof plus expvar on -addr. With -spin it also keeps one goroutine busy on
+// the CPU (in spin), for CPU profiles to see. It prints "listening on ADDR" once
+// serving.
 package main
 
 import (
@@ -17,8 +19,12 @@ import (
 func main() {
 	addr := flag.String("addr", "127.0.0.1:0", "address for /debug/vars and /debug/pprof/")
 	workers := flag.Int("workers", 8, "worker goroutines")
+	busy := flag.Bool("spin", false, "keep one goroutine busy on the CPU")
 	flag.Parse()
 
+	if *busy {
+		go spin()
+	}
 	for i := 0; i < *workers; i++ {
 		go work(i)
 	}
@@ -41,5 +47,19 @@ func work(id int) {
 		}
 		_ = tick
 		_ = id
+	}
+}
+
+// spin computes without end, yielding now and then.
+func spin() {
+	x := uint64(1)
+	for i := 0; ; i++ {
+		x = x*6364136223846793005 + 1442695040888963407
+		if i%(1<<20) == 0 {
+			time.Sleep(time.Millisecond)
+		}
+		if x == 0 {
+			fmt.Println(x)
+		}
 	}
 }
