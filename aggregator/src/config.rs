@@ -192,6 +192,13 @@ impl AggregatorConfig {
                 "must be from 4096 to 1073741824",
             ));
         }
+        if c.max_total_bytes < c.max_bytes as u64 {
+            return Err(invalid(
+                "captures.max_total_bytes",
+                c.max_total_bytes,
+                "must be at least captures.max_bytes",
+            ));
+        }
         if c.max_running == 0 {
             return Err(invalid("captures.max_running", 0, "must be at least 1"));
         }

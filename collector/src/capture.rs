@@ -33,6 +33,9 @@ pub const MAX_SECONDS: u32 = 300;
 
 /// The targets' debug addresses, as of the latest sample, and the captures running.
 pub struct Captures {
+    /// Bytes per chunk: [`CHUNK_BYTES`], or less when the aggregator takes smaller
+    /// messages.
+    chunk_bytes: std::sync::atomic::AtomicUsize,
     addrs: Mutex<HashMap<(u32, u64), SocketAddr>>,
     running: Mutex<HashSet<(u32, u64)>>,
     slots: Semaphore,
@@ -41,10 +44,19 @@ pub struct Captures {
 impl Captures {
     pub fn new() -> Arc<Captures> {
         Arc::new(Captures {
+            chunk_bytes: std::sync::atomic::AtomicUsize::new(CHUNK_BYTES),
             addrs: Mutex::default(),
             running: Mutex::default(),
             slots: Semaphore::new(MAX_RUNNING),
         })
+    }
+
+    /// Fits chunks to the largest message the aggregator takes (its Welcome says).
+    pub fn set_max_message(&self, max_batch_bytes: usize) {
+        // Room for the chunk's other fields and the message's framing.
+        let chunk = max_batch_bytes.saturating_sub(256).clamp(1, CHUNK_BYTES);
+        self.chunk_bytes
+            .store(chunk, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Records where each target of `scrape` serves pprof.
@@ -155,7 +167,8 @@ impl Captures {
             })
         };
         let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
-        let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_BYTES);
+        let chunk_bytes = self.chunk_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        let mut buf: Vec<u8> = Vec::with_capacity(chunk_bytes);
         let deadline = Duration::from_secs(seconds.into()) + SLACK;
         let read = tokio::time::timeout(
             deadline,
@@ -163,12 +176,12 @@ impl Captures {
                 hasher.update(data);
                 let mut data = data;
                 while !data.is_empty() {
-                    let take = (CHUNK_BYTES - buf.len()).min(data.len());
+                    let take = (chunk_bytes - buf.len()).min(data.len());
                     buf.extend_from_slice(&data[..take]);
                     data = &data[take..];
-                    if buf.len() == CHUNK_BYTES {
+                    if buf.len() == chunk_bytes {
                         let _ = chunks
-                            .send(std::mem::replace(&mut buf, Vec::with_capacity(CHUNK_BYTES)));
+                            .send(std::mem::replace(&mut buf, Vec::with_capacity(chunk_bytes)));
                     }
                 }
             }),

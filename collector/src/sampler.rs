@@ -820,7 +820,7 @@ async fn read_stacks(
         let mut p = plan.lock().unwrap_or_else(PoisonError::into_inner);
         match failure {
             None => {
-                p.charge(Instant::now(), kind, goroutines, took);
+                p.charge(Instant::now(), kind, goroutines, took, s);
                 drop(p);
                 stacks::METRICS.read(kind, took);
                 let mut summary = summariser.finish(kind.source());
@@ -829,7 +829,7 @@ async fn read_stacks(
                 out.push(summary);
             }
             Some(why) => {
-                p.failed(Instant::now(), kind, goroutines, took);
+                p.failed(Instant::now(), kind, goroutines, took, s);
                 drop(p);
                 stacks::METRICS.skipped(kind, "failed");
                 tracing::debug!(%addr, source = kind.source(), error = %goroscope_daemon::escape::peer(&why), "stack read failed");

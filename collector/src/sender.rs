@@ -205,6 +205,7 @@ impl Sender {
             0 => DEFAULT_MAX_BATCH_BYTES,
             n => n,
         };
+        self.captures.set_max_message(max_batch_bytes);
         tracing::info!(
             aggregator = %config.aggregator,
             aggregator_version = %goroscope_daemon::escape::peer(&welcome.aggregator_version),

@@ -174,30 +174,28 @@ pub enum Step {
 }
 
 /// One target's stack budget and schedule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct StackPlan {
-    credit: Duration,
+    /// Microseconds of the target's time stack reads may still take; negative after a
+    /// read that took longer than expected (a debt paid back before the next read).
+    credit_us: i64,
     updated: Option<Instant>,
-    /// Measured cost per goroutine, by kind.
+    /// Measured cost per goroutine of a successful read, by kind.
     per_goroutine: [Option<Duration>; 3],
-    /// When each kind was last read (or found unaffordable for good reason).
+    /// When each kind was last read (or last failed).
     last: [Option<Instant>; 3],
 }
 
-impl Default for StackPlan {
-    fn default() -> Self {
-        StackPlan {
-            credit: Duration::ZERO,
-            updated: None,
-            per_goroutine: [None; 3],
-            last: [None; 3],
-        }
-    }
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
 }
 
 impl StackPlan {
     /// What to read now, given the goroutines the target has and whether it serves the
-    /// goroutineleak profile. `debug=2` replaces `debug=1` when both are due.
+    /// goroutineleak profile. `debug=2` replaces `debug=1` when both are due; while a
+    /// due `debug=2` or goroutineleak read waits for credit, `debug=1` is not read, so
+    /// that the credit can grow to their cost (on a huge target they would otherwise
+    /// never be read).
     pub fn plan(
         &mut self,
         now: Instant,
@@ -206,77 +204,123 @@ impl StackPlan {
         config: &StacksConfig,
     ) -> Vec<Step> {
         self.accrue(now, config);
-        let mut steps = Vec::with_capacity(2);
+        let mut steps = Vec::with_capacity(3);
         let due = |last: Option<Instant>| last.is_none_or(|t| now - t >= config.full_interval);
         let mut full_read = false;
-        if due(self.last[Kind::Each.index()]) {
-            match self.check(Kind::Each, goroutines, config.max_goroutines_full, config) {
+        let mut saving = None;
+        let mut full = vec![Kind::Each];
+        if leak_served {
+            full.push(Kind::Leak);
+        }
+        for kind in full {
+            if !due(self.last[kind.index()]) {
+                continue;
+            }
+            match self.check(kind, goroutines, config.max_goroutines_full, config) {
                 Ok(()) => {
-                    steps.push(Step::Read(Kind::Each));
-                    full_read = true;
+                    self.credit_us -= micros(self.expected(kind, goroutines, config));
+                    steps.push(Step::Read(kind));
+                    full_read |= kind == Kind::Each;
                 }
-                Err(why) => steps.push(Step::Skip(Kind::Each, why)),
+                Err(Refusal::Budget(why)) => {
+                    saving.get_or_insert(kind);
+                    steps.push(Step::Skip(kind, why));
+                }
+                Err(Refusal::TooMany(why)) => steps.push(Step::Skip(kind, why)),
             }
         }
         if !full_read {
-            match self.check(Kind::Grouped, goroutines, config.max_goroutines, config) {
-                Ok(()) => steps.push(Step::Read(Kind::Grouped)),
+            let grouped = match saving {
+                Some(kind) => Err(format!(
+                    "pause budget: saving it for the due {} read",
+                    kind.source()
+                )),
+                None => {
+                    match self.check(Kind::Grouped, goroutines, config.max_goroutines, config) {
+                        Ok(()) => Ok(()),
+                        Err(Refusal::Budget(why) | Refusal::TooMany(why)) => Err(why),
+                    }
+                }
+            };
+            match grouped {
+                Ok(()) => {
+                    self.credit_us -= micros(self.expected(Kind::Grouped, goroutines, config));
+                    steps.push(Step::Read(Kind::Grouped));
+                }
                 Err(why) => steps.push(Step::Skip(Kind::Grouped, why)),
-            }
-        }
-        if leak_served && due(self.last[Kind::Leak.index()]) {
-            // The leak profile runs a garbage collection; its cost is measured like the
-            // others'.
-            match self.check(Kind::Leak, goroutines, config.max_goroutines_full, config) {
-                Ok(()) => steps.push(Step::Read(Kind::Leak)),
-                Err(why) => steps.push(Step::Skip(Kind::Leak, why)),
-            }
-        }
-        // Reads planned are charged their expected cost now, so two in one interval
-        // do not both spend the same credit; `charge` corrects it with the measure.
-        for step in &steps {
-            if let Step::Read(kind) = step {
-                self.credit = self.credit.saturating_sub(self.expected(*kind, goroutines));
             }
         }
         steps
     }
 
-    /// Records what a read took (its expected cost was already spent).
-    pub fn charge(&mut self, now: Instant, kind: Kind, goroutines: u64, took: Duration) {
-        let expected = self.expected(kind, goroutines);
-        self.credit = (self.credit + expected).saturating_sub(took);
+    /// Records what a read took (its expected cost was spent when it was planned): the
+    /// difference is given back, or owed.
+    pub fn charge(
+        &mut self,
+        now: Instant,
+        kind: Kind,
+        goroutines: u64,
+        took: Duration,
+        config: &StacksConfig,
+    ) {
+        self.settle(kind, goroutines, took, config);
         let per = took / u32::try_from(goroutines.max(1)).unwrap_or(u32::MAX);
         self.per_goroutine[kind.index()] = Some(per);
         self.last[kind.index()] = Some(now);
     }
 
-    /// A read that failed still cost its time, and is not retried before its next turn
-    /// (a debug=2 that times out is not asked again the next interval).
-    pub fn failed(&mut self, now: Instant, kind: Kind, goroutines: u64, took: Duration) {
-        self.charge(now, kind, goroutines, took);
+    /// A read that failed (an error, a timeout) still cost its time, and is not
+    /// retried before its next turn; its time says nothing of what a read costs, so
+    /// the estimate stays.
+    pub fn failed(
+        &mut self,
+        now: Instant,
+        kind: Kind,
+        goroutines: u64,
+        took: Duration,
+        config: &StacksConfig,
+    ) {
+        self.settle(kind, goroutines, took, config);
+        self.last[kind.index()] = Some(now);
+    }
+
+    /// Gives back what a read was expected to cost and takes what it took. The debt is
+    /// bounded like the credit: one pathological read (a hung connection) pauses reads
+    /// for at most twice the time a full credit takes to earn.
+    fn settle(&mut self, kind: Kind, goroutines: u64, took: Duration, config: &StacksConfig) {
+        let expected = micros(self.expected(kind, goroutines, config));
+        let cap = micros(Self::cap(config));
+        self.credit_us = (self.credit_us + expected - micros(took)).max(-cap);
+    }
+
+    fn cap(config: &StacksConfig) -> Duration {
+        MAX_CREDIT.mul_f64(config.pause_budget)
     }
 
     fn accrue(&mut self, now: Instant, config: &StacksConfig) {
-        let cap = MAX_CREDIT.mul_f64(config.pause_budget);
+        let cap = micros(Self::cap(config));
         match self.updated {
             // The first interval starts with one interval's worth of credit at most:
             // a new target is read at once only if it is cheap to read.
-            None => self.credit = Duration::from_millis(20).min(cap),
+            None => self.credit_us = micros(Duration::from_millis(20)).min(cap),
             Some(t) => {
-                let earned = (now - t).mul_f64(config.pause_budget);
-                self.credit = (self.credit + earned).min(cap);
+                let earned = micros((now - t).mul_f64(config.pause_budget));
+                self.credit_us = self.credit_us.saturating_add(earned).min(cap);
             }
         }
         self.updated = Some(now);
     }
 
-    fn expected(&self, kind: Kind, goroutines: u64) -> Duration {
+    /// What a read is expected to take: the last measured cost per goroutine times the
+    /// goroutines now, and at most what the credit can ever hold (so that a full credit
+    /// always allows a read, whatever one measurement said).
+    fn expected(&self, kind: Kind, goroutines: u64, config: &StacksConfig) -> Duration {
         let per = self.per_goroutine[kind.index()].unwrap_or(match kind {
             Kind::Grouped => FIRST_COST_GROUPED,
             Kind::Each | Kind::Leak => FIRST_COST_EACH,
         });
         per.saturating_mul(u32::try_from(goroutines.max(1)).unwrap_or(u32::MAX))
+            .min(Self::cap(config))
     }
 
     fn check(
@@ -285,27 +329,35 @@ impl StackPlan {
         goroutines: u64,
         max: u64,
         config: &StacksConfig,
-    ) -> Result<(), String> {
+    ) -> Result<(), Refusal> {
         if goroutines > max {
             let key = if kind == Kind::Grouped {
                 "stacks.max_goroutines"
             } else {
                 "stacks.max_goroutines_full"
             };
-            return Err(format!("{goroutines} goroutines, more than {key} ({max})"));
+            return Err(Refusal::TooMany(format!(
+                "{goroutines} goroutines, more than {key} ({max})"
+            )));
         }
-        let expected = self.expected(kind, goroutines);
-        if expected > self.credit {
-            return Err(format!(
+        let expected = micros(self.expected(kind, goroutines, config));
+        if expected > self.credit_us {
+            return Err(Refusal::Budget(format!(
                 "pause budget: a read takes about {} ms of the target's time, {} ms is \
                  available (stacks.pause_budget {}%)",
-                expected.as_millis(),
-                self.credit.as_millis(),
+                expected / 1000,
+                self.credit_us.max(0) / 1000,
                 config.pause_budget * 100.0
-            ));
+            )));
         }
         Ok(())
     }
+}
+
+/// Why a read is not made now.
+enum Refusal {
+    Budget(String),
+    TooMany(String),
 }
 
 #[cfg(test)]
@@ -333,7 +385,7 @@ mod tests {
             let now = start + Duration::from_secs(10) * i;
             let steps = plan.plan(now, 200, false, &config);
             for k in reads(&steps) {
-                plan.charge(now, k, 200, Duration::from_micros(400));
+                plan.charge(now, k, 200, Duration::from_micros(400), &config);
                 match k {
                     Kind::Each => full += 1,
                     Kind::Grouped => grouped += 1,
@@ -354,6 +406,7 @@ mod tests {
         let goroutines = 100_000;
         let mut spent = Duration::ZERO;
         let mut skips = Vec::new();
+        let mut reads = std::collections::HashMap::new();
         let hour = 360u32;
         for i in 0..hour {
             let now = start + Duration::from_secs(10) * i;
@@ -367,7 +420,8 @@ mod tests {
                             Kind::Leak => Duration::from_millis(300),
                         };
                         spent += took;
-                        plan.charge(now, k, goroutines, took);
+                        *reads.entry(k).or_insert(0) += 1;
+                        plan.charge(now, k, goroutines, took, &config);
                     }
                     Step::Skip(_, why) => skips.push(why),
                 }
@@ -380,6 +434,10 @@ mod tests {
             "spent {spent:?} of {budget:?}"
         );
         assert!(spent >= budget / 2, "spent {spent:?} of {budget:?}");
+        // Every kind gets its turn: the full reads are not starved by debug=1.
+        assert!(reads[&Kind::Each] >= 3, "{reads:?}");
+        assert!(reads[&Kind::Leak] >= 3, "{reads:?}");
+        assert!(reads[&Kind::Grouped] >= 10, "{reads:?}");
         assert!(
             skips.iter().all(|s| s.starts_with("pause budget: ")),
             "{skips:?}"
@@ -389,5 +447,25 @@ mod tests {
             matches!(&too_many[..], [Step::Skip(Kind::Each, a), Step::Skip(Kind::Grouped, b)]
             if a.contains("stacks.max_goroutines_full (200000)") && b.contains("stacks.max_goroutines (1000000)"))
         );
+    }
+
+    #[test]
+    fn a_read_that_timed_out_does_not_stop_the_next_ones() {
+        let config = StacksConfig::default();
+        let mut plan = StackPlan::default();
+        let start = Instant::now();
+        let steps = plan.plan(start, 1000, false, &config);
+        assert_eq!(reads(&steps), vec![Kind::Each]);
+        plan.failed(start, Kind::Each, 1000, config.timeout, &config);
+        let mut later = Vec::new();
+        for i in 1..400u32 {
+            let now = start + Duration::from_secs(10) * i;
+            for k in reads(&plan.plan(now, 1000, false, &config)) {
+                plan.charge(now, k, 1000, Duration::from_millis(2), &config);
+                later.push(k);
+            }
+        }
+        assert!(later.contains(&Kind::Each), "{later:?}");
+        assert!(later.iter().filter(|k| **k == Kind::Grouped).count() > 100);
     }
 }

@@ -309,6 +309,67 @@ fn prometheus_and_node_exporter_are_found_and_sampled() {
         allocated.windows(2).all(|w| w[0].1 <= w[1].1) && allocated[0].1 > 0.0,
         "{allocated:?}"
     );
+    // Stack summaries of goroutine profiles printed by another Go release (Prometheus
+    // 2.42 is built with Go 1.19), their cgroup read, and their full build.
+    for p in [&prom, &node] {
+        let pid = p.pid().to_string();
+        let stacks = eventually(STARTUP, "a stack summary of a third-party program", || {
+            let out = goroscope(
+                &certs,
+                &url,
+                None,
+                &["stacks", "--target", &pid, "-o", "json"],
+            );
+            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+            (v["signatures"].as_array()?.len() >= 2).then_some(v)
+        });
+        let signatures = stacks["signatures"].as_array().unwrap();
+        let counted: u64 = signatures
+            .iter()
+            .map(|s| s["count"].as_u64().unwrap())
+            .sum();
+        assert!(counted + stacks["omitted"].as_u64().unwrap() <= stacks["total"].as_u64().unwrap());
+        assert!(
+            signatures
+                .iter()
+                .all(|s| s["frames"].as_array().is_some_and(|f| !f.is_empty()
+                    && f.iter().all(|f| !f.as_str().unwrap().contains("+0x")
+                        && !f.as_str().unwrap().contains("(0x")))),
+            "{stacks}"
+        );
+        // The build as the Go toolchain's own reader sees it (Debian builds these
+        // without modules: a path and settings, no dependency lines).
+        let desc = goroscope_json(&certs, &url, &["describe", "--target", &pid]);
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+        let m = std::process::Command::new("go")
+            .args(["version", "-m"])
+            .arg(&exe)
+            .output()
+            .unwrap();
+        let m = String::from_utf8_lossy(&m.stdout);
+        let count = |kind: &str| {
+            m.lines()
+                .filter(|l| l.trim_start().starts_with(kind))
+                .count()
+        };
+        assert_eq!(
+            desc["build"]["deps"].as_array().unwrap().len(),
+            count("dep\t"),
+            "{desc}\n{m}"
+        );
+        assert_eq!(
+            desc["build"]["settings"].as_object().unwrap().len(),
+            count("build\t"),
+            "{desc}\n{m}"
+        );
+        assert!(
+            m.contains(desc["build"]["go_version"].as_str().unwrap()),
+            "{desc}\n{m}"
+        );
+        assert_eq!(desc["target"]["pid"].as_u64(), Some(u64::from(p.pid())));
+    }
+    let t = targets_by_pid(&certs, &url);
+    assert_eq!(t[&u64::from(prom.pid())]["coverage"]["cgroup"], true);
     // What a program does not serve is not asked for again every interval.
     let log = collector.output();
     assert!(!log.contains("sample failed"), "{log}");

@@ -77,10 +77,16 @@ fn stack_summaries_name_the_leak_and_show_it_growing() {
     let url = agg.url();
     let pid = leaky.pid().to_string();
 
-    let full = eventually(STARTUP, "a debug=2 summary naming the leak", || {
-        let v = try_json(&certs, &url, &["stacks", "--target", &pid])?;
-        (v["source"] == "debug=2" && signature(&v, "main.(*Pool).watch").is_some()).then_some(v)
-    });
+    // A debug=2 summary, or a debug=1 one given its wait reasons: either way the leak's
+    // signature has its wait reason.
+    let full = eventually(
+        STARTUP,
+        "a summary naming the leak and its wait reason",
+        || {
+            let v = try_json(&certs, &url, &["stacks", "--target", &pid])?;
+            (signature(&v, "main.(*Pool).watch")?["wait_reason"] == "chan receive").then_some(v)
+        },
+    );
     let leak = signature(&full, "main.(*Pool).watch").unwrap();
     assert_eq!(leak["wait_reason"], "chan receive", "{leak}");
     assert_eq!(leak["frames"][0], "main.(*Pool).watch", "{leak}");

@@ -37,6 +37,8 @@ pub enum ChunkEvent {
 
 struct Waiting {
     host: String,
+    /// The session the command went out on: only its end fails the capture.
+    session: u64,
     target: TargetKey,
     tx: mpsc::Sender<ChunkEvent>,
 }
@@ -78,7 +80,7 @@ impl Drop for SessionHandle {
             inner.sessions.remove(&self.host);
         }
         for w in inner.waiting.values() {
-            if w.host == self.host {
+            if w.host == self.host && w.session == self.number {
                 let _ = w.tx.try_send(ChunkEvent::StreamEnded);
             }
         }
@@ -133,22 +135,26 @@ impl CaptureHub {
 
     /// Hands a chunk from `host`'s stream to the capture waiting for it. A chunk for a
     /// capture that is not waiting, or that another host was asked for, is dropped.
-    pub async fn chunk(&self, host: &str, chunk: v1::CaptureChunk) {
-        let tx = {
-            let inner = self.lock();
-            match inner.waiting.get(&chunk.command_id) {
-                Some(w) if w.host == host => w.tx.clone(),
-                _ => {
-                    tracing::debug!(
-                        host,
-                        command_id = chunk.command_id,
-                        "dropping a chunk of no waiting capture"
-                    );
-                    return;
-                }
-            }
+    ///
+    /// Never waits: the ingest stream carrying it also carries the host's batches. A
+    /// capture whose reader has fallen [`CHUNK_QUEUE`] chunks behind is abandoned (its
+    /// reader hears so), and its later chunks dropped.
+    pub fn chunk(&self, host: &str, chunk: v1::CaptureChunk) {
+        let mut inner = self.lock();
+        let command_id = chunk.command_id;
+        let Some(w) = inner.waiting.get(&command_id).filter(|w| w.host == host) else {
+            tracing::debug!(host, command_id, "dropping a chunk of no waiting capture");
+            return;
         };
-        let _ = tx.send(ChunkEvent::Chunk(chunk)).await;
+        if let Err(mpsc::error::TrySendError::Full(_)) = w.tx.try_send(ChunkEvent::Chunk(chunk)) {
+            tracing::warn!(
+                host,
+                command_id,
+                "capture abandoned: its reader fell behind"
+            );
+            // Dropping the sender ends the reader's wait.
+            inner.waiting.remove(&command_id);
+        }
     }
 
     /// Checks the limits for a capture of `target` and, within them, sends the command
@@ -206,7 +212,7 @@ impl CaptureHub {
                     inner.waiting.len()
                 )));
             }
-            let Some((_, queue)) = inner.sessions.get(&target.host).cloned() else {
+            let Some((session, queue)) = inner.sessions.get(&target.host).cloned() else {
                 return Err(Status::unavailable(format!(
                     "no collector of host {} is connected",
                     target.host
@@ -219,6 +225,7 @@ impl CaptureHub {
                 command_id,
                 Waiting {
                     host: target.host.clone(),
+                    session,
                     target: target.clone(),
                     tx,
                 },
@@ -285,9 +292,14 @@ pub async fn receive(
             })?;
         let chunk = match event {
             Some(ChunkEvent::Chunk(c)) => c,
-            Some(ChunkEvent::StreamEnded) | None => {
+            Some(ChunkEvent::StreamEnded) => {
                 return Err(Status::unavailable(
                     "the collector's stream ended before the capture completed",
+                ));
+            }
+            None => {
+                return Err(Status::aborted(
+                    "the capture was abandoned: its chunks came faster than they were stored",
                 ));
             }
         };
@@ -380,8 +392,7 @@ mod tests {
                 data: b"evil".to_vec(),
                 ..Default::default()
             },
-        )
-        .await;
+        );
         hub.chunk(
             "node-a",
             v1::CaptureChunk {
@@ -391,8 +402,7 @@ mod tests {
                 sha256: sha.clone(),
                 ..Default::default()
             },
-        )
-        .await;
+        );
         let (got, got_sha) = receive(&mut ticket, 1 << 20, Duration::from_secs(5), |_| {})
             .await
             .unwrap();
@@ -428,8 +438,7 @@ mod tests {
                 sha256: "00".into(),
                 ..Default::default()
             },
-        )
-        .await;
+        );
         let err = receive(&mut t, 1 << 20, Duration::from_secs(5), |_| {})
             .await
             .err()
@@ -443,8 +452,7 @@ mod tests {
                 data: vec![1; 100],
                 ..Default::default()
             },
-        )
-        .await;
+        );
         let err = receive(&mut t, 50, Duration::from_secs(5), |_| {})
             .await
             .err()

@@ -274,7 +274,7 @@ impl Session {
                 Ok(Some(v1::CollectorMessage {
                     msg: Some(collector_message::Msg::CaptureChunk(chunk)),
                 })) => {
-                    hub.chunk(&self.host, chunk).await;
+                    hub.chunk(&self.host, chunk);
                     continue;
                 }
                 Ok(Some(_)) => {
@@ -628,18 +628,17 @@ impl Session {
                 .map_err(|e| format!("label {:?}: {e}", peer(&label.name).to_string()))?;
             labels.insert(label.name.clone(), label.value.clone());
         }
+        // A setting this aggregator does not know (a newer collector's) or one too long
+        // is left out alone; the target stays.
         let mut runtime_env = BTreeMap::new();
         for setting in &upsert.runtime_env {
-            if !rules::RUNTIME_ENV.contains(&setting.name.as_str()) {
-                return Err(format!(
-                    "runtime setting {:?} is not one of {}",
-                    peer(&setting.name).to_string(),
-                    rules::RUNTIME_ENV.join(", ")
-                ));
+            if rules::RUNTIME_ENV.contains(&setting.name.as_str())
+                && rules::check_label_value(&setting.value).is_ok()
+            {
+                runtime_env.insert(setting.name.clone(), setting.value.clone());
+            } else {
+                tracing::debug!(host = %self.host, setting = %peer(&setting.name), "runtime setting left out");
             }
-            rules::check_label_value(&setting.value)
-                .map_err(|e| format!("runtime setting {}: {e}", setting.name))?;
-            runtime_env.insert(setting.name.clone(), setting.value.clone());
         }
         let coverage = upsert.coverage.clone().unwrap_or_default();
         Ok(TargetUpdate {

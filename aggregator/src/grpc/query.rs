@@ -552,7 +552,9 @@ fn signatures(
     leaked: &std::collections::HashSet<Vec<String>>,
 ) -> Vec<v1::StackSignature> {
     use std::collections::HashMap;
-    let key = |g: &v1::StackGroup| (g.wait_reason.clone(), g.frames.clone());
+    // By frames: the wait reason of a signature may differ between two summaries (a
+    // goroutine moves from one wait to another in the same code).
+    let key = |g: &v1::StackGroup| g.frames.clone();
     let before: HashMap<_, &v1::StackGroup> = earlier
         .map(|e| e.groups.iter().map(|g| (key(g), g)).collect())
         .unwrap_or_default();

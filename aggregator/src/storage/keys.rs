@@ -47,23 +47,37 @@ pub fn target_key(host: &str, pid: u32, start_ticks: u64) -> Vec<u8> {
     key
 }
 
-/// `stacks` key: the target key, then the summary's timestamp.
-pub fn stacks_key(target: &super::TargetKey, ts_ms: i64) -> Vec<u8> {
+/// `stacks` key: the target key, then the summary's timestamp, then its source (one
+/// byte, [`stack_source_byte`]): summaries of several sources taken in the same
+/// millisecond are all kept.
+pub fn stacks_key(target: &super::TargetKey, ts_ms: i64, source: u8) -> Vec<u8> {
     let mut key = target_key(&target.host, target.pid, target.start_ticks);
     key.extend_from_slice(&ordered_i64(ts_ms).to_be_bytes());
+    key.push(source);
     key
+}
+
+/// The byte of a summary's source in its key.
+pub fn stack_source_byte(source: &str) -> u8 {
+    match source {
+        "debug=1" => 1,
+        "debug=2" => 2,
+        "goroutineleak" => 3,
+        _ => 0xff,
+    }
 }
 
 /// The timestamp of a `stacks` key.
 pub fn stacks_key_ts(key: &[u8]) -> Option<i64> {
-    let ts = key.len().checked_sub(8).and_then(|at| key.get(at..))?;
+    let end = key.len().checked_sub(1)?;
+    let ts = key.get(end.checked_sub(8)?..end)?;
     Some(unordered_i64(u64::from_be_bytes(ts.try_into().ok()?)))
 }
 
 /// `[from, to)` covering every `stacks` key of a target.
 pub fn stacks_range(target: &super::TargetKey) -> (Vec<u8>, Vec<u8>) {
     (
-        stacks_key(target, i64::MIN),
+        stacks_key(target, i64::MIN, 0),
         // The target key is fixed-length after the host's NUL, so the key of the next
         // start tick (or, past the last, of the next pid) bounds this target's keys.
         match target.start_ticks.checked_add(1) {
@@ -71,7 +85,7 @@ pub fn stacks_range(target: &super::TargetKey) -> (Vec<u8>, Vec<u8>) {
             None => {
                 let mut k = target_key(&target.host, target.pid, u64::MAX);
                 k.push(0xff);
-                k.extend_from_slice(&[0xff; 8]);
+                k.extend_from_slice(&[0xff; 9]);
                 k
             }
         },

@@ -16,7 +16,7 @@
 //! | `targets` | host, NUL, pid (u32 BE), start ticks (u64 BE) | [`records`] target record      |
 //! | `head`    | series id (u64 BE), timestamp ms (i64 BE, sign bit flipped) | value (f64 LE)   |
 //! | `builds`  | build id: the first 16 bytes of the SHA-256 of the record | [`records`] build: the wire's `BuildInfo` |
-//! | `stacks`  | target key (as in `targets`), timestamp ms (as in `head`) | [`records`] stack summary, with first-seen times |
+//! | `stacks`  | target key (as in `targets`), timestamp ms (as in `head`), source (one byte) | [`records`] stack summary, with first-seen times |
 //! | `captures` | see [`captures`] | capture info and the capture's bytes in chunks |
 //!
 //! A series is a metric of a target plus the series' own labels (`le`, `quantile`, the
@@ -25,8 +25,9 @@
 //!
 //! A stack summary's groups carry when the aggregator first stored their signature (the
 //! frames) for the target: the writer carries it over from the target's previous
-//! summary of the same source (kept in the index, read back from `stacks` after a
-//! restart), so "how long has this been here" needs no scan.
+//! summary of every goroutine, debug=1 or debug=2 (kept in the index, read back from
+//! `stacks` after a restart), so "how long has this been here" needs no scan. Summaries
+//! older than the retention are deleted, live target or not.
 //!
 //! Sample values are raw IEEE 754 doubles: NaN (Prometheus' staleness marker is one),
 //! +Inf and -Inf are stored and returned bit for bit. Records are binary with a version

@@ -244,7 +244,7 @@ impl Storage {
     ) -> Result<StacksAt, StorageError> {
         let (from, end) = keys::stacks_range(target);
         let to = match at_ms.and_then(|at| at.checked_add(1)) {
-            Some(after) => keys::stacks_key(target, after),
+            Some(after) => keys::stacks_key(target, after, 0),
             None => end,
         };
         let mut found = StacksAt::default();

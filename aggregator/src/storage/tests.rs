@@ -530,6 +530,15 @@ async fn stack_signatures_keep_their_first_seen_time_across_summaries_and_restar
     .await
     .unwrap();
     s.write(write(4, skipped)).await.unwrap();
+    // Another source in the same millisecond keeps both.
+    s.write(write(
+        5,
+        summary(30_000, "goroutineleak", &[("chan receive", leak, 2)]),
+    ))
+    .await
+    .unwrap();
+    let leaked = s.stacks_at(&t, None, |src| src == "goroutineleak").unwrap();
+    assert_eq!(leaked.summary.unwrap().groups[0].count, 2);
 
     let found = s.stacks_at(&t, None, |src| src == "debug=2").unwrap();
     let newest = found.summary.unwrap();

@@ -221,7 +221,8 @@ impl Writer {
         }
     }
 
-    /// Deletes every target last seen before `before`, with its series and samples.
+    /// Deletes every target last seen before `before`, with its series and samples, and
+    /// the stack summaries of live targets taken before it.
     fn forget(&self, before: i64) -> Result<usize, StorageError> {
         let mut set = WriteSet::default();
         let mut gone = Vec::new();
@@ -229,6 +230,8 @@ impl Writer {
             let index = self.index.read().unwrap_or_else(|e| e.into_inner());
             for (key, entry) in &index.targets {
                 if entry.last_seen_ms >= before {
+                    let (from, _) = keys::stacks_range(key);
+                    set.delete_range(CF_STACKS, from, keys::stacks_key(key, before, 0));
                     continue;
                 }
                 set.delete(CF_TARGETS, key.encode());
@@ -245,10 +248,13 @@ impl Writer {
                 gone.push(key.clone());
             }
         }
-        if gone.is_empty() {
+        if set.is_empty() {
             return Ok(0);
         }
         self.engine.commit(set)?;
+        if gone.is_empty() {
+            return Ok(0);
+        }
         self.index
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -444,7 +450,7 @@ fn stage_stacks(
     }
     set.put(
         CF_STACKS,
-        keys::stacks_key(&stack.target, ts),
+        keys::stacks_key(&stack.target, ts, keys::stack_source_byte(&summary.source)),
         records::encode_stacks(&summary),
     );
 }

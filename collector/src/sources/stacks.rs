@@ -20,6 +20,8 @@ use goroscope_proto::v1;
 
 /// Frames kept per signature, innermost first.
 pub const MAX_FRAMES: usize = 16;
+/// The frame of a goroutine the profile prints no frame for.
+pub const NO_FRAMES: &str = "(no frames)";
 /// Lines longer than this are cut (a function name with huge type parameters).
 pub const MAX_LINE: usize = 4096;
 
@@ -57,6 +59,9 @@ struct Current {
     past_runtime: bool,
     /// The last function line read became a frame (so its file is that frame's).
     last_kept: bool,
+    /// The outermost of the runtime frames dropped from the top: the stack's only frame
+    /// if all of it is the runtime's (its own service goroutines).
+    dropped: Option<String>,
     /// Past `created by`: the rest of the goroutine is not part of its stack.
     done: bool,
 }
@@ -209,7 +214,11 @@ impl Summariser {
     fn frame(&mut self, func: &str, file: &str) {
         let c = &mut self.current;
         c.last_kept = false;
-        if (!c.past_runtime && is_runtime_internal(func)) || func == "runtime.goexit" {
+        if func == "runtime.goexit" {
+            return;
+        }
+        if !c.past_runtime && is_runtime_internal(func) {
+            c.dropped = Some(trim_label_value(func).into_owned());
             return;
         }
         c.past_runtime = true;
@@ -232,9 +241,14 @@ impl Summariser {
     }
 
     fn finish_current(&mut self) {
-        let c = std::mem::take(&mut self.current);
+        let mut c = std::mem::take(&mut self.current);
         if !c.active {
             return;
+        }
+        if c.frames.is_empty() {
+            // A goroutine the profile gives no frame for (one exiting, say) still counts.
+            c.frames
+                .push(c.dropped.take().unwrap_or_else(|| NO_FRAMES.to_owned()));
         }
         self.counted = self.counted.saturating_add(c.count);
         let key = (c.wait_reason, c.frames);
@@ -472,6 +486,16 @@ main.(*worker).loop(0xc0000a2200, {0x7f, 0x3})
             assert_eq!((main.count, main.max_wait_s), (1, 180.0));
             assert_eq!(main.frames, vec!["main.main"]);
         }
+    }
+
+    #[test]
+    fn a_stack_of_runtime_frames_only_keeps_its_outermost() {
+        let text = "goroutine 2 [force gc (idle)]:\nruntime.gopark(0x0?)\n\t/go/src/runtime/proc.go:435 +0xce\nruntime.forcegchelper()\n\t/go/src/runtime/proc.go:348 +0xb3\ncreated by runtime.init.7 in goroutine 1\n";
+        let mut s = Summariser::new(Format::Each, 10);
+        s.feed(text.as_bytes());
+        let out = s.finish("debug=2");
+        assert_eq!(out.groups[0].frames, vec!["runtime.forcegchelper"]);
+        assert_eq!(out.groups[0].wait_reason, "force gc (idle)");
     }
 
     #[test]
