@@ -45,6 +45,9 @@ pub struct Encoder {
     target_series: HashMap<u32, Vec<u32>>,
     next_target_ref: u32,
     next_series_ref: u32,
+    /// Targets whose build does not fit in a batch with their declaration: declared
+    /// without it on this stream (the build is optional; the target is not).
+    no_build: std::collections::HashSet<(u32, u64)>,
 }
 
 /// One length-delimited field's cost in a message.
@@ -86,6 +89,7 @@ impl Encoder {
             target_series: HashMap::new(),
             next_target_ref: 0,
             next_series_ref: 0,
+            no_build: Default::default(),
         }
     }
 
@@ -139,9 +143,33 @@ impl Encoder {
             if here < from {
                 continue;
             }
-            let cost = self.cost(&item, scrape.timestamp_ms);
+            let mut cost = self.cost(&item, scrape.timestamp_ms);
+            if cost > budget
+                && let Some(meta) = self.undeclared_with_build(&item)
+            {
+                // Too big with its build for any batch: the target goes without it.
+                tracing::warn!(
+                    pid = meta.pid,
+                    budget,
+                    "a target's build information does not fit in a batch; declaring it without"
+                );
+                self.no_build.insert((meta.pid, meta.start_ticks));
+                cost = self.cost(&item, scrape.timestamp_ms);
+            }
             if size + cost > budget {
                 if size == 0 {
+                    // A stack summary too big for any batch goes with its smallest
+                    // groups left out (and counted as omitted).
+                    if let Item::Stacks(meta, summary) = &item
+                        && let Some(cut) = self.cut_to_fit(meta, summary, budget)
+                    {
+                        let target_ref = self.declare_target(meta, &mut batch);
+                        let mut cut = cut;
+                        cut.target_ref = target_ref;
+                        size += field_len(cut.encoded_len());
+                        batch.stacks.push(cut);
+                        continue;
+                    }
                     oversized += 1;
                     continue;
                 }
@@ -186,7 +214,7 @@ impl Encoder {
                 .collect(),
             coverage: Some(meta.coverage.clone()),
             start_time_ms: meta.start_time_ms,
-            build: if new {
+            build: if new && !self.no_build.contains(&(meta.pid, meta.start_ticks)) {
                 meta.build.as_deref().cloned()
             } else {
                 None
@@ -238,6 +266,42 @@ impl Encoder {
             Item::Stacks(_, st) => target_cost + field_len(st.encoded_len() + 6),
             Item::Gone(_) => target_cost + 6,
         }
+    }
+
+    /// `summary` with as many of its largest groups as fit in `budget` with its
+    /// target's declaration, if at least the summary itself does.
+    fn cut_to_fit(
+        &self,
+        meta: &Arc<TargetMeta>,
+        summary: &v1::StackSummary,
+        budget: usize,
+    ) -> Option<v1::StackSummary> {
+        let target_cost = self.cost(&Item::Target(meta), 0);
+        let mut cut = summary.clone();
+        // The groups come largest first.
+        while target_cost + field_len(cut.encoded_len() + 6) > budget {
+            let dropped = cut.groups.pop()?;
+            cut.omitted = cut.omitted.saturating_add(dropped.count);
+        }
+        Some(cut)
+    }
+
+    /// The target of `item` if it is not declared on this stream yet and would be
+    /// declared with its build.
+    fn undeclared_with_build<'a>(&self, item: &Item<'a>) -> Option<&'a TargetMeta> {
+        let meta = match item {
+            Item::Target(m)
+            | Item::Metric(m, _, _)
+            | Item::Labeled(m, _, _)
+            | Item::Stacks(m, _)
+            | Item::Gone(m) => *m,
+        };
+        let key = (meta.pid, meta.start_ticks);
+        (self.target_ref(meta).is_none()
+            && self.is_new(meta)
+            && meta.build.is_some()
+            && !self.no_build.contains(&key))
+        .then_some(&**meta)
     }
 
     /// Whether the target was never declared on this stream (its build goes with it).
@@ -316,6 +380,7 @@ impl Encoder {
                 let target_ref = self.declare_target(meta, batch);
                 batch.gone_targets.push(target_ref);
                 self.targets.remove(&(meta.pid, meta.start_ticks));
+                self.no_build.remove(&(meta.pid, meta.start_ticks));
                 if self.target_series.remove(&target_ref).is_some() {
                     self.series.retain(|(t, _), _| *t != target_ref);
                     self.labeled.retain(|(t, _), _| *t != target_ref);
@@ -426,6 +491,60 @@ mod tests {
         let mut enc = Encoder::new("node-a");
         let again = whole(&mut enc, 3, &scrape(3_000, &[m]));
         assert!(again.targets[0].build.is_some());
+    }
+
+    #[test]
+    fn a_build_too_big_for_any_batch_is_left_out_not_the_target() {
+        let mut big = (*meta(1, false)).clone();
+        let mut build = (**big.build.as_ref().unwrap()).clone();
+        build.deps = vec![
+            v1::Module {
+                path: "example.com/a-long-module-path".into(),
+                version: "v1.2.3".into(),
+                ..Default::default()
+            };
+            40
+        ];
+        big.build = Some(Arc::new(build));
+        let s = scrape(1, &[Arc::new(big)]);
+        let mut enc = Encoder::new("node-a");
+        let part = enc.encode_part(1, &s, 0, 1024);
+        assert_eq!(part.oversized, 0);
+        assert!(part.batch.encoded_len() + BATCH_OVERHEAD <= 1024);
+        assert_eq!(part.batch.targets.len(), 1);
+        assert!(part.batch.targets[0].build.is_none());
+    }
+
+    #[test]
+    fn a_stack_summary_too_big_for_any_batch_goes_with_its_largest_groups() {
+        let mut s = scrape(1, &[meta(1, false)]);
+        s.samples[0].stacks[0].groups = (0..40)
+            .map(|i| v1::StackGroup {
+                frames: vec![format!("example.com/pkg.function{i}"); 4],
+                count: 100 - i,
+                ..Default::default()
+            })
+            .collect();
+        let mut enc = Encoder::new("node-a");
+        let mut stacks = Vec::new();
+        let mut from = 0;
+        loop {
+            let part = enc.encode_part(1, &s, from, 1024);
+            assert_eq!(part.oversized, 0);
+            assert!(part.batch.encoded_len() + BATCH_OVERHEAD <= 1024);
+            stacks.extend(part.batch.stacks);
+            match part.end {
+                Some(e) => from = e,
+                None => break,
+            }
+        }
+        assert_eq!(stacks.len(), 1);
+        let kept = &stacks[0].groups;
+        assert!(!kept.is_empty() && kept.len() < 40);
+        assert_eq!(kept[0].count, 100);
+        let all: u64 = (0..40).map(|i| 100 - i).sum();
+        let kept_count: u64 = kept.iter().map(|g| g.count).sum();
+        assert_eq!(stacks[0].omitted, all - kept_count);
     }
 
     #[test]
