@@ -185,11 +185,12 @@ impl AggregatorConfig {
                 "must be from 1 to 300",
             ));
         }
-        if c.max_bytes < 4096 || c.max_bytes > (1 << 30) {
+        // A capture is held whole while it arrives: max_running of them at most.
+        if c.max_bytes < 4096 || c.max_bytes > (256 << 20) {
             return Err(invalid(
                 "captures.max_bytes",
                 c.max_bytes,
-                "must be from 4096 to 1073741824",
+                "must be from 4096 to 268435456",
             ));
         }
         if c.max_total_bytes < c.max_bytes as u64 {

@@ -33,6 +33,8 @@ use goroscope_proto::v1;
 
 /// Consecutive failed scrapes after which an endpoint is looked for again.
 const MAX_ENDPOINT_FAILURES: u32 = 3;
+/// Stack reads running at once across the host's targets.
+const MAX_STACK_READS: usize = 4;
 /// Candidate ports of one process probed at once.
 const PROBE_PARALLELISM: usize = 8;
 /// The first wait before probing again a process that served nothing; it doubles after
@@ -107,6 +109,9 @@ struct Shared {
     own_netns: Option<u64>,
     /// Endpoint tasks running at once, across rounds.
     slots: Semaphore,
+    /// Stack reads running at once, across targets: apart from the endpoint slots, so
+    /// that slow profiles never hold back a target's sample.
+    stack_slots: Semaphore,
 }
 
 pub struct Sampler {
@@ -234,6 +239,7 @@ impl Sampler {
                 config,
                 own_netns,
                 slots,
+                stack_slots: Semaphore::new(MAX_STACK_READS),
             }),
             discovery,
             targets: HashMap::new(),
@@ -768,8 +774,7 @@ async fn read_stacks(
     index: pprof::Index,
     plan: Arc<Mutex<StackPlan>>,
 ) -> Vec<v1::StackSummary> {
-    // Counted with the endpoint work: the reads of a round are bounded together.
-    let _slot = shared.slots.acquire().await.ok();
+    let _slot = shared.stack_slots.acquire().await.ok();
     let s = &shared.config.stacks;
     let goroutines = index.goroutines;
     let steps = plan.lock().unwrap_or_else(PoisonError::into_inner).plan(

@@ -13,6 +13,9 @@ use crate::storage::{
     Cancel, OneTarget, PageToken, Selector, SeriesLabels, Storage, TargetRecord, TargetView,
 };
 
+/// Time a client has to take each chunk of a capture it fetches.
+const GET_CAPTURE_SEND: Duration = Duration::from_secs(60);
+
 /// Targets per page when the request does not say; the most a page holds.
 const DEFAULT_PAGE: usize = 1000;
 const MAX_PAGE: usize = 10_000;
@@ -424,9 +427,17 @@ impl Query for QueryService {
                 size_bytes: data.len() as u64,
                 sha256,
             };
+            let (retention, budget) = (hub.config.retention, hub.config.max_total_bytes);
             let stored = {
                 let info = info.clone();
-                tokio::task::spawn_blocking(move || storage.store_capture(&info, &data)).await
+                tokio::task::spawn_blocking(move || {
+                    storage.store_capture(&info, &data)?;
+                    // The budget holds after every capture, not only at housekeeping.
+                    let before =
+                        goroscope_proto::unix_ms().saturating_sub(retention.as_millis() as i64);
+                    storage.forget_captures(before, budget).map(drop)
+                })
+                .await
             };
             let result = match stored {
                 Ok(Ok(())) => Ok(v1::CaptureProgress {
@@ -485,28 +496,42 @@ impl Query for QueryService {
                 .map_err(|e| Status::internal(e.to_string()))??
         }
         .ok_or_else(|| Status::not_found(format!("no capture {id}")))?;
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        // The chunks are read off the async threads and sent as the client takes them.
-        tokio::task::spawn_blocking(move || {
-            let mut first = Some(info);
-            let result = storage.capture_chunks(&id, |chunk| {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        // Chunk by chunk, each read off the async threads, each sent within a deadline: a
+        // client that stops reading holds no thread and no iterator, and is dropped.
+        tokio::spawn(async move {
+            let mut info = Some(info);
+            let mut index = 0u32;
+            loop {
+                let (s, id2) = (storage.clone(), id.clone());
+                let chunk =
+                    match tokio::task::spawn_blocking(move || s.capture_chunk(&id2, index)).await {
+                        Ok(Ok(c)) => c,
+                        Ok(Err(e)) => {
+                            let _ = tx.send(Err(Status::from(e))).await;
+                            return;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                            return;
+                        }
+                    };
+                let last = chunk.is_none();
+                if last && info.is_none() {
+                    return;
+                }
                 let message = v1::CaptureData {
-                    info: first.take(),
-                    data: chunk.to_vec(),
+                    info: info.take(),
+                    data: chunk.unwrap_or_default(),
                 };
-                tx.blocking_send(Ok(message))
-                    .map_err(|_| crate::storage::StorageError::Cancelled)
-            });
-            if let Some(info) = first {
-                let _ = tx.blocking_send(Ok(v1::CaptureData {
-                    info: Some(info),
-                    data: Vec::new(),
-                }));
-            }
-            if let Err(e) = result
-                && !matches!(e, crate::storage::StorageError::Cancelled)
-            {
-                let _ = tx.blocking_send(Err(Status::from(e)));
+                match tokio::time::timeout(GET_CAPTURE_SEND, tx.send(Ok(message))).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
+                if last {
+                    return;
+                }
+                index += 1;
             }
         });
         Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(

@@ -118,15 +118,9 @@ impl Storage {
             .and_then(|v| decode_info(&v)))
     }
 
-    /// Calls `f` with each chunk of a stored capture, in order. Blocking.
-    pub fn capture_chunks(
-        &self,
-        id: &str,
-        mut f: impl FnMut(&[u8]) -> Result<(), StorageError>,
-    ) -> Result<(), StorageError> {
-        let (from, to) = data_range(id);
-        self.engine
-            .scan_range(CF_CAPTURES, &from, &to, |_, value| f(value))
+    /// Chunk `index` of a stored capture, if there is one. Blocking.
+    pub fn capture_chunk(&self, id: &str, index: u32) -> Result<Option<Vec<u8>>, StorageError> {
+        self.engine.get(CF_CAPTURES, &data_key(id, index))
     }
 
     /// Deletes captures completed before `before_ms`, then the oldest until at most

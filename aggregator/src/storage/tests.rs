@@ -564,3 +564,58 @@ async fn stack_signatures_keep_their_first_seen_time_across_summaries_and_restar
             .is_none()
     );
 }
+
+#[tokio::test]
+async fn captures_are_stored_listed_read_back_and_forgotten_by_age_and_budget() {
+    use super::captures::{CHUNK, new_id, valid_id};
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _guard) = open(dir.path());
+    let info = |i: i64, size: usize| goroscope_proto::v1::CaptureInfo {
+        id: new_id(1_000 + i),
+        completed_ms: 1_000 + i,
+        size_bytes: size as u64,
+        ..Default::default()
+    };
+    let big: Vec<u8> = (0..CHUNK + 10).map(|i| (i % 251) as u8).collect();
+    let a = info(1, big.len());
+    let b = info(2, 3);
+    let c = info(3, 0);
+    s.store_capture(&a, &big).unwrap();
+    s.store_capture(&b, b"abc").unwrap();
+    s.store_capture(&c, b"").unwrap();
+    assert!(valid_id(&a.id) && !valid_id("../x") && a.id < b.id);
+    // A record that cannot be decoded is skipped, not fatal.
+    let mut set = super::rocks::WriteSet::default();
+    set.put(
+        super::rocks::CF_CAPTURES,
+        b"izzzzzzzzzzzzzzzz".to_vec(),
+        vec![0xee, 1],
+    );
+    s.engine.commit(set).unwrap();
+    let ids: Vec<String> = s
+        .list_captures(10, |_| true)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(ids, vec![c.id.clone(), b.id.clone(), a.id.clone()]);
+    let mut back = Vec::new();
+    let mut i = 0;
+    while let Some(chunk) = s.capture_chunk(&a.id, i).unwrap() {
+        back.extend(chunk);
+        i += 1;
+    }
+    assert_eq!((i, back), (2, big.clone()));
+    assert_eq!(s.capture_info(&b.id).unwrap().unwrap().size_bytes, 3);
+    // Past the age: a; then past a budget of 2 bytes: b (c has none).
+    assert_eq!(s.forget_captures(1_002, u64::MAX).unwrap(), 1);
+    assert!(s.capture_chunk(&a.id, 0).unwrap().is_none());
+    assert_eq!(s.forget_captures(0, 2).unwrap(), 1);
+    let left: Vec<String> = s
+        .list_captures(10, |_| true)
+        .unwrap()
+        .into_iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(left, vec![c.id]);
+}

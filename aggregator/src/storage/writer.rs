@@ -429,12 +429,21 @@ fn stage_stacks(
     summary.target_ref = 0;
     let ts = summary.timestamp_ms;
     if summary.skipped.is_empty() {
-        let previous = delta
+        let previous = match delta
             .stack_sigs
             .get(&stack.target)
             .or_else(|| index.stack_sigs.get(&stack.target))
-            .cloned()
-            .unwrap_or_else(|| Arc::new(load_first_seen(engine, &stack.target)));
+        {
+            Some(p) => p.clone(),
+            None => {
+                // Read once, then kept (even empty): not read again for every summary.
+                let loaded = Arc::new(load_first_seen(engine, &stack.target));
+                delta
+                    .stack_sigs
+                    .insert(stack.target.clone(), loaded.clone());
+                loaded
+            }
+        };
         let mut seen = FirstSeen::with_capacity(summary.groups.len());
         for group in &mut summary.groups {
             let sig = signature_hash(&group.frames);
@@ -463,7 +472,7 @@ const LEAK_SOURCE: &str = "goroutineleak";
 fn load_first_seen(engine: &Engine, target: &TargetKey) -> FirstSeen {
     let (from, to) = keys::stacks_range(target);
     let mut found = FirstSeen::new();
-    let _ =
+    let scanned =
         engine.scan_range_rev(
             CF_STACKS,
             &from,
@@ -481,5 +490,8 @@ fn load_first_seen(engine: &Engine, target: &TargetKey) -> FirstSeen {
                 _ => Ok(true),
             },
         );
+    if let Err(e) = scanned {
+        tracing::warn!(error = %e, "reading a target's stack summaries failed; first-seen times start again");
+    }
     found
 }
