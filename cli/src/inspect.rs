@@ -31,6 +31,10 @@ pub fn parse_time(text: &str) -> Result<i64, String> {
     }
 }
 
+fn target_id(t: Option<&v1::TargetInfo>) -> v1::TargetId {
+    t.and_then(|t| t.id.clone()).unwrap_or_default()
+}
+
 fn target_line(t: Option<&v1::TargetInfo>) -> String {
     let Some(t) = t else {
         return String::new();
@@ -66,11 +70,7 @@ pub fn print_stacks(
         n => n.min(r.signatures.len()),
     };
     if output == Output::Json {
-        let id = r
-            .target
-            .as_ref()
-            .and_then(|t| t.id.clone())
-            .unwrap_or_default();
+        let id = target_id(r.target.as_ref());
         let signatures: Vec<_> = r.signatures[..shown]
             .iter()
             .map(|s| {
@@ -213,11 +213,7 @@ pub fn print_describe(r: &v1::DescribeTargetResponse, output: Output) -> anyhow:
         v
     };
     if output == Output::Json {
-        let id = r
-            .target
-            .as_ref()
-            .and_then(|t| t.id.clone())
-            .unwrap_or_default();
+        let id = target_id(r.target.as_ref());
         let doc = json!({
             "target": {"host": id.host, "pid": id.pid, "start_ticks": id.start_ticks},
             "labels": r.target.iter().flat_map(|t| &t.labels).map(|l| (l.name.clone(), json!(l.value))).collect::<serde_json::Map<_, _>>(),

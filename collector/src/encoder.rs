@@ -79,6 +79,19 @@ enum Item<'a> {
     Gone(&'a Arc<TargetMeta>),
 }
 
+impl<'a> Item<'a> {
+    /// The target the item belongs to.
+    fn meta(&self) -> &'a Arc<TargetMeta> {
+        match self {
+            Item::Target(m)
+            | Item::Metric(m, _, _)
+            | Item::Labeled(m, _, _)
+            | Item::Stacks(m, _)
+            | Item::Gone(m) => m,
+        }
+    }
+}
+
 impl Encoder {
     pub fn new(host: &str) -> Encoder {
         Encoder {
@@ -232,13 +245,7 @@ impl Encoder {
 
     /// What adding `item` costs in bytes, declarations included; changes nothing.
     fn cost(&self, item: &Item<'_>, ts: i64) -> usize {
-        let meta = match item {
-            Item::Target(m)
-            | Item::Metric(m, _, _)
-            | Item::Labeled(m, _, _)
-            | Item::Stacks(m, _)
-            | Item::Gone(m) => *m,
-        };
+        let meta = item.meta();
         let target_ref = self.target_ref(meta);
         let target_cost = match target_ref {
             Some(_) => 0,
@@ -289,13 +296,7 @@ impl Encoder {
     /// The target of `item` if it is not declared on this stream yet and would be
     /// declared with its build.
     fn undeclared_with_build<'a>(&self, item: &Item<'a>) -> Option<&'a TargetMeta> {
-        let meta = match item {
-            Item::Target(m)
-            | Item::Metric(m, _, _)
-            | Item::Labeled(m, _, _)
-            | Item::Stacks(m, _)
-            | Item::Gone(m) => *m,
-        };
+        let meta = item.meta();
         let key = (meta.pid, meta.start_ticks);
         (self.target_ref(meta).is_none()
             && self.is_new(meta)
@@ -358,14 +359,7 @@ impl Encoder {
                             r#ref: r,
                             target_ref,
                             metric: id.name.to_string(),
-                            labels: id
-                                .labels
-                                .iter()
-                                .map(|(name, value)| v1::Label {
-                                    name: name.to_string(),
-                                    value: value.to_string(),
-                                })
-                                .collect(),
+                            labels: id.wire_labels(),
                         });
                         r
                     }

@@ -47,6 +47,17 @@ pub struct SeriesId {
 }
 
 impl SeriesId {
+    /// The series' labels as the wire carries them.
+    pub fn wire_labels(&self) -> Vec<goroscope_proto::v1::Label> {
+        self.labels
+            .iter()
+            .map(|(name, value)| goroscope_proto::v1::Label {
+                name: name.to_string(),
+                value: value.to_string(),
+            })
+            .collect()
+    }
+
     pub fn new(name: Arc<str>, labels: Box<[(Arc<str>, Arc<str>)]>) -> SeriesId {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         name.hash(&mut h);

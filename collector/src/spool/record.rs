@@ -182,14 +182,7 @@ pub fn encode(scrape: &Scrape) -> Vec<u8> {
                     .iter()
                     .map(|(id, value)| LabeledRecord {
                         name: id.name.to_string(),
-                        labels: id
-                            .labels
-                            .iter()
-                            .map(|(name, value)| v1::Label {
-                                name: name.to_string(),
-                                value: value.to_string(),
-                            })
-                            .collect(),
+                        labels: id.wire_labels(),
                         value: *value,
                     })
                     .collect(),
