@@ -1,6 +1,8 @@
 //! `goroscope capture` and `goroscope captures`: traces and profiles on demand.
 
 use std::io::{IsTerminal, Write};
+
+use anyhow::Context;
 use std::path::Path;
 
 use goroscope_daemon::escape::escape;
@@ -31,23 +33,6 @@ fn kind_name(kind: i32) -> String {
     CaptureKind::try_from(kind)
         .map(|k| k.as_str_name().to_ascii_lowercase())
         .unwrap_or_else(|_| kind.to_string())
-}
-
-/// Writes `data` to `out` whole or not at all: a temporary file beside it, renamed.
-fn write_file(out: &Path, parts: &[Vec<u8>]) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let tmp = out.with_file_name(format!(
-        ".{}.part",
-        out.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let mut f = std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
-    for p in parts {
-        f.write_all(p)
-            .with_context(|| format!("write {}", tmp.display()))?;
-    }
-    f.sync_all()
-        .with_context(|| format!("write {}", tmp.display()))?;
-    std::fs::rename(&tmp, out).with_context(|| format!("rename to {}", out.display()))
 }
 
 fn info_json(i: &v1::CaptureInfo) -> serde_json::Value {
@@ -110,7 +95,56 @@ pub async fn capture(
     get(client, addr, &info.id, out, output).await
 }
 
-/// Fetches a stored capture into `out`, checking its SHA-256.
+/// Writes a capture's chunks into `part`, checking the size and the SHA-256 its info
+/// gives; its info.
+async fn fetch_into(
+    stream: &mut tonic::Streaming<v1::CaptureData>,
+    addr: &str,
+    id: &str,
+    part: &Path,
+) -> anyhow::Result<v1::CaptureInfo> {
+    let mut file =
+        std::fs::File::create(part).with_context(|| format!("create {}", part.display()))?;
+    let mut info: Option<v1::CaptureInfo> = None;
+    let mut size = 0u64;
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    while let Some(data) = stream
+        .message()
+        .await
+        .map_err(|s| client::status_error(addr, s))?
+    {
+        if data.info.is_some() {
+            info = data.info;
+        }
+        let expected = info.as_ref().map_or(0, |i| i.size_bytes);
+        size += data.data.len() as u64;
+        if size > expected {
+            anyhow::bail!("capture {id} is longer than the {expected} bytes it was stored with");
+        }
+        digest.update(&data.data);
+        file.write_all(&data.data)
+            .with_context(|| format!("write {}", part.display()))?;
+    }
+    let info = info.ok_or_else(|| anyhow::anyhow!("the aggregator sent no capture {id}"))?;
+    let sha: String = digest
+        .finish()
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if size != info.size_bytes || sha != info.sha256 {
+        anyhow::bail!(
+            "capture {id} arrived as {size} bytes with SHA-256 {sha}, stored as {} bytes with {}",
+            info.size_bytes,
+            escape(&info.sha256)
+        );
+    }
+    file.sync_all()
+        .with_context(|| format!("write {}", part.display()))?;
+    Ok(info)
+}
+
+/// Fetches a stored capture into `out`, checking its size and SHA-256.
 pub async fn get(
     client: &mut QueryClient<Channel>,
     addr: &str,
@@ -123,34 +157,21 @@ pub async fn get(
         .await
         .map_err(|s| client::status_error(addr, s))?
         .into_inner();
-    let mut info = None;
-    let mut parts = Vec::new();
-    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
-    while let Some(data) = stream
-        .message()
-        .await
-        .map_err(|s| client::status_error(addr, s))?
-    {
-        if data.info.is_some() {
-            info = data.info;
+    // Written as it arrives to a file beside `out`, renamed once whole and checked: a
+    // failed fetch leaves `out` as it was and no partial file.
+    let part = out.with_file_name(format!(
+        ".{}.part",
+        out.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let fetched = fetch_into(&mut stream, addr, id, &part).await;
+    let info = match fetched {
+        Ok(info) => info,
+        Err(e) => {
+            let _ = std::fs::remove_file(&part);
+            return Err(e);
         }
-        digest.update(&data.data);
-        parts.push(data.data);
-    }
-    let info = info.ok_or_else(|| anyhow::anyhow!("the aggregator sent no capture {id}"))?;
-    let sha: String = digest
-        .finish()
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    if sha != info.sha256 {
-        anyhow::bail!(
-            "capture {id} arrived with SHA-256 {sha}, stored as {}",
-            escape(&info.sha256)
-        );
-    }
-    write_file(out, &parts)?;
+    };
+    std::fs::rename(&part, out).with_context(|| format!("rename to {}", out.display()))?;
     let mut stdout = std::io::stdout().lock();
     if output == Output::Json {
         let mut v = info_json(&info);
