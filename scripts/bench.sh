@@ -8,21 +8,32 @@
 #   observer   a Go service under load, watched and unwatched (arms of
 #              GOROSCOPE_BENCH_ARM_SECONDS, default 60).
 # Name the benches to run as arguments (default: all three), e.g. `bench.sh footprint`.
-# Not part of scripts/test.sh: together they take about 20 minutes.
+# With GOROSCOPE_BENCH_ISOLATE=1 (root) they run in a network namespace of their own
+# with loopback only, so that no other collector on the host (a test run) reaches their
+# processes, and theirs reaches nothing outside. Not part of scripts/test.sh: together
+# they take about 20 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 . scripts/env.sh
 cargo build --release --workspace --bins --locked
+run=()
+if [[ "${GOROSCOPE_BENCH_ISOLATE:-0}" == 1 ]]; then
+    ns="goroscope-bench-$$"
+    ip netns add "$ns"
+    trap 'ip netns del "$ns"' EXIT
+    ip -n "$ns" link set lo up
+    run=(ip netns exec "$ns")
+fi
 benches=("$@")
 [[ ${#benches[@]} -gt 0 ]] || benches=(fleet footprint observer)
 for bench in "${benches[@]}"; do
     case "$bench" in
         footprint)
             GOROSCOPE_BENCH_SECONDS="${GOROSCOPE_FOOTPRINT_SECONDS:-240}" \
-                cargo bench -p goroscope-tests --bench footprint --locked ;;
+                "${run[@]}" cargo bench -p goroscope-tests --bench footprint --locked --offline ;;
         fleet | observer)
-            cargo bench -p goroscope-tests --bench "$bench" --locked ;;
+            "${run[@]}" cargo bench -p goroscope-tests --bench "$bench" --locked --offline ;;
         *)
             echo "unknown bench $bench (fleet, footprint, observer)" >&2
             exit 64 ;;

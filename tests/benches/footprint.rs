@@ -201,6 +201,18 @@ fn main() {
         1000.0 * delta("goroscope_collector_stack_read_seconds_total", &[]),
         delta("goroscope_collector_stack_skips_total", &[]),
     );
+    let skips: Vec<String> = m1
+        .keys()
+        .filter(|k| k.starts_with("goroscope_collector_stack_skips_total{"))
+        .map(|k| {
+            let d = m1[k] - m0.get(k).copied().unwrap_or(0.0);
+            format!(
+                "{} {d:.0}",
+                &k["goroscope_collector_stack_skips_total".len()..]
+            )
+        })
+        .collect();
+    println!("collector stack skips: {}", skips.join(", "));
     println!(
         "node_exporter: {ne_n} scrapes, {:.1} KiB gzipped and {:.1} ms each on average",
         ne_b as f64 / 1024.0 / ne_n.max(1) as f64,
