@@ -11,6 +11,7 @@ bash scripts/install-deps.sh
 
 (cd tests/workloads && go vet ./...)
 (cd deploy/kubernetes/check && go vet ./... && go test -count=1 ./...)
-cargo build --workspace --bins --locked
+# --benches: the benchmarks (scripts/bench.sh) are not run here, but must compile.
+cargo build --workspace --bins --benches --locked
 bash deploy/systemd/verify.sh "$BIN"
 cargo test --workspace --locked "$@"
