@@ -1,8 +1,10 @@
 //! When to read a target's goroutine stacks, within what it can afford.
 //!
-//! A goroutine profile stops nothing, but the target spends CPU walking and printing
-//! every stack: on Go 1.26 with 100,000 parked goroutines, `debug=1` takes about 90 ms
-//! of the target's CPU and `debug=2` about 530 ms. Each target has a pause budget, a
+//! A goroutine profile costs the target CPU to walk and print every stack, and
+//! `debug=2` (net/http/pprof answers it with `runtime.Stack(all)`) stops every goroutine
+//! while it is written: on Go 1.26 with 100,000 parked goroutines, `debug=1` takes about
+//! 90 ms of the target's CPU and `debug=2` about 530 ms; at 10,000 goroutines a debug=2
+//! stalls the service for about 80 ms (docs/benchmarks.md). Each target has a pause budget, a
 //! fraction of its wall time (`stacks.pause_budget`, 0.2% by default) that stack
 //! requests may take. Credit accrues at that rate (up to [`MAX_CREDIT`] worth of it);
 //! a request is made only when the credit covers what it is expected to take (the
