@@ -32,9 +32,12 @@ fn workloads_appear_as_targets_and_a_goroutine_leak_shows_as_a_rising_series() {
         "all four workloads with their goroutine counts",
         || {
             let t = targets_by_pid(&certs, &url);
+            // smaps_rollup is read every sixth sample: its series come within six.
             let ready = [steady.pid(), leaky.pid()].iter().all(|pid| {
-                t.get(&u64::from(*pid))
-                    .is_some_and(|t| t["latest"]["go_goroutines"].is_number())
+                t.get(&u64::from(*pid)).is_some_and(|t| {
+                    t["latest"]["go_goroutines"].is_number()
+                        && t["latest"]["process_anon_bytes"].is_number()
+                })
             }) && t.contains_key(&u64::from(quiet.pid()))
                 && t.contains_key(&u64::from(garbage.pid()));
             ready.then_some(t)
