@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod detect;
 pub mod grpc;
 pub mod metrics;
 pub mod storage;
