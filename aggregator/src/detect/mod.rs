@@ -3,6 +3,9 @@
 //! - [`stats`]: robust statistics over windows (Theil-Sen slopes, the Mann-Kendall
 //!   trend test, Pettitt's change-point test), so that no diagnosis rests on one
 //!   threshold crossed by one sample.
-//! - [`window`]: a bounded window of one series, coarser for its older part.
+//! - [`window`]: a bounded window of one series, at an even resolution.
+//! - [`trend`]: rises called by the trend test, and the detectors that need only them
+//!   (`thread-leak`, `oom-risk`).
 pub mod stats;
+pub mod trend;
 pub mod window;
