@@ -6,6 +6,8 @@
 //! - [`window`]: a bounded window of one series, at an even resolution.
 //! - [`trend`]: rises called by the trend test, and the detectors that need only them
 //!   (`thread-leak`, `oom-risk`).
+//! - [`goroutines`]: the stack signature behind a goroutine leak, and its pattern.
+pub mod goroutines;
 pub mod stats;
 pub mod trend;
 pub mod window;
