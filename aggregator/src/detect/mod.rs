@@ -5,7 +5,7 @@
 //!   threshold crossed by one sample.
 //! - [`window`]: a bounded window of one series, at an even resolution.
 //! - [`trend`]: rises called by the trend test, and the detectors that need only them
-//!   (`thread-leak`, `oom-risk`).
+//!   or a change point (`thread-leak`, `oom-risk`, `goroutine-explosion`, `forced-gc`).
 //! - [`goroutines`]: the stack signature behind a goroutine leak, and its pattern.
 pub mod goroutines;
 pub mod stats;

@@ -132,6 +132,49 @@ pub fn oom_risk(memory: &Window, limit: f64, horizon_s: f64) -> Option<Finding> 
     })
 }
 
+/// `goroutine-explosion`: the goroutine count jumped (Pettitt's change point) by at
+/// least 500 and to at least three times its level before, a burst rather than a slow
+/// leak.
+pub fn goroutine_explosion(goroutines: &Window) -> Option<Finding> {
+    if goroutines.len() < 6 {
+        return None;
+    }
+    let change = super::stats::pettitt(&goroutines.points())?;
+    let jump = change.after - change.before;
+    if change.p >= MAX_P || jump < 500.0 || change.after < 3.0 * change.before.max(1.0) {
+        return None;
+    }
+    Some(Finding {
+        diagnosis: "goroutine-explosion",
+        evidence: json!({
+            "at_s": change.at,
+            "before": change.before,
+            "after": change.after,
+            "pettitt_p": change.p,
+        }),
+        advice: "The goroutine count jumped by thousands at once: something starts a \
+                 goroutine per request or per item without a bound. Cap it with a worker \
+                 pool or a semaphore; each goroutine costs at least a 2 KiB stack and GC work."
+            .into(),
+    })
+}
+
+/// `forced-gc`: garbage collections forced by the program (`runtime.GC()`) keep
+/// happening: at least 3 in the window, and still rising.
+pub fn forced_gc(forced_cycles: &Window) -> Option<Finding> {
+    let rise = rising(forced_cycles, 3.0, 0.0)?;
+    let mut evidence = rise.evidence();
+    evidence["forced_in_window"] = json!(rise.to - rise.from);
+    Some(Finding {
+        diagnosis: "forced-gc",
+        evidence,
+        advice: "The program calls runtime.GC() by hand, again and again: each call is a \
+                 full collection with its pauses and CPU. Remove the calls and tune GOGC or \
+                 GOMEMLIMIT instead."
+            .into(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,6 +214,37 @@ mod tests {
         // Too short a window to call anything.
         let short = window(|t| 10.0 + t, 60, 5);
         assert!(thread_leak(&short, None).is_none());
+    }
+
+    #[test]
+    fn a_burst_of_goroutines_is_an_explosion_and_a_swing_is_not() {
+        let burst = window(
+            |t| {
+                if t < 300.0 {
+                    40.0 + noise(t, 5.0)
+                } else {
+                    20_040.0
+                }
+            },
+            600,
+            10,
+        );
+        let f = goroutine_explosion(&burst).unwrap();
+        assert_eq!(f.evidence["at_s"].as_f64(), Some(290.0));
+        // Hundreds up and down under load: bounded, no explosion.
+        let swing = window(|t| 100.0 + noise(t, 700.0), 600, 10);
+        assert!(goroutine_explosion(&swing).is_none());
+        // A slow leak is a leak, not an explosion.
+        let slow = window(|t| 50.0 + t, 600, 10);
+        assert!(goroutine_explosion(&slow).is_none());
+    }
+
+    #[test]
+    fn forced_collections_are_called_when_they_keep_coming() {
+        let forcing = window(|t| (t / 30.0).floor(), 600, 10);
+        assert_eq!(forced_gc(&forcing).unwrap().diagnosis, "forced-gc");
+        let once = window(|t| if t > 100.0 { 1.0 } else { 0.0 }, 600, 10);
+        assert!(forced_gc(&once).is_none());
     }
 
     #[test]
