@@ -7,7 +7,10 @@
 //! - [`trend`]: rises called by the trend test, and the detectors that need only them
 //!   or a change point (`thread-leak`, `oom-risk`, `goroutine-explosion`, `forced-gc`).
 //! - [`goroutines`]: the stack signature behind a goroutine leak, and its pattern.
+//! - [`memory`]: `heap-leak`, `rss-retention` (not a leak), `offheap-growth`,
+//!   `gc-thrash`.
 pub mod goroutines;
+pub mod memory;
 pub mod stats;
 pub mod trend;
 pub mod window;
