@@ -1,6 +1,6 @@
 //! Memory diagnoses from the runtime's MemStats (expvar) and /proc: a heap that leaks,
-//! RSS the runtime retains (not a leak), memory growing outside the Go heap, and a
-//! garbage collector that thrashes.
+//! RSS the runtime retains (not a leak), memory growing outside the Go heap, stacks
+//! growing with goroutines, and a garbage collector that thrashes.
 
 use serde_json::json;
 
@@ -131,6 +131,23 @@ pub fn gc_thrash(
     })
 }
 
+/// `stack-growth`: stack memory rises (by 2 MiB and 20% at least) with the goroutine
+/// count: the memory side of a goroutine leak or explosion.
+pub fn stack_growth(stack_inuse: &Window, goroutines: &Window) -> Option<Finding> {
+    let rise = rising(stack_inuse, 2.0 * MIB, 0.2)?;
+    let with = rising(goroutines, 100.0, 0.2)?;
+    let mut evidence = rise.evidence();
+    evidence["goroutines_from"] = json!(with.from);
+    evidence["goroutines_to"] = json!(with.to);
+    Some(Finding {
+        diagnosis: "stack-growth",
+        evidence,
+        advice: "Stack memory grows with the goroutine count: each goroutine holds at least a \
+                 2 KiB stack. Find why goroutines accumulate (see the goroutine diagnosis)."
+            .into(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +211,15 @@ mod tests {
         );
         let sys_growing = window(|t| 40.0 * MIB + t * 0.2 * MIB);
         assert!(offheap_growth(&rss, &sys_growing).is_none());
+    }
+
+    #[test]
+    fn stacks_growing_with_goroutines_is_stack_growth() {
+        let stacks = window(|t| 8.0 * MIB + t * 0.05 * MIB);
+        let goroutines = window(|t| 1000.0 + t * 10.0);
+        assert!(stack_growth(&stacks, &goroutines).is_some());
+        let steady = window(|_| 1000.0);
+        assert!(stack_growth(&stacks, &steady).is_none());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //!   or a change point (`thread-leak`, `oom-risk`, `goroutine-explosion`, `forced-gc`).
 //! - [`goroutines`]: the stack signature behind a goroutine leak, and its pattern.
 //! - [`memory`]: `heap-leak`, `rss-retention` (not a leak), `offheap-growth`,
-//!   `gc-thrash`.
+//!   `stack-growth`, `gc-thrash`.
 pub mod goroutines;
 pub mod memory;
 pub mod stats;
