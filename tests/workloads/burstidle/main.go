@@ -16,19 +16,16 @@
 package main
 
 import (
-	_ "expvar"
 	"flag"
-	"fmt"
 	"log"
-	"net"
-	"net/http"
-	_ "net/http/pprof"
 	"os"
 	"runtime/debug"
 	"runtime/metrics"
 	"strings"
 	"syscall"
 	"time"
+
+	"goroscope.test/workloads/internal/debugserve"
 )
 
 // burst allocates mib MiB, touches every page, and keeps it all for hold.
@@ -94,11 +91,5 @@ func main() {
 			time.Sleep(*every)
 		}
 	}()
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		log.Fatalf("listen %s: %v", *addr, err)
-	}
-	fmt.Printf("listening on %s\n", ln.Addr())
-	os.Stdout.Sync()
-	log.Fatal(http.Serve(ln, nil))
+	debugserve.Run(*addr)
 }

@@ -11,13 +11,9 @@ package main
 import (
 	"expvar"
 	"flag"
-	"fmt"
-	"log"
-	"net"
-	"net/http"
-	_ "net/http/pprof"
-	"os"
 	"time"
+
+	"goroscope.test/workloads/internal/debugserve"
 )
 
 var offheap = expvar.NewInt("offheap_bytes")
@@ -38,11 +34,5 @@ func main() {
 			}
 		}
 	}()
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		log.Fatalf("listen %s: %v", *addr, err)
-	}
-	fmt.Printf("listening on %s\n", ln.Addr())
-	os.Stdout.Sync()
-	log.Fatal(http.Serve(ln, nil))
+	debugserve.Run(*addr)
 }

@@ -8,15 +8,10 @@ package main
 
 import (
 	"context"
-	_ "expvar"
 	"flag"
-	"fmt"
-	"log"
-	"net"
-	"net/http"
-	_ "net/http/pprof"
-	"os"
 	"time"
+
+	"goroscope.test/workloads/internal/debugserve"
 )
 
 // watch waits for the request to end or for an update; neither ever happens.
@@ -56,11 +51,5 @@ func main() {
 			}
 		}
 	}()
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		log.Fatalf("listen %s: %v", *addr, err)
-	}
-	fmt.Printf("listening on %s\n", ln.Addr())
-	os.Stdout.Sync()
-	log.Fatal(http.Serve(ln, nil))
+	debugserve.Run(*addr)
 }

@@ -6,16 +6,11 @@
 package main
 
 import (
-	_ "expvar"
 	"flag"
-	"fmt"
-	"log"
-	"net"
-	"net/http"
-	_ "net/http/pprof"
-	"os"
 	"runtime"
 	"time"
+
+	"goroscope.test/workloads/internal/debugserve"
 )
 
 // work allocates a 64 KiB buffer every 10 ms and drops it.
@@ -38,11 +33,5 @@ func main() {
 			runtime.GC()
 		}
 	}()
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		log.Fatalf("listen %s: %v", *addr, err)
-	}
-	fmt.Printf("listening on %s\n", ln.Addr())
-	os.Stdout.Sync()
-	log.Fatal(http.Serve(ln, nil))
+	debugserve.Run(*addr)
 }

@@ -7,16 +7,11 @@
 package main
 
 import (
-	_ "expvar"
 	"flag"
-	"fmt"
-	"log"
-	"net"
-	"net/http"
-	_ "net/http/pprof"
-	"os"
 	"runtime/debug"
 	"time"
+
+	"goroscope.test/workloads/internal/debugserve"
 )
 
 type node struct {
@@ -61,11 +56,5 @@ func main() {
 	for i := 0; i < *workers; i++ {
 		go churn(*pause)
 	}
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		log.Fatalf("listen %s: %v", *addr, err)
-	}
-	fmt.Printf("listening on %s\n", ln.Addr())
-	os.Stdout.Sync()
-	log.Fatal(http.Serve(ln, nil))
+	debugserve.Run(*addr)
 }

@@ -8,16 +8,14 @@
 package main
 
 import (
-	_ "expvar"
 	"flag"
-	"fmt"
 	"io"
 	"log"
 	"net"
 	"net/http"
-	_ "net/http/pprof"
-	"os"
 	"time"
+
+	"goroscope.test/workloads/internal/debugserve"
 )
 
 func main() {
@@ -59,11 +57,5 @@ func main() {
 			}
 		}
 	}()
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		log.Fatalf("listen %s: %v", *addr, err)
-	}
-	fmt.Printf("listening on %s\n", ln.Addr())
-	os.Stdout.Sync()
-	log.Fatal(http.Serve(ln, nil))
+	debugserve.Run(*addr)
 }

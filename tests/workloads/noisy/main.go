@@ -7,16 +7,11 @@
 package main
 
 import (
-	_ "expvar"
 	"flag"
-	"fmt"
-	"log"
 	"math/rand/v2"
-	"net"
-	"net/http"
-	_ "net/http/pprof"
-	"os"
 	"time"
+
+	"goroscope.test/workloads/internal/debugserve"
 )
 
 // work churns small buffers until told to quit.
@@ -63,11 +58,5 @@ func main() {
 			time.Sleep(*every)
 		}
 	}()
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		log.Fatalf("listen %s: %v", *addr, err)
-	}
-	fmt.Printf("listening on %s\n", ln.Addr())
-	os.Stdout.Sync()
-	log.Fatal(http.Serve(ln, nil))
+	debugserve.Run(*addr)
 }

@@ -7,17 +7,13 @@
 package main
 
 import (
-	_ "expvar"
 	"flag"
-	"fmt"
 	"log"
-	"net"
-	"net/http"
-	_ "net/http/pprof"
-	"os"
 	"runtime"
 	"syscall"
 	"time"
+
+	"goroscope.test/workloads/internal/debugserve"
 )
 
 // block pins its thread and waits on fd for data that never comes.
@@ -54,11 +50,5 @@ func main() {
 			}
 		}
 	}()
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		log.Fatalf("listen %s: %v", *addr, err)
-	}
-	fmt.Printf("listening on %s\n", ln.Addr())
-	os.Stdout.Sync()
-	log.Fatal(http.Serve(ln, nil))
+	debugserve.Run(*addr)
 }

@@ -7,16 +7,12 @@
 package main
 
 import (
-	_ "expvar"
 	"flag"
 	"fmt"
-	"log"
-	"net"
-	"net/http"
-	_ "net/http/pprof"
-	"os"
 	"sync"
 	"time"
+
+	"goroscope.test/workloads/internal/debugserve"
 )
 
 var (
@@ -66,11 +62,5 @@ func main() {
 			}
 		}
 	}()
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		log.Fatalf("listen %s: %v", *addr, err)
-	}
-	fmt.Printf("listening on %s\n", ln.Addr())
-	os.Stdout.Sync()
-	log.Fatal(http.Serve(ln, nil))
+	debugserve.Run(*addr)
 }
