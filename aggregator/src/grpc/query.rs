@@ -245,11 +245,21 @@ impl Query for QueryService {
             )));
         }
         let response = self
-            .blocking(move |s, _| {
+            .blocking(move |s, cancel| {
+                // Up to five bounded scans: stop between them once the caller gave up.
+                let go_on = || {
+                    if cancel.is_cancelled() {
+                        Err(Status::cancelled("query cancelled"))
+                    } else {
+                        Ok(())
+                    }
+                };
                 let view = one_target(&s, &selector)?;
                 let key = view.record.key.clone();
                 let found = s.stacks_at(&key, at, |src| src != LEAK_SOURCE)?;
+                go_on()?;
                 let leak = s.stacks_at(&key, at, |src| src == LEAK_SOURCE)?;
+                go_on()?;
                 let leaked: std::collections::HashSet<Vec<String>> = leak
                     .summary
                     .map(|l| l.groups.into_iter().map(|g| g.frames).collect())
