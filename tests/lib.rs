@@ -474,25 +474,37 @@ pub fn collector_command(
     aggregator_url: &str,
     cert_stem: &str,
 ) -> Command {
+    collector_command_at(
+        certs,
+        host,
+        aggregator_url,
+        cert_stem,
+        "1s",
+        "info,goroscope_collector=debug",
+    )
+}
+
+/// [`collector_command`] sampling every `interval` and logging with `log`.
+pub fn collector_command_at(
+    certs: &Certs,
+    host: &str,
+    aggregator_url: &str,
+    cert_stem: &str,
+    interval: &str,
+    log: &str,
+) -> Command {
     let (cert, key) = certs.leaf(cert_stem);
     let mut cmd = Command::new(bin("goroscope-collector"));
-    cmd.args([
-        "--host",
-        host,
-        "--aggregator",
-        aggregator_url,
-        "--interval",
-        "1s",
-    ])
-    .args(["--log", "info,goroscope_collector=debug"])
-    .arg("--spool-dir")
-    .arg(certs.spool_dir(host))
-    .arg("--ca")
-    .arg(certs.ca())
-    .arg("--cert")
-    .arg(cert)
-    .arg("--key")
-    .arg(key);
+    cmd.args(["--host", host, "--aggregator", aggregator_url])
+        .args(["--interval", interval, "--log", log])
+        .arg("--spool-dir")
+        .arg(certs.spool_dir(host))
+        .arg("--ca")
+        .arg(certs.ca())
+        .arg("--cert")
+        .arg(cert)
+        .arg("--key")
+        .arg(key);
     cmd
 }
 

@@ -8,10 +8,9 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use goroscope_tests::{Certs, Proc, bin};
+use goroscope_tests::{Certs, Proc, collector_command_at};
 
 /// Clock ticks per second of /proc/PID/stat (USER_HZ).
 pub const TICK: f64 = 100.0;
@@ -203,24 +202,20 @@ pub fn start_collector_with(
     interval: &str,
     settings: &str,
 ) -> Proc {
-    let (cert, key) = certs.leaf(&format!("collector-{host}"));
     let file = certs.path(&format!("collector-{host}.toml"));
     std::fs::write(&file, settings).expect("write the collector settings");
     Proc::spawn(
         &format!("collector {host}"),
-        Command::new(bin("goroscope-collector"))
-            .arg("--config")
-            .arg(&file)
-            .args(["--host", host, "--aggregator", aggregator_url])
-            .args(["--interval", interval, "--log", "info"])
-            .arg("--spool-dir")
-            .arg(certs.spool_dir(host))
-            .arg("--ca")
-            .arg(certs.ca())
-            .arg("--cert")
-            .arg(cert)
-            .arg("--key")
-            .arg(key),
+        collector_command_at(
+            certs,
+            host,
+            aggregator_url,
+            &format!("collector-{host}"),
+            interval,
+            "info",
+        )
+        .arg("--config")
+        .arg(&file),
     )
 }
 

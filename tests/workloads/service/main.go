@@ -9,15 +9,12 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	_ "expvar"
 	"flag"
 	"fmt"
-	"log"
-	"net"
 	"net/http"
-	_ "net/http/pprof"
-	"os"
 	"time"
+
+	"goroscope.test/workloads/internal/debugserve"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -66,13 +63,7 @@ func main() {
 	})
 	http.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 
-	ln, err := net.Listen("tcp", *addr)
-	if err != nil {
-		log.Fatalf("listen %s: %v", *addr, err)
-	}
-	fmt.Printf("listening on %s\n", ln.Addr())
-	os.Stdout.Sync()
-	log.Fatal(http.Serve(ln, nil))
+	debugserve.Run(*addr)
 }
 
 func idleConnection(c chan struct{})  { <-c }
