@@ -548,6 +548,30 @@ impl Query for QueryService {
             rx,
         )))
     }
+
+    async fn anomalies(
+        &self,
+        request: Request<v1::AnomaliesRequest>,
+    ) -> Result<Response<v1::AnomaliesResponse>, Status> {
+        authorize(&self.shared, "query", &request, Role::Operator)?;
+        Err(Status::unimplemented("anomalies: detection is not running"))
+    }
+
+    async fn incidents(
+        &self,
+        request: Request<v1::IncidentsRequest>,
+    ) -> Result<Response<v1::IncidentsResponse>, Status> {
+        authorize(&self.shared, "query", &request, Role::Operator)?;
+        Err(Status::unimplemented("incidents: detection is not running"))
+    }
+
+    async fn get_incident(
+        &self,
+        request: Request<v1::GetIncidentRequest>,
+    ) -> Result<Response<v1::Incident>, Status> {
+        authorize(&self.shared, "query", &request, Role::Operator)?;
+        Err(Status::unimplemented("incident: detection is not running"))
+    }
 }
 
 /// The sources of summaries: grouped stacks (no wait reasons), every goroutine, and
