@@ -30,6 +30,62 @@ pub struct AggregatorConfig {
     pub limits: Limits,
     pub storage: StorageConfig,
     pub captures: CaptureConfig,
+    pub detection: DetectionConfig,
+}
+
+/// Detection: how the detectors look at each target, and when an anomaly opens and
+/// resolves (docs/detection.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectionConfig {
+    /// Run the detectors at all.
+    pub enabled: bool,
+    /// How often each target with new samples is evaluated.
+    #[serde(with = "humantime_serde")]
+    pub evaluate_every: Duration,
+    /// The history each detector looks at.
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// Evaluations in a row that must find a diagnosis before its anomaly opens.
+    pub open_after: u32,
+    /// How long a diagnosis must stay unfound before its anomaly resolves.
+    #[serde(with = "humantime_serde")]
+    pub resolve_after: Duration,
+    /// `oom-risk` opens when the limit is reached within this.
+    #[serde(with = "humantime_serde")]
+    pub oom_horizon: Duration,
+    /// Stored batches waiting for the detectors, at most; more are dropped and counted.
+    pub queue: usize,
+    /// Ask for captures that prove an incident when it opens.
+    pub captures: bool,
+    /// Affected targets captured per incident, and unaffected ones (controls).
+    pub captures_per_incident: usize,
+    pub controls_per_incident: usize,
+    /// The second of two heap profiles is taken this long after the first.
+    #[serde(with = "humantime_serde")]
+    pub second_heap_after: Duration,
+    /// Resolved anomalies and incidents are deleted after this.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for DetectionConfig {
+    fn default() -> Self {
+        DetectionConfig {
+            enabled: true,
+            evaluate_every: Duration::from_secs(15),
+            window: Duration::from_secs(30 * 60),
+            open_after: 3,
+            resolve_after: Duration::from_secs(300),
+            oom_horizon: Duration::from_secs(6 * 3600),
+            queue: 4096,
+            captures: true,
+            captures_per_incident: 2,
+            controls_per_incident: 1,
+            second_heap_after: Duration::from_secs(120),
+            retention: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
 }
 
 /// Captures operators ask for (`goroscope capture`): what they may cost the targets and
@@ -129,6 +185,7 @@ impl Default for AggregatorConfig {
             limits: Limits::default(),
             storage: StorageConfig::default(),
             captures: CaptureConfig::default(),
+            detection: DetectionConfig::default(),
         }
     }
 }
@@ -177,6 +234,42 @@ impl AggregatorConfig {
 
     pub fn validate(&self) -> Result<(), SettingsError> {
         use goroscope_daemon::settings::invalid;
+        let d = &self.detection;
+        if d.evaluate_every < Duration::from_millis(100) || d.evaluate_every > d.window {
+            return Err(invalid(
+                "detection.evaluate_every",
+                humantime::format_duration(d.evaluate_every),
+                "must be at least 100ms and at most detection.window",
+            ));
+        }
+        if d.window < Duration::from_secs(60) || d.window > Duration::from_secs(7 * 24 * 3600) {
+            return Err(invalid(
+                "detection.window",
+                humantime::format_duration(d.window),
+                "must be from 1m to 7days",
+            ));
+        }
+        if d.open_after == 0 || d.open_after > 100 {
+            return Err(invalid(
+                "detection.open_after",
+                d.open_after,
+                "must be from 1 to 100",
+            ));
+        }
+        if d.queue == 0 || d.queue > 1_000_000 {
+            return Err(invalid(
+                "detection.queue",
+                d.queue,
+                "must be from 1 to 1000000",
+            ));
+        }
+        if d.captures_per_incident > 10 || d.controls_per_incident > 10 {
+            return Err(invalid(
+                "detection.captures_per_incident",
+                d.captures_per_incident.max(d.controls_per_incident),
+                "at most 10 affected targets and 10 controls are captured per incident",
+            ));
+        }
         let c = &self.captures;
         if c.max_seconds == 0 || c.max_seconds > 300 {
             return Err(invalid(

@@ -126,6 +126,7 @@ async fn serve_all(
         let storage = storage.clone();
         let tasks = tasks.clone();
         let captures = config.captures.clone();
+        let diagnoses_retention = config.detection.retention;
         async move {
             let mut every = tokio::time::interval(HOUSEKEEPING_EVERY);
             loop {
@@ -145,25 +146,142 @@ async fn serve_all(
                     Err(e) => tracing::warn!(error = %e, "deleting old captures failed"),
                     Ok(Ok(_)) => {}
                 }
+                let s = storage.clone();
+                let before = goroscope_proto::unix_ms()
+                    .saturating_sub(diagnoses_retention.as_millis() as i64);
+                match tokio::task::spawn_blocking(move || s.forget_diagnoses(before)).await {
+                    Ok(Err(e)) => tracing::warn!(error = %e, "deleting old anomalies failed"),
+                    Err(e) => tracing::warn!(error = %e, "deleting old anomalies failed"),
+                    Ok(Ok(_)) => {}
+                }
             }
         }
     };
     tokio::spawn(housekeeping);
 
+    let captures = grpc::capture::CaptureHub::new(config.captures.clone());
+    let detection = if config.detection.enabled {
+        let (detector, guard) = start_detection(config, &storage, &captures, &tasks)?;
+        metrics.watch_detector(detector.stats().clone());
+        Some((detector, guard))
+    } else {
+        None
+    };
     let shared = grpc::Shared {
         storage: storage.clone(),
         metrics: metrics.clone(),
         conns: grpc::ConnTable::default(),
         streams: grpc::HostStreams::default(),
-        captures: grpc::capture::CaptureHub::new(config.captures.clone()),
+        captures,
+        detector: detection.as_ref().map(|(d, _)| d.clone()),
     };
     let server = grpc::serve(listener, tls_rx, config, shared, shutdown.clone(), grace);
-    tokio::select! {
+    let result = tokio::select! {
         result = server => result.map_err(anyhow::Error::from),
         reason = storage.failed() => {
             metrics.writer_failed(reason.clone());
             shutdown.cancel();
-            anyhow::bail!("storage writer stopped: {reason}")
+            Err(anyhow::anyhow!("storage writer stopped: {reason}"))
         }
+    };
+    // The detector thread writes anomalies: it stops before the storage does.
+    if let Some((detector, guard)) = detection {
+        drop(detector);
+        tokio::task::spawn_blocking(move || guard.stop())
+            .await
+            .context("stop the detector")?;
     }
+    result
+}
+
+/// Capture asks waiting for the capture task, at most; more are refused.
+const CAPTURE_ASKS: usize = 64;
+/// Tries of one capture an incident asked for, when the limits say "not now".
+const CAPTURE_ATTEMPTS: u32 = 4;
+
+/// Starts the detector thread, and the task that takes the captures it asks for.
+fn start_detection(
+    config: &AggregatorConfig,
+    storage: &Storage,
+    captures: &Arc<grpc::capture::CaptureHub>,
+    tasks: &CancellationToken,
+) -> anyhow::Result<(detect::engine::Detector, detect::engine::DetectorGuard)> {
+    use detect::incidents::{CaptureAsk, Change};
+    let (ask_tx, mut ask_rx) = tokio::sync::mpsc::channel::<CaptureAsk>(CAPTURE_ASKS);
+    let hooks = detect::engine::Hooks {
+        notify: Box::new(|change: Change, incident: &goroscope_proto::v1::Incident| {
+            tracing::debug!(incident = %incident.id, ?change, "incident changed");
+        }),
+        capture: Box::new(move |ask: CaptureAsk| {
+            if ask_tx.try_send(ask).is_err() {
+                tracing::warn!("too many captures asked for incidents at once; one is skipped");
+            }
+        }),
+    };
+    let (detector, guard) = detect::engine::start(config.detection.clone(), storage.clone(), hooks)
+        .context("start the detector thread")?;
+    let (hub, storage, tasks, to_detector) = (
+        captures.clone(),
+        storage.clone(),
+        tasks.clone(),
+        detector.clone(),
+    );
+    tokio::spawn(async move {
+        loop {
+            let ask = tokio::select! {
+                _ = tasks.cancelled() => return,
+                ask = ask_rx.recv() => match ask { Some(a) => a, None => return },
+            };
+            let (hub, storage, to_detector) = (hub.clone(), storage.clone(), to_detector.clone());
+            // Each capture in its own task: the hub's limits pace them, not this loop.
+            tokio::spawn(async move {
+                tokio::time::sleep(ask.after).await;
+                // Incidents opening together meet the hub's limits: wait and try again
+                // a few times, at the pace of the per-target interval.
+                let mut attempt = 0;
+                let result = loop {
+                    attempt += 1;
+                    let result = grpc::capture::take(
+                        &hub,
+                        &storage,
+                        &ask.target,
+                        ask.labels.clone(),
+                        ask.kind,
+                        ask.seconds,
+                        "goroscope-detector",
+                    )
+                    .await;
+                    let busy = matches!(&result, Err(s) if s.code() == tonic::Code::ResourceExhausted
+                        || s.message().contains("already running"));
+                    if !busy || attempt >= CAPTURE_ATTEMPTS {
+                        break result;
+                    }
+                    tokio::time::sleep(hub.config.min_interval_per_target + Duration::from_secs(5))
+                        .await;
+                };
+                let (capture, refused) = match result {
+                    Ok(info) => (Some(info), String::new()),
+                    Err(status) => {
+                        tracing::info!(incident = %ask.incident, host = %ask.target.host, pid = ask.target.pid, reason = %status.message(), "capture for an incident not taken");
+                        (None, status.message().to_owned())
+                    }
+                };
+                to_detector.captured(
+                    ask.incident.clone(),
+                    goroscope_proto::v1::IncidentCapture {
+                        capture,
+                        control: ask.control,
+                        refused,
+                        kind: ask.kind.into(),
+                        target: Some(goroscope_proto::v1::TargetId {
+                            host: ask.target.host.clone(),
+                            pid: ask.target.pid,
+                            start_ticks: ask.target.start_ticks,
+                        }),
+                    },
+                );
+            });
+        }
+    });
+    Ok((detector, guard))
 }

@@ -9,6 +9,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::detect::engine::DetectorStats;
 use crate::storage::Storage;
 
 type Labels = Vec<(&'static str, String)>;
@@ -33,6 +34,14 @@ pub struct Metrics {
     /// Set once the storage writer stopped on its own.
     writer_failed: std::sync::Mutex<Option<String>>,
     storage: std::sync::OnceLock<Storage>,
+    detector_feeds: Family<Labels, Counter>,
+    detector_evaluations: Counter,
+    open_anomalies: Gauge,
+    open_incidents: Gauge,
+    detector_targets: Gauge,
+    /// The detector's counters, and what of them was already added to ours.
+    detector: std::sync::OnceLock<std::sync::Arc<DetectorStats>>,
+    detector_seen: std::sync::Mutex<[u64; 3]>,
 }
 
 impl Default for Metrics {
@@ -62,6 +71,13 @@ impl Metrics {
             stack_summaries: Family::default(),
             writer_failed: std::sync::Mutex::new(None),
             storage: std::sync::OnceLock::new(),
+            detector_feeds: Family::default(),
+            detector_evaluations: Counter::default(),
+            open_anomalies: Gauge::default(),
+            open_incidents: Gauge::default(),
+            detector_targets: Gauge::default(),
+            detector: std::sync::OnceLock::new(),
+            detector_seen: std::sync::Mutex::new([0; 3]),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -140,7 +156,64 @@ impl Metrics {
             "Goroutine stack summaries received, by source (debug=1, debug=2, goroutineleak) and outcome (read, skipped)",
             m.stack_summaries.clone(),
         );
+        r.register(
+            "goroscope_aggregator_detector_feeds",
+            "Stored batches handed to the detectors, by outcome (queued, or dropped when the detectors were behind)",
+            m.detector_feeds.clone(),
+        );
+        r.register(
+            "goroscope_aggregator_detector_evaluations",
+            "Evaluations of a target's detectors",
+            m.detector_evaluations.clone(),
+        );
+        r.register(
+            "goroscope_aggregator_open_anomalies",
+            "Anomalies open now",
+            m.open_anomalies.clone(),
+        );
+        r.register(
+            "goroscope_aggregator_open_incidents",
+            "Incidents open now",
+            m.open_incidents.clone(),
+        );
+        r.register(
+            "goroscope_aggregator_detector_targets",
+            "Targets the detectors keep windows for",
+            m.detector_targets.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Gives the metrics the detector whose counters they report.
+    pub fn watch_detector(&self, stats: std::sync::Arc<DetectorStats>) {
+        let _ = self.detector.set(stats);
+    }
+
+    fn read_detector(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let Some(d) = self.detector.get() else {
+            return;
+        };
+        let now = [
+            d.fed.load(Relaxed),
+            d.dropped.load(Relaxed),
+            d.evaluations.load(Relaxed),
+        ];
+        let mut seen = self.detector_seen.lock().unwrap_or_else(|e| e.into_inner());
+        let delta = |i: usize| now[i].saturating_sub(seen[i]);
+        self.detector_feeds
+            .get_or_create(&vec![("outcome", "queued".to_owned())])
+            .inc_by(delta(0));
+        self.detector_feeds
+            .get_or_create(&vec![("outcome", "dropped".to_owned())])
+            .inc_by(delta(1));
+        self.detector_evaluations.inc_by(delta(2));
+        *seen = now;
+        self.open_anomalies
+            .set(d.open_anomalies.load(Relaxed) as i64);
+        self.open_incidents
+            .set(d.open_incidents.load(Relaxed) as i64);
+        self.detector_targets.set(d.targets.load(Relaxed) as i64);
     }
 
     /// Gives the metrics the storage whose queue and sizes they report.
@@ -248,6 +321,7 @@ impl goroscope_daemon::http::Exposition for Metrics {
             self.targets.set(targets as i64);
             self.series.set(series as i64);
         }
+        self.read_detector();
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::warn!(error = %e, "encoding metrics failed");

@@ -139,9 +139,15 @@ pub fn goroutine_explosion(goroutines: &Window) -> Option<Finding> {
     if goroutines.len() < 6 {
         return None;
     }
-    let change = super::stats::pettitt(&goroutines.points())?;
+    let points = goroutines.points();
+    let change = super::stats::pettitt(&points)?;
     let jump = change.after - change.before;
     if change.p >= MAX_P || jump < 500.0 || change.after < 3.0 * change.before.max(1.0) {
+        return None;
+    }
+    // A burst happens within seconds; a steady climb to the same level is a leak.
+    let fastest = fastest_rise(&points, BURST_S);
+    if fastest < 0.5 * jump {
         return None;
     }
     Some(Finding {
@@ -151,12 +157,30 @@ pub fn goroutine_explosion(goroutines: &Window) -> Option<Finding> {
             "before": change.before,
             "after": change.after,
             "pettitt_p": change.p,
+            "rise_within_15s": fastest,
         }),
         advice: "The goroutine count jumped by thousands at once: something starts a \
                  goroutine per request or per item without a bound. Cap it with a worker \
                  pool or a semaphore; each goroutine costs at least a 2 KiB stack and GC work."
             .into(),
     })
+}
+
+/// How quickly a burst happens, at most.
+pub const BURST_S: f64 = 15.0;
+
+/// The largest rise between two points at most `span` seconds apart.
+pub fn fastest_rise(points: &[(f64, f64)], span: f64) -> f64 {
+    let mut best: f64 = 0.0;
+    for (i, &(t0, v0)) in points.iter().enumerate() {
+        for &(t1, v1) in &points[i + 1..] {
+            if t1 - t0 > span {
+                break;
+            }
+            best = best.max(v1 - v0);
+        }
+    }
+    best
 }
 
 /// `forced-gc`: garbage collections forced by the program (`runtime.GC()`) keep

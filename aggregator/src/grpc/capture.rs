@@ -342,6 +342,55 @@ pub fn new_id() -> String {
     captures::new_id(goroscope_proto::unix_ms())
 }
 
+/// Takes a capture of `target` within the hub's limits and stores it: what the
+/// detectors ask for an incident (`requested_by` names them).
+pub async fn take(
+    hub: &Arc<CaptureHub>,
+    storage: &crate::storage::Storage,
+    target: &TargetKey,
+    labels: Vec<v1::Label>,
+    kind: CaptureKind,
+    seconds: u32,
+    requested_by: &str,
+) -> Result<v1::CaptureInfo, Status> {
+    let requested_ms = goroscope_proto::unix_ms();
+    let mut ticket = hub.ask(target, kind, seconds).await?;
+    let (data, sha256) = receive(
+        &mut ticket,
+        hub.config.max_bytes,
+        hub.deadline(seconds),
+        |_| {},
+    )
+    .await?;
+    let info = v1::CaptureInfo {
+        id: new_id(),
+        target: Some(v1::TargetId {
+            host: target.host.clone(),
+            pid: target.pid,
+            start_ticks: target.start_ticks,
+        }),
+        labels,
+        kind: kind.into(),
+        seconds,
+        requested_ms,
+        completed_ms: goroscope_proto::unix_ms(),
+        requested_by: requested_by.to_owned(),
+        size_bytes: data.len() as u64,
+        sha256,
+    };
+    let (retention, budget) = (hub.config.retention, hub.config.max_total_bytes);
+    let storage = storage.clone();
+    let stored = info.clone();
+    tokio::task::spawn_blocking(move || {
+        storage.store_capture(&stored, &data)?;
+        let before = goroscope_proto::unix_ms().saturating_sub(retention.as_millis() as i64);
+        storage.forget_captures(before, budget).map(drop)
+    })
+    .await
+    .map_err(|e| Status::internal(format!("store task: {e}")))??;
+    Ok(info)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

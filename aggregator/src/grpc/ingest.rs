@@ -26,6 +26,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use super::{Shared, authorize};
 use crate::config::Limits;
+use crate::detect::engine::{Detector, Feed};
 use crate::metrics::Metrics;
 use crate::storage::{
     Coverage, IngestWrite, SeriesKey, SeriesPoints, StackWrite, Storage, TargetKey, TargetUpdate,
@@ -140,13 +141,14 @@ impl Ingest for IngestService {
         // The channel is fresh and has room: this cannot fail.
         let _ = tx.try_send(Ok(welcome));
         let captures = self.shared.captures.register(&hello.host);
-        let session = Session::new(
+        let mut session = Session::new(
             hello.host,
             hello.epoch,
             self.storage.clone(),
             self.limits.clone(),
             self.metrics.clone(),
         );
+        session.detector = self.shared.detector.clone();
         tokio::spawn(session.run(
             inbound,
             tx,
@@ -216,6 +218,8 @@ pub(crate) struct Session {
     refused_series: HashSet<u32>,
     /// Batches with refusals so far, for pacing the log.
     refused_batches: u64,
+    /// Fed what each stored batch says of the series detectors read.
+    detector: Option<Detector>,
 }
 
 impl Session {
@@ -237,6 +241,7 @@ impl Session {
             refused_targets: HashSet::new(),
             refused_series: HashSet::new(),
             refused_batches: 0,
+            detector: None,
         }
     }
 
@@ -313,8 +318,17 @@ impl Session {
             if refusals.total > 0 {
                 self.log_refusals(seq, &refusals);
             }
+            let feed = self
+                .detector
+                .as_ref()
+                .and_then(|_| Feed::from_write(&write));
             match self.storage.write(write).await {
                 Ok(outcome) => {
+                    if outcome == WriteOutcome::Stored
+                        && let (Some(detector), Some(feed)) = (&self.detector, feed)
+                    {
+                        detector.offer(feed);
+                    }
                     if outcome == WriteOutcome::Duplicate {
                         tracing::debug!(host = %self.host, seq, "duplicate batch acked again");
                     }

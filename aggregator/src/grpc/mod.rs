@@ -71,6 +71,8 @@ pub struct Shared {
     pub conns: ConnTable,
     pub streams: HostStreams,
     pub captures: Arc<capture::CaptureHub>,
+    /// The detectors, when detection runs.
+    pub detector: Option<crate::detect::engine::Detector>,
 }
 
 /// Open ingest streams per host: a collector has one (two for a moment while it

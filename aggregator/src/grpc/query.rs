@@ -554,7 +554,26 @@ impl Query for QueryService {
         request: Request<v1::AnomaliesRequest>,
     ) -> Result<Response<v1::AnomaliesResponse>, Status> {
         authorize(&self.shared, "query", &request, Role::Operator)?;
-        Err(Status::unimplemented("anomalies: detection is not running"))
+        let req = request.into_inner();
+        let selector = selector(req.matchers)?;
+        let limit = limit_or_default(req.limit);
+        let all = req.all;
+        let anomalies = self
+            .blocking(move |s, cancel| {
+                let mut seen = 0usize;
+                let out = s.list_anomalies(limit, |a| {
+                    seen += 1;
+                    !cancel.is_cancelled()
+                        && (all || a.resolved_ms == 0)
+                        && anomaly_matches(&selector, a)
+                })?;
+                if cancel.is_cancelled() {
+                    return Err(Status::cancelled("query cancelled"));
+                }
+                Ok(out)
+            })
+            .await?;
+        Ok(Response::new(v1::AnomaliesResponse { anomalies }))
     }
 
     async fn incidents(
@@ -562,7 +581,24 @@ impl Query for QueryService {
         request: Request<v1::IncidentsRequest>,
     ) -> Result<Response<v1::IncidentsResponse>, Status> {
         authorize(&self.shared, "query", &request, Role::Operator)?;
-        Err(Status::unimplemented("incidents: detection is not running"))
+        let req = request.into_inner();
+        let limit = limit_or_default(req.limit);
+        let all = req.all;
+        let mut incidents = self
+            .blocking(move |s, cancel| {
+                Ok(s.list_incidents(limit, |i| {
+                    !cancel.is_cancelled() && (all || i.resolved_ms == 0)
+                })?)
+            })
+            .await?;
+        // Most severe first; open before resolved; then newest.
+        incidents.sort_by(|a, b| {
+            (a.resolved_ms != 0)
+                .cmp(&(b.resolved_ms != 0))
+                .then(b.severity.total_cmp(&a.severity))
+                .then(b.opened_ms.cmp(&a.opened_ms))
+        });
+        Ok(Response::new(v1::IncidentsResponse { incidents }))
     }
 
     async fn get_incident(
@@ -570,7 +606,19 @@ impl Query for QueryService {
         request: Request<v1::GetIncidentRequest>,
     ) -> Result<Response<v1::Incident>, Status> {
         authorize(&self.shared, "query", &request, Role::Operator)?;
-        Err(Status::unimplemented("incident: detection is not running"))
+        let id = request.into_inner().id;
+        if !crate::storage::captures::valid_id(&id) {
+            return Err(Status::invalid_argument(
+                "id is not an incident id (16 hex digits, as goroscope incidents lists them)",
+            ));
+        }
+        let found = {
+            let id = id.clone();
+            self.blocking(move |s, _| Ok(s.incident(&id)?)).await?
+        };
+        found
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("no incident {id}")))
     }
 }
 
@@ -655,6 +703,33 @@ fn signatures(
         out.sort_by_key(|s| std::cmp::Reverse(s.count));
     }
     out
+}
+
+/// Anomalies or incidents one query returns when it does not say; the most.
+const DEFAULT_LIST: usize = 1000;
+const MAX_LIST: usize = 10_000;
+
+fn limit_or_default(limit: u32) -> usize {
+    match limit {
+        0 => DEFAULT_LIST,
+        n => (n as usize).min(MAX_LIST),
+    }
+}
+
+/// Whether an anomaly's target matches the selector (its id and the labels it had).
+fn anomaly_matches(selector: &Selector, a: &v1::Anomaly) -> bool {
+    let id = a.target.clone().unwrap_or_default();
+    selector
+        .matchers
+        .iter()
+        .all(|(name, value)| match name.as_str() {
+            "host" => id.host == *value,
+            "pid" => value.parse::<u32>().is_ok_and(|pid| pid == id.pid),
+            _ => a
+                .labels
+                .iter()
+                .any(|l| l.name == *name && l.value == *value),
+        })
 }
 
 /// Whether a stored capture's target matches the selector (its id and the labels it had).

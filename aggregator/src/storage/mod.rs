@@ -18,6 +18,7 @@
 //! | `builds`  | build id: the first 16 bytes of the SHA-256 of the record | [`records`] build: the wire's `BuildInfo` |
 //! | `stacks`  | target key (as in `targets`), timestamp ms (as in `head`), source (one byte) | [`records`] stack summary, with first-seen times |
 //! | `captures` | see [`captures`] | capture info and the capture's bytes in chunks |
+//! | `diagnoses` | see [`diagnoses`] | anomalies and incidents |
 //!
 //! A series is a metric of a target plus the series' own labels (`le`, `quantile`, the
 //! labels of a /metrics exposition); its record holds all three. A target record names
@@ -57,6 +58,7 @@
 //! the storage engine work; the key layout leaves room for them.
 
 pub mod captures;
+pub mod diagnoses;
 mod index;
 mod keys;
 mod query;

@@ -20,8 +20,9 @@ pub const CF_HEAD: &str = "head";
 pub const CF_BUILDS: &str = "builds";
 pub const CF_STACKS: &str = "stacks";
 pub const CF_CAPTURES: &str = "captures";
+pub const CF_DIAGNOSES: &str = "diagnoses";
 
-const ALL_CFS: [&str; 7] = [
+const ALL_CFS: [&str; 8] = [
     CF_META,
     CF_SERIES,
     CF_TARGETS,
@@ -29,6 +30,7 @@ const ALL_CFS: [&str; 7] = [
     CF_BUILDS,
     CF_STACKS,
     CF_CAPTURES,
+    CF_DIAGNOSES,
 ];
 
 enum Op {
