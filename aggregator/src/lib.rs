@@ -5,12 +5,15 @@
 //! - [`grpc`]: the TLS accept loop and the `Ingest` and `Query` services.
 //! - [`storage`]: time series storage on RocksDB, behind its own small API.
 //! - [`metrics`]: the aggregator's own metrics and health.
+//! - [`notify`]: incident notifications to a webhook and to Alertmanager
+//!   (docs/notifications.md).
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod detect;
 pub mod grpc;
 pub mod metrics;
+pub mod notify;
 pub mod storage;
 
 use std::sync::Arc;
