@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing goroscope needs on a Debian machine: clang and
 # libclang (the rocksdb crate's bindings), protoc (the gRPC contract), Prometheus and
-# node_exporter (third-party Go programs the end-to-end tests watch), iproute2 (the
-# tests' network namespaces) and systemd (systemd-analyze checks the units in deploy/).
+# node_exporter (third-party Go programs the end-to-end tests watch), Alertmanager (the
+# notification tests post to it), iproute2 (the tests' network namespaces) and systemd
+# (systemd-analyze checks the units in deploy/).
 # Rust and Go must already be there (rustup; Go 1.26 or newer). Safe to run again: it
 # installs only what is missing.
 set -euo pipefail
@@ -16,6 +17,7 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
 [ -x /usr/bin/prometheus-node-exporter ] || need+=(prometheus-node-exporter)
+[ -x /usr/bin/prometheus-alertmanager ] || need+=(prometheus-alertmanager)
 if ((${#need[@]})); then
   echo "installing ${need[*]}" >&2
   sudo=""

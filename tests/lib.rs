@@ -15,7 +15,10 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+pub mod alertmanager;
 pub mod raw;
+
+pub use alertmanager::Alertmanager;
 
 /// The directory holding the workspace's binaries.
 pub fn bin_dir() -> PathBuf {

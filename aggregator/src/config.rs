@@ -31,6 +31,7 @@ pub struct AggregatorConfig {
     pub storage: StorageConfig,
     pub captures: CaptureConfig,
     pub detection: DetectionConfig,
+    pub notify: NotifyConfig,
 }
 
 /// Detection: how the detectors look at each target, and when an anomaly opens and
@@ -174,6 +175,126 @@ pub struct StorageConfig {
     pub retention: Duration,
 }
 
+/// Where incident changes are announced (docs/notifications.md): a JSON webhook,
+/// Prometheus Alertmanager, both or neither (the default).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyConfig {
+    /// Every change of an incident is POSTed here as JSON (http or https).
+    pub webhook_url: Option<String>,
+    /// Alertmanager's base URL; alerts go to `<base>/api/v2/alerts`.
+    pub alertmanager_url: Option<String>,
+    /// Time one request may take, connection and TLS handshake included.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How often open incidents are posted to Alertmanager again, which expires
+    /// alerts that are not.
+    #[serde(with = "humantime_serde")]
+    pub resend_interval: Duration,
+    /// Changes waiting for each sink, at most; the oldest is dropped beyond it.
+    pub queue: usize,
+    /// PEM certificates trusted for https besides the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// Alertmanager's `generatorURL`, with `{id}` replaced by the incident's id.
+    pub external_url: Option<String>,
+    /// Extra request headers for both sinks.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// File holding a bearer token sent as `Authorization`; read for every request,
+    /// so a renewed token is used without a restart.
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            webhook_url: None,
+            alertmanager_url: None,
+            timeout: Duration::from_secs(10),
+            resend_interval: Duration::from_secs(60),
+            queue: 1024,
+            ca_file: None,
+            external_url: None,
+            headers: Default::default(),
+            bearer_token_file: None,
+        }
+    }
+}
+
+impl NotifyConfig {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        use goroscope_daemon::settings::invalid;
+        for (key, url) in [
+            ("notify.webhook_url", &self.webhook_url),
+            ("notify.alertmanager_url", &self.alertmanager_url),
+        ] {
+            if let Some(url) = url {
+                // Credentials in a URL are not repeated in the error.
+                let shown = if url.contains('@') { "(hidden)" } else { url };
+                check_http_url(url).map_err(|reason| invalid(key, shown, reason))?;
+            }
+        }
+        // Alertmanager refuses a whole batch over one generatorURL it cannot parse.
+        if let Some(url) = &self.external_url {
+            check_http_url(&url.replace("{id}", "0"))
+                .map_err(|reason| invalid("notify.external_url", url, reason))?;
+        }
+        if self.timeout.is_zero() {
+            return Err(invalid("notify.timeout", "0s", "must be longer than 0s"));
+        }
+        if self.resend_interval < Duration::from_secs(1) {
+            return Err(invalid(
+                "notify.resend_interval",
+                humantime::format_duration(self.resend_interval),
+                "must be at least 1s",
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.queue) {
+            return Err(invalid(
+                "notify.queue",
+                self.queue,
+                "must be from 1 to 1000000",
+            ));
+        }
+        for (name, value) in &self.headers {
+            let key = format!("notify.headers.{name}");
+            if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(invalid(&key, name, "is not a valid header name"));
+            }
+            // The value may be a secret: it is never repeated in the error.
+            if hyper::header::HeaderValue::from_str(value).is_err() {
+                return Err(invalid(&key, "(hidden)", "is not a valid header value"));
+            }
+        }
+        for (key, path) in [
+            ("notify.ca_file", &self.ca_file),
+            ("notify.bearer_token_file", &self.bearer_token_file),
+        ] {
+            if path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                return Err(invalid(key, "\"\"", "must name a file"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An absolute http or https URL with a host and no credentials (they would show in
+/// logs; `notify.bearer_token_file` and `notify.headers` carry them instead).
+fn check_http_url(url: &str) -> Result<(), &'static str> {
+    let uri: hyper::Uri = url.parse().map_err(|_| "is not a URL")?;
+    match uri.scheme_str() {
+        Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https") => {}
+        _ => return Err("must start with http:// or https://"),
+    }
+    match uri.authority() {
+        None => Err("must name a host"),
+        Some(a) if a.as_str().contains('@') => {
+            Err("must not hold credentials; use notify.bearer_token_file or notify.headers")
+        }
+        Some(a) if a.host().is_empty() => Err("must name a host"),
+        Some(_) => Ok(()),
+    }
+}
+
 impl Default for AggregatorConfig {
     fn default() -> Self {
         AggregatorConfig {
@@ -186,6 +307,7 @@ impl Default for AggregatorConfig {
             storage: StorageConfig::default(),
             captures: CaptureConfig::default(),
             detection: DetectionConfig::default(),
+            notify: NotifyConfig::default(),
         }
     }
 }
@@ -383,6 +505,7 @@ impl AggregatorConfig {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("data_dir", "\"\"", "must name a directory"));
         }
+        self.notify.validate()?;
         Ok(())
     }
 

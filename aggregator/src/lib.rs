@@ -5,12 +5,15 @@
 //! - [`grpc`]: the TLS accept loop and the `Ingest` and `Query` services.
 //! - [`storage`]: time series storage on RocksDB, behind its own small API.
 //! - [`metrics`]: the aggregator's own metrics and health.
+//! - [`notify`]: incident notifications to a webhook and to Alertmanager
+//!   (docs/notifications.md).
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod detect;
 pub mod grpc;
 pub mod metrics;
+pub mod notify;
 pub mod storage;
 
 use std::sync::Arc;
@@ -161,7 +164,10 @@ async fn serve_all(
 
     let captures = grpc::capture::CaptureHub::new(config.captures.clone());
     let detection = if config.detection.enabled {
-        let (detector, guard) = start_detection(config, &storage, &captures, &tasks)?;
+        let notifier =
+            notify::Notifier::start(config.notify.clone(), metrics.clone(), tasks.clone())
+                .context("start the notifier")?;
+        let (detector, guard) = start_detection(config, &storage, &captures, &tasks, notifier)?;
         metrics.watch_detector(detector.stats().clone());
         Some((detector, guard))
     } else {
@@ -205,13 +211,19 @@ fn start_detection(
     storage: &Storage,
     captures: &Arc<grpc::capture::CaptureHub>,
     tasks: &CancellationToken,
+    notifier: notify::Notifier,
 ) -> anyhow::Result<(detect::engine::Detector, detect::engine::DetectorGuard)> {
     use detect::incidents::{CaptureAsk, Change};
     let (ask_tx, mut ask_rx) = tokio::sync::mpsc::channel::<CaptureAsk>(CAPTURE_ASKS);
     let hooks = detect::engine::Hooks {
-        notify: Box::new(|change: Change, incident: &goroscope_proto::v1::Incident| {
-            tracing::debug!(incident = %incident.id, ?change, "incident changed");
-        }),
+        notify: Box::new(
+            move |change: Change, incident: &goroscope_proto::v1::Incident| {
+                notifier.send(notify::Event {
+                    change,
+                    incident: incident.clone(),
+                });
+            },
+        ),
         capture: Box::new(move |ask: CaptureAsk| {
             if ask_tx.try_send(ask).is_err() {
                 tracing::warn!("too many captures asked for incidents at once; one is skipped");

@@ -31,6 +31,7 @@ pub struct Metrics {
     collector_losses: Family<Labels, Counter>,
     collector_lost_bytes: Family<Labels, Counter>,
     stack_summaries: Family<Labels, Counter>,
+    notifications: Family<Labels, Counter>,
     /// Set once the storage writer stopped on its own.
     writer_failed: std::sync::Mutex<Option<String>>,
     storage: std::sync::OnceLock<Storage>,
@@ -69,6 +70,7 @@ impl Metrics {
             collector_losses: Family::default(),
             collector_lost_bytes: Family::default(),
             stack_summaries: Family::default(),
+            notifications: Family::default(),
             writer_failed: std::sync::Mutex::new(None),
             storage: std::sync::OnceLock::new(),
             detector_feeds: Family::default(),
@@ -180,6 +182,11 @@ impl Metrics {
             "goroscope_aggregator_detector_targets",
             "Targets the detectors keep windows for",
             m.detector_targets.clone(),
+        );
+        r.register(
+            "goroscope_aggregator_notifications",
+            "Incident notifications, by sink (webhook, alertmanager) and result (sent, failed, dropped)",
+            m.notifications.clone(),
         );
         Metrics { registry, ..m }
     }
@@ -295,6 +302,17 @@ impl Metrics {
             .get_or_create(&vec![
                 ("source", source.to_owned()),
                 ("outcome", outcome.to_owned()),
+            ])
+            .inc();
+    }
+
+    /// One notification to `sink` ("webhook", "alertmanager"): "sent", "failed" (given
+    /// up after its attempts) or "dropped" (its queue was full).
+    pub fn notification(&self, sink: &'static str, result: &'static str) {
+        self.notifications
+            .get_or_create(&vec![
+                ("sink", sink.to_owned()),
+                ("result", result.to_owned()),
             ])
             .inc();
     }

@@ -18,12 +18,7 @@ use crate::config::DetectionConfig;
 use crate::storage::TargetKey;
 
 /// What changed about an incident, for notifications.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    Opened,
-    Updated,
-    Resolved,
-}
+pub use crate::notify::Change;
 
 /// A capture the detector wants for an incident.
 #[derive(Debug, Clone)]
