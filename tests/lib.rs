@@ -60,6 +60,14 @@ pub fn workloads() -> &'static Path {
     })
 }
 
+/// Held by the tests that run leaking workloads and assert on the diagnoses of a whole
+/// service: every collector discovers every Go process of the machine, so those tests
+/// run one at a time. A test that panicked while holding it does not block the others.
+pub fn detection_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Retries `f` until it returns `Some`, or panics with `what` after `timeout`.
 pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;

@@ -34,6 +34,9 @@ struct Case {
 }
 
 fn run(group: &str, cases: &[Case]) {
+    // Every collector sees every Go process of the machine: the groups run one at a
+    // time, and no other test's leaking workloads meanwhile.
+    let _alone = detection_lock();
     let host = format!("e2e-detect-{group}");
     let certs = Certs::new(&[&host]);
     let data = tempfile::tempdir().expect("create a temporary directory");

@@ -30,11 +30,14 @@ pub struct Feed {
     targets: Vec<TargetFeed>,
 }
 
+/// The points of one input series: its metric, its `le` for histogram buckets.
+type InputPoints = (&'static str, Option<f64>, Vec<(i64, f64)>);
+
 #[derive(Debug)]
 struct TargetFeed {
     key: TargetKey,
     meta: Option<TargetMeta>,
-    points: Vec<(&'static str, Option<f64>, Vec<(i64, f64)>)>,
+    points: Vec<InputPoints>,
     stacks: Vec<Arc<v1::StackSummary>>,
     gone: bool,
 }
@@ -115,7 +118,7 @@ pub(super) enum Msg {
     Feed(Feed),
     Captured {
         incident: String,
-        capture: v1::IncidentCapture,
+        capture: Box<v1::IncidentCapture>,
     },
     Stop,
 }
@@ -157,7 +160,10 @@ impl Detector {
         // A capture result is rare and small: it waits for room rather than be lost,
         // but never on an async thread (callers are on the blocking pool or a task
         // that may park briefly).
-        let _ = self.tx.try_send(Msg::Captured { incident, capture });
+        let _ = self.tx.try_send(Msg::Captured {
+            incident,
+            capture: Box::new(capture),
+        });
     }
 
     pub fn stats(&self) -> &Arc<DetectorStats> {
@@ -193,11 +199,14 @@ impl Drop for DetectorGuard {
     }
 }
 
+pub type NotifyHook = Box<dyn FnMut(Change, &v1::Incident) + Send>;
+pub type CaptureHook = Box<dyn FnMut(CaptureAsk) + Send>;
+
 /// What the detector thread calls out to: the notifier, and the task that takes
 /// captures for incidents.
 pub struct Hooks {
-    pub notify: Box<dyn FnMut(Change, &v1::Incident) + Send>,
-    pub capture: Box<dyn FnMut(CaptureAsk) + Send>,
+    pub notify: NotifyHook,
+    pub capture: CaptureHook,
 }
 
 impl Hooks {
@@ -337,7 +346,7 @@ impl Engine {
             match rx.recv_timeout(wait) {
                 Ok(Msg::Feed(feed)) => self.feed(feed),
                 Ok(Msg::Captured { incident, capture }) => {
-                    let changed = self.incidents.captured(&incident, capture);
+                    let changed = self.incidents.captured(&incident, *capture);
                     self.persist_incidents(changed);
                 }
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,

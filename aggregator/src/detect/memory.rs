@@ -9,15 +9,17 @@ use super::window::Window;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// `heap-leak`: heap in use rises (by 4 MiB and 20% at least) across at least 10 GC
-/// cycles of the window, while the goroutine count does not rise.
+/// `heap-leak`: heap in use rises (by 4 MiB and 20% at least) across at least 3 GC
+/// cycles of the window, while the goroutine count does not rise. A growing live heap
+/// spaces its cycles out (each waits for the heap to grow by GOGC percent), so few
+/// cycles is the leak's shape; garbage alone would fall back at each of them.
 pub fn heap_leak(heap_inuse: &Window, gc_cycles: &Window, goroutines: &Window) -> Option<Finding> {
     let rise = rising(heap_inuse, 4.0 * MIB, 0.2)?;
     let cycles = match (gc_cycles.points().first(), gc_cycles.last()) {
         (Some(a), Some(b)) => b.1 - a.1,
         _ => return None,
     };
-    if cycles < 10.0 || rising(goroutines, 50.0, 0.2).is_some() {
+    if cycles < 3.0 || rising(goroutines, 50.0, 0.2).is_some() {
         return None;
     }
     let mut evidence = rise.evidence();

@@ -623,7 +623,7 @@ pub fn delta_quantile(prev: &[(f64, f64)], now: &[(f64, f64)], q: f64) -> Option
         .map(|&(le, c)| (le, (c - before(le)).max(0.0)))
         .collect();
     let total = deltas.last()?.1;
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return None;
     }
     let target = q * total;
