@@ -565,6 +565,181 @@ fn capture_asks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
+    fn config() -> DetectionConfig {
+        DetectionConfig::default()
+    }
+
+    fn target(
+        host: &str,
+        pid: u32,
+        service: &str,
+        version: &str,
+        deps: &[(&str, &str)],
+    ) -> (TargetKey, TargetState) {
+        let key = TargetKey {
+            host: host.into(),
+            pid,
+            start_ticks: 1,
+        };
+        let mut t = TargetState::new(key.clone(), 1800.0);
+        t.meta.labels = [
+            ("service".to_owned(), service.to_owned()),
+            ("version".to_owned(), version.to_owned()),
+            ("go_version".to_owned(), "go1.26.0".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        t.meta.coverage.pprof = true;
+        t.meta.build = Some(Arc::new(v1::BuildInfo {
+            go_version: "go1.26.0".into(),
+            deps: deps
+                .iter()
+                .map(|(p, v)| v1::Module {
+                    path: (*p).into(),
+                    version: (*v).into(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }));
+        (key, t)
+    }
+
+    fn leak_on(key: &TargetKey, t: &TargetState, signature: &str, id: u32) -> v1::Anomaly {
+        v1::Anomaly {
+            id: format!("{id:016x}"),
+            diagnosis: "goroutine-leak".into(),
+            target: Some(target_id(key)),
+            labels: t
+                .meta
+                .labels
+                .iter()
+                .map(|(n, v)| v1::Label {
+                    name: n.clone(),
+                    value: v.clone(),
+                })
+                .collect(),
+            signature: signature.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_leak_on_the_new_version_only_names_the_version_and_asks_for_captures() {
+        let mut targets = HashMap::new();
+        for i in 0..12u32 {
+            let version = if i < 6 { "v2.3.1" } else { "v2.4.0" };
+            let (k, t) = target(&format!("node-{}", i / 2), 100 + i, "orders", version, &[]);
+            targets.insert(k, t);
+        }
+        let mut inc = Incidents::new(config());
+        let sig = "abandoned-channel main.handle.func1";
+        let mut anomalies: Vec<v1::Anomaly> = targets
+            .iter()
+            .filter(|(_, t)| t.meta.labels["version"] == "v2.4.0")
+            .enumerate()
+            .map(|(n, (k, t))| leak_on(k, t, sig, n as u32))
+            .collect();
+        let touched = inc.apply(&mut anomalies, 1000);
+        assert_eq!(touched.len(), 1, "one incident for the six");
+        assert!(anomalies.iter().all(|a| !a.incident_id.is_empty()));
+        let changes = inc.refresh(&targets, 1000, touched);
+        assert_eq!(changes.len(), 1);
+        let (change, incident) = &changes[0];
+        assert_eq!(*change, Some(Change::Opened));
+        assert_eq!(incident.service_targets, 12);
+        let cause = &incident.causes[0];
+        assert_eq!(
+            (cause.attribute.as_str(), cause.value.as_str()),
+            ("version", "v2.4.0")
+        );
+        assert_eq!(
+            (
+                cause.affected_with,
+                cause.total_with,
+                cause.affected_without,
+                cause.total_without
+            ),
+            (6, 6, 0, 6)
+        );
+        assert_eq!(cause.text, "6 of 6 on v2.4.0 affected, 0 of 6 on v2.3.1");
+        assert!(incident.summary.contains("6 of 12"), "{}", incident.summary);
+        assert!((incident.severity - 0.5).abs() < 1e-9);
+        // Two affected targets and one control, a goroutine dump each.
+        let asks = inc.take_capture_asks();
+        assert_eq!(asks.iter().filter(|a| !a.control).count(), 2);
+        assert_eq!(asks.iter().filter(|a| a.control).count(), 1);
+        assert!(asks.iter().all(|a| a.kind == v1::CaptureKind::Goroutine));
+        let control = asks.iter().find(|a| a.control).unwrap();
+        assert_eq!(targets[&control.target].meta.labels["version"], "v2.3.1");
+
+        // All resolve: the incident does, and says so once.
+        for a in &mut anomalies {
+            a.resolved_ms = 2000;
+        }
+        let touched = inc.apply(&mut anomalies, 2000);
+        let changes = inc.refresh(&targets, 2000, touched);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].0, Some(Change::Resolved));
+        assert_eq!(changes[0].1.resolved_ms, 2000);
+        assert_eq!(inc.open_count(), 0);
+    }
+
+    #[test]
+    fn one_library_signature_leaking_in_several_services_names_the_shared_module() {
+        let pool = ("github.com/acme/pool", "v1.4.0");
+        let other = ("github.com/acme/pool", "v1.3.0");
+        let mut targets = HashMap::new();
+        let specs = [
+            ("orders", pool),
+            ("billing", pool),
+            ("search", pool),
+            ("auth", other),
+            ("mail", other),
+        ];
+        for (i, (service, dep)) in specs.iter().enumerate() {
+            let (k, t) = target("node-1", 10 + i as u32, service, "v1", &[*dep]);
+            targets.insert(k, t);
+        }
+        let sig = "abandoned-channel github.com/acme/pool.(*Pool).watch";
+        let mut inc = Incidents::new(config());
+        let mut anomalies: Vec<v1::Anomaly> = targets
+            .iter()
+            .filter(|(_, t)| ["orders", "billing", "search"].contains(&t.service()))
+            .enumerate()
+            .map(|(n, (k, t))| leak_on(k, t, sig, n as u32))
+            .collect();
+        let touched = inc.apply(&mut anomalies, 1000);
+        assert_eq!(touched.len(), 1, "one incident across the services");
+        let changes = inc.refresh(&targets, 1000, touched);
+        let incident = &changes[0].1;
+        assert_eq!(incident.services, ["billing", "orders", "search"]);
+        let cause = &incident.causes[0];
+        assert_eq!(cause.attribute, "module:github.com/acme/pool");
+        assert_eq!(cause.value, "v1.4.0");
+        assert!(
+            cause.text.contains("github.com/acme/pool v1.4.0"),
+            "{}",
+            cause.text
+        );
+    }
+
+    #[test]
+    fn stack_growth_joins_the_goroutine_leak_of_its_target() {
+        let mut targets = HashMap::new();
+        let (k, t) = target("node-1", 1, "orders", "v1", &[]);
+        targets.insert(k.clone(), t);
+        let t = &targets[&k];
+        let mut inc = Incidents::new(config());
+        let mut growth = leak_on(&k, t, "", 2);
+        growth.diagnosis = "stack-growth".into();
+        let mut both = vec![growth, leak_on(&k, t, "abandoned-channel main.f", 1)];
+        let touched = inc.apply(&mut both, 1000);
+        assert_eq!(touched.len(), 1);
+        assert_eq!(both[0].incident_id, both[1].incident_id);
+    }
 
     fn anomaly(diagnosis: &str, service: &str, signature: &str) -> v1::Anomaly {
         v1::Anomaly {
