@@ -10,16 +10,18 @@ use super::window::Window;
 const MIB: f64 = 1024.0 * 1024.0;
 
 /// `heap-leak`: heap in use rises (by 4 MiB and 20% at least) across at least 3 GC
-/// cycles of the window, while the goroutine count does not rise. A growing live heap
+/// cycles of the window, while the goroutine count is stable. A growing live heap
 /// spaces its cycles out (each waits for the heap to grow by GOGC percent), so few
-/// cycles is the leak's shape; garbage alone would fall back at each of them.
+/// cycles is the leak's shape; garbage alone would fall back at each of them. A heap
+/// that follows a swinging goroutine count (work coming and going) is load, and a
+/// heap growing with goroutines is a goroutine leak's memory side: neither is called.
 pub fn heap_leak(heap_inuse: &Window, gc_cycles: &Window, goroutines: &Window) -> Option<Finding> {
     let rise = rising(heap_inuse, 4.0 * MIB, 0.2)?;
     let cycles = match (gc_cycles.points().first(), gc_cycles.last()) {
         (Some(a), Some(b)) => b.1 - a.1,
         _ => return None,
     };
-    if cycles < 3.0 || rising(goroutines, 50.0, 0.2).is_some() {
+    if cycles < 3.0 || !stable(goroutines) || rising(goroutines, 50.0, 0.2).is_some() {
         return None;
     }
     let mut evidence = rise.evidence();
@@ -32,6 +34,18 @@ pub fn heap_leak(heap_inuse: &Window, gc_cycles: &Window, goroutines: &Window) -
                  arrays). Compare two heap profiles minutes apart to see what grows."
             .into(),
     })
+}
+
+/// Whether a count keeps to one level over the window: its 10th to 90th percentile
+/// spread within half its median (or 50). No points: nothing says otherwise.
+pub fn stable(w: &Window) -> bool {
+    let mut values: Vec<f64> = w.points().iter().map(|p| p.1).collect();
+    if values.is_empty() {
+        return true;
+    }
+    values.sort_by(f64::total_cmp);
+    let at = |q: f64| values[((values.len() - 1) as f64 * q).round() as usize];
+    at(0.9) - at(0.1) <= (0.5 * at(0.5)).max(50.0)
 }
 
 /// The latest MemStats of a target, for the judgements made on one instant.
@@ -177,6 +191,10 @@ mod tests {
         // Few collections: the heap may just be growing towards its goal.
         let rare = window(|t| (t / 300.0).floor());
         assert!(heap_leak(&heap, &rare, &flat).is_none());
+        // Goroutines swinging with the load: the heap follows them.
+        let swinging = window(|t| 100.0 + 600.0 * (((t / 10.0) as u64 * 7919 % 13) as f64 / 13.0));
+        assert!(!stable(&swinging));
+        assert!(heap_leak(&heap, &cycles, &swinging).is_none());
         // Goroutines growing too: that is a goroutine leak's memory side.
         let growing = window(|t| 30.0 + t);
         assert!(heap_leak(&heap, &cycles, &growing).is_none());
