@@ -29,7 +29,7 @@ pub fn parse_kind(kind: &str) -> Result<CaptureKind, String> {
     }
 }
 
-fn kind_name(kind: i32) -> String {
+pub fn kind_name(kind: i32) -> String {
     CaptureKind::try_from(kind)
         .map(|k| k.as_str_name().to_ascii_lowercase())
         .unwrap_or_else(|_| kind.to_string())

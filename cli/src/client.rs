@@ -286,6 +286,27 @@ mod tests {
         ) -> Result<Response<v1::QueryRangeResponse>, Status> {
             Err(Status::unimplemented("not in this test"))
         }
+
+        async fn anomalies(
+            &self,
+            _: Request<v1::AnomaliesRequest>,
+        ) -> Result<Response<v1::AnomaliesResponse>, Status> {
+            Err(Status::unimplemented("anomalies"))
+        }
+
+        async fn incidents(
+            &self,
+            _: Request<v1::IncidentsRequest>,
+        ) -> Result<Response<v1::IncidentsResponse>, Status> {
+            Err(Status::unimplemented("incidents"))
+        }
+
+        async fn get_incident(
+            &self,
+            _: Request<v1::GetIncidentRequest>,
+        ) -> Result<Response<v1::Incident>, Status> {
+            Err(Status::unimplemented("get_incident"))
+        }
     }
 
     async fn serve(pages: Pages) -> QueryClient<Channel> {

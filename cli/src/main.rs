@@ -4,11 +4,15 @@
 //!   aggregators.
 //! - [`client`]: connecting to the aggregator as an operator.
 //! - [`render`]: tables for people (`-o json` for programs).
+//! - [`inspect`], [`capture`]: one target's stacks and settings; traces and profiles.
+//! - [`diagnose`]: anomalies and fleet incidents; [`explain`]: one process on one page.
 #![forbid(unsafe_code)]
 
 mod capture;
 mod certs;
 mod client;
+mod diagnose;
+mod explain;
 mod inspect;
 mod render;
 
@@ -143,6 +147,32 @@ enum Command {
     Describe {
         /// The target: PID, HOST:PID or LABEL=VALUE (repeat to narrow to one).
         #[arg(long, short = 't', required = true)]
+        target: Vec<String>,
+    },
+    /// List what the detectors found on each process: open anomalies, or all.
+    Anomalies {
+        /// Only anomalies of targets matching: PID, HOST:PID or LABEL=VALUE.
+        #[arg(long, short = 't')]
+        target: Vec<String>,
+        /// Resolved anomalies too, not only open ones.
+        #[arg(long)]
+        all: bool,
+    },
+    /// List fleet incidents (anomalies grouped across a service), most severe first.
+    Incidents {
+        /// Resolved incidents too, not only open ones.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one incident in full: affected targets, the attributes they share, captures.
+    Incident {
+        /// The incident's id (as `goroscope incidents` lists it).
+        id: String,
+    },
+    /// One page on one process: RSS broken down, goroutines, GC, threads, anomalies.
+    Explain {
+        /// The target: PID, HOST:PID or LABEL=VALUE (several to narrow to one).
+        #[arg(required = true, value_name = "TARGET")]
         target: Vec<String>,
     },
     /// Development certificates: a fleet CA and leaves signed by it.
@@ -383,6 +413,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|s| client::status_error(&settings.addr, s))?
                 .into_inner();
             inspect::print_describe(&response, cli.output)
+        }
+        Command::Anomalies { target, all } => {
+            let settings = connect_settings(&cli.conn)?;
+            let matchers = parse_targets(&target)?;
+            let mut client = client::connect(&settings).await?;
+            let response = client
+                .anomalies(v1::AnomaliesRequest {
+                    matchers,
+                    all,
+                    limit: 0,
+                })
+                .await
+                .map_err(|s| client::status_error(&settings.addr, s))?
+                .into_inner();
+            diagnose::print_anomalies(&response.anomalies, all, cli.output)
+        }
+        Command::Incidents { all } => {
+            let settings = connect_settings(&cli.conn)?;
+            let mut client = client::connect(&settings).await?;
+            let response = client
+                .incidents(v1::IncidentsRequest { all, limit: 0 })
+                .await
+                .map_err(|s| client::status_error(&settings.addr, s))?
+                .into_inner();
+            diagnose::print_incidents(&response.incidents, all, cli.output)
+        }
+        Command::Incident { id } => {
+            let settings = connect_settings(&cli.conn)?;
+            let mut client = client::connect(&settings).await?;
+            let incident = client
+                .get_incident(v1::GetIncidentRequest { id })
+                .await
+                .map_err(|s| client::status_error(&settings.addr, s))?
+                .into_inner();
+            diagnose::print_incident(&incident, cli.output)
+        }
+        Command::Explain { target } => {
+            let settings = connect_settings(&cli.conn)?;
+            let matchers = parse_targets(&target)?;
+            let mut client = client::connect(&settings).await?;
+            let inputs = explain::fetch(&mut client, &settings.addr, matchers).await?;
+            explain::print(&inputs, cli.output)
         }
     }
 }
