@@ -62,6 +62,8 @@ echo
 echo "goroscope is running: aggregator on 127.0.0.1:$port, logs in $work/logs." >&2
 echo "Try:  GOROSCOPE_ADDR=$GOROSCOPE_ADDR GOROSCOPE_CA=$GOROSCOPE_CA GOROSCOPE_CERT=$GOROSCOPE_CERT GOROSCOPE_KEY=$GOROSCOPE_KEY \\" >&2
 echo "        $BIN/goroscope query go_goroutines --target service=leaky --since 1m" >&2
+echo "and, once the detectors have watched for a few minutes (the leak takes about 4):" >&2
+echo "      goroscope anomalies; goroscope incidents; goroscope explain service=leaky" >&2
 [ "$once" = 1 ] && exit 0
 echo "Ctrl-C stops everything." >&2
 wait

@@ -38,8 +38,11 @@ fn an_incident_fires_updates_and_resolves_its_alertmanager_alert() {
         ),
     );
     let settings = data.path().join("collector.toml");
-    std::fs::write(&settings, "[stacks]\npause_budget = 0.05\nfull_interval = \"20s\"\n")
-        .expect("write the collector settings");
+    std::fs::write(
+        &settings,
+        "[stacks]\npause_budget = 0.05\nfull_interval = \"20s\"\n",
+    )
+    .expect("write the collector settings");
     let _collector = Proc::spawn(
         "collector",
         collector_command(&certs, host, &agg.url(), &format!("collector-{host}"))
@@ -60,7 +63,9 @@ fn an_incident_fires_updates_and_resolves_its_alertmanager_alert() {
                 .iter()
                 .find(|i| {
                     i["diagnosis"] == "goroutine-leak"
-                        && i["services"].as_array().is_some_and(|s| s.contains(&"chanleak".into()))
+                        && i["services"]
+                            .as_array()
+                            .is_some_and(|s| s.contains(&"chanleak".into()))
                 })
                 .cloned()
         },

@@ -96,6 +96,34 @@ fn run(group: &str, cases: &[Case]) {
     }
 
     let mut failures = Vec::new();
+    // `goroscope explain` shows each diagnosed process's open anomaly and its memory.
+    for (pid, c) in &by_pid {
+        let Some(d) = c.expect else { continue };
+        if !seen.get(pid).is_some_and(|s| s.contains_key(d)) {
+            continue;
+        }
+        let v = goroscope_json(&certs, &url, &["explain", &pid.to_string()]);
+        let listed = v["anomalies"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["diagnosis"] == d));
+        // Resolved since (a burst's stack summary may settle): not listed as open then.
+        let still_open = goroscope_json(&certs, &url, &["anomalies", "--target", &pid.to_string()])
+            ["anomalies"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|a| a["diagnosis"] == d));
+        if still_open && !listed {
+            failures.push(format!(
+                "explain {pid} ({}) does not list {d}: {v}",
+                c.workload
+            ));
+        }
+        if v["rss"]["rss_bytes"].as_f64().is_none_or(|r| r <= 0.0) {
+            failures.push(format!(
+                "explain {pid} ({}) has no RSS: {}",
+                c.workload, v["rss"]
+            ));
+        }
+    }
     let mut report = Vec::new();
     for (pid, c) in &by_pid {
         let got = seen.get(pid).cloned().unwrap_or_default();

@@ -1,8 +1,10 @@
 //! End-to-end tests: real Go workloads, the real collector and aggregator binaries over
 //! mTLS on loopback, and answers read through the real `goroscope` CLI.
 
+mod alerting;
 mod captures;
 mod cgroup;
+mod detection;
 mod discovery;
 mod edges;
 mod metrics;
