@@ -5,6 +5,7 @@ mod captures;
 mod cgroup;
 mod discovery;
 mod edges;
+mod fleet;
 mod metrics;
 mod spool;
 mod stacks;
