@@ -208,10 +208,7 @@ impl Workload {
     pub fn start_in(ns: &NetNs, name: &str, args: &[&str]) -> Workload {
         Workload::spawn(
             name,
-            Command::new("ip")
-                .args(["netns", "exec", &ns.name])
-                .arg(workloads().join(name))
-                .args(args),
+            &mut ns.command(Command::new(workloads().join(name)).args(args)),
         )
     }
 
@@ -239,6 +236,8 @@ impl Workload {
 }
 
 /// A network namespace joined to this one by a veth pair: a second "host" or a pod.
+/// Its default route goes through the link, so from inside it every address of this
+/// namespace is reachable (an aggregator listening on one of them serves them all).
 /// Needs root and iproute2. Deleted on drop.
 pub struct NetNs {
     pub name: String,
@@ -249,19 +248,40 @@ pub struct NetNs {
     link: String,
 }
 
+/// Namespaces made by this process so far: each gets its own link and /30, so that
+/// tests running at once (and one test making many) never collide.
+static NETNS_MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// /30 links per process: a /24 of 10.224.0.0/11 chosen by the pid, so that test
+/// processes running at once (other clones' test runs) collide only when their pids
+/// are equal modulo 8192.
+const NETNS_PER_PROCESS: u32 = 64;
+
 impl NetNs {
-    /// Creates namespace `gs-<tag>-<pid>` with a /30 link: this side `.1`, inside `.2`.
+    /// Creates namespace `gs-<tag>-<pid>-<n>`, the process's `n`th, with its own /30
+    /// link: this side its first address, inside the second.
     pub fn create(tag: &str) -> NetNs {
+        let n = NETNS_MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            n < NETNS_PER_PROCESS,
+            "at most {NETNS_PER_PROCESS} network namespaces per test process"
+        );
         let pid = std::process::id();
-        let name = format!("gs-{tag}-{pid}");
-        let link = format!("gs{}", pid % 1_000_000);
-        let net = format!("10.231.{}", pid % 250);
+        let name = format!("gs-{tag}-{pid}-{n}");
+        // Interface names have at most 15 bytes: "gs" 6 digits "n" 2 digits "p".
+        let link = format!("gs{}n{n}", pid % 1_000_000);
+        let net = u32::from(std::net::Ipv4Addr::new(10, 224, 0, 0))
+            + ((pid % 8192) * NETNS_PER_PROCESS + n) * 4;
         let ns = NetNs {
             name: name.clone(),
-            outer: format!("{net}.1"),
-            inner: format!("{net}.2"),
+            outer: std::net::Ipv4Addr::from(net + 1).to_string(),
+            inner: std::net::Ipv4Addr::from(net + 2).to_string(),
             link: link.clone(),
         };
+        // Left over by an earlier process with the same pid that was killed: the drop
+        // below never ran for it.
+        let _ = Command::new("ip").args(["link", "del", &link]).output();
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
         let peer = format!("{link}p");
         let steps: Vec<Vec<String>> = vec![
             vec!["netns".into(), "add".into(), name.clone()],
@@ -315,6 +335,15 @@ impl NetNs {
                 "lo".into(),
                 "up".into(),
             ],
+            vec![
+                "-n".into(),
+                name.clone(),
+                "route".into(),
+                "add".into(),
+                "default".into(),
+                "via".into(),
+                ns.outer.clone(),
+            ],
         ];
         for args in steps {
             let out = Command::new("ip")
@@ -330,6 +359,38 @@ impl NetNs {
         }
         ns
     }
+
+    /// `cmd` run inside the namespace (`ip netns exec`, which execs in place: the pid is
+    /// the program's), with its arguments, environment and working directory.
+    pub fn command(&self, cmd: &Command) -> Command {
+        let mut inside = Command::new("ip");
+        inside
+            .args(["netns", "exec", &self.name])
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        for (key, value) in cmd.get_envs() {
+            match value {
+                Some(value) => inside.env(key, value),
+                None => inside.env_remove(key),
+            };
+        }
+        if let Some(dir) = cmd.get_current_dir() {
+            inside.current_dir(dir);
+        }
+        inside
+    }
+}
+
+/// Whether this process runs as root (network namespaces need it).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let uids = s.lines().find_map(|l| l.strip_prefix("Uid:"))?.to_owned();
+            // Real, effective, saved, filesystem: the effective one decides.
+            uids.split_whitespace().nth(1).map(|euid| euid == "0")
+        })
+        .unwrap_or(false)
 }
 
 impl Drop for NetNs {
@@ -429,6 +490,11 @@ impl Aggregator {
 
     /// Like `start`, with `extra` appended to the settings file (TOML tables).
     pub fn start_with(certs: &Certs, data_dir: &Path, port: u16, extra: &str) -> Aggregator {
+        Aggregator::start_on(certs, data_dir, &format!("127.0.0.1:{port}"), extra)
+    }
+
+    /// Like `start_with`, listening on `listen` (an address and port, 0 for any).
+    pub fn start_on(certs: &Certs, data_dir: &Path, listen: &str, extra: &str) -> Aggregator {
         let config = data_dir.with_extension("toml");
         // Top-level keys of `extra` (before its first table) go before [tls].
         let (top, tables) = match extra
@@ -442,7 +508,7 @@ impl Aggregator {
         std::fs::write(
             &config,
             format!(
-                "listen = \"127.0.0.1:{port}\"\ndata_dir = {:?}\nlog = \"info,goroscope_aggregator=debug\"\n{top}\n\
+                "listen = \"{listen}\"\ndata_dir = {:?}\nlog = \"info,goroscope_aggregator=debug\"\n{top}\n\
                  [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n{tables}",
                 data_dir,
                 certs.ca(),

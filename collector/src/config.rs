@@ -169,6 +169,11 @@ pub struct DiscoveryConfig {
     /// order. `ports` and `probe_listening` do not apply to a service listed here; an
     /// empty list means its processes are never probed.
     pub service_ports: BTreeMap<String, Vec<u16>>,
+    /// Watch only the Go processes in the collector's own network namespace (their
+    /// /proc/PID/ns/net against the collector's): a collector per pod or per network
+    /// namespace that shares its pid namespace with the host's other processes must
+    /// not report them. A process whose namespace cannot be read is not watched.
+    pub own_network_namespace: bool,
 }
 
 /// Ports of one process probed at most.
@@ -272,6 +277,7 @@ impl Default for DiscoveryConfig {
             probe_listening: true,
             reprobe_interval: Duration::from_secs(60),
             service_ports: BTreeMap::new(),
+            own_network_namespace: false,
         }
     }
 }
@@ -654,6 +660,22 @@ mod tests {
         std::fs::write(&path, "host = \"a\"\ninterval = \"5s\"\n").unwrap();
         let config = CollectorConfig::load(Some(&path), &[("interval", "1s".into())]).unwrap();
         assert_eq!(config.interval, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn own_network_namespace_is_off_unless_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "host = \"a\"\n").unwrap();
+        let config = CollectorConfig::load(Some(&path), &[]).unwrap();
+        assert!(!config.discovery.own_network_namespace);
+        std::fs::write(
+            &path,
+            "host = \"a\"\n[discovery]\nown_network_namespace = true\n",
+        )
+        .unwrap();
+        let config = CollectorConfig::load(Some(&path), &[]).unwrap();
+        assert!(config.discovery.own_network_namespace);
     }
 
     #[test]

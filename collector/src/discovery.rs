@@ -5,6 +5,8 @@
 //! (a shell entrypoint that execs the service, `tini`, `ip netns exec`) is examined
 //! again, and nothing else is. Zombies are not programs. Every read of /proc or of an
 //! executable runs off the runtime's thread under a deadline, see [`off_thread`].
+//! Discovery may be kept to one network namespace
+//! (`discovery.own_network_namespace`): the others' processes are not examined at all.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
@@ -102,6 +104,9 @@ enum Examined {
 pub struct Discovery {
     root: PathBuf,
     own_pid: u32,
+    /// Only processes in this network namespace (the inode of /proc/PID/ns/net) are
+    /// looked at, when set.
+    net_namespace: Option<u64>,
     boot_time_ms: i64,
     ticks_per_second: u64,
     known: HashMap<u32, Known>,
@@ -117,12 +122,20 @@ impl Discovery {
         Ok(Discovery {
             root: root.to_owned(),
             own_pid: std::process::id(),
+            net_namespace: None,
             boot_time_ms,
             ticks_per_second: proc::clock_ticks_per_second().max(1),
             known: HashMap::new(),
             held: Held::default(),
             listing: None,
         })
+    }
+
+    /// Keeps discovery to the processes in network namespace `netns` (an inode, as
+    /// [`proc::net_namespace`] reads it). Checked every scan: a process that moves to
+    /// another namespace is gone from the targets, one that moves in is found.
+    pub fn only_in_net_namespace(&mut self, netns: u64) {
+        self.net_namespace = Some(netns);
     }
 
     /// Lists the Go processes now running. The listing of /proc must end by `deadline`;
@@ -147,8 +160,9 @@ impl Discovery {
             }
             self.listing = None;
         }
-        let (root, own_pid) = (self.root.clone(), self.own_pid);
-        let listed = match off_thread(deadline, move || list_processes(&root, own_pid)).await {
+        let (root, own_pid, netns) = (self.root.clone(), self.own_pid, self.net_namespace);
+        let listed = match off_thread(deadline, move || list_processes(&root, own_pid, netns)).await
+        {
             OffThread::Done(listed) => listed?,
             OffThread::Late(handle) => {
                 self.listing = Some(handle);
@@ -287,14 +301,28 @@ impl Discovery {
     }
 }
 
-/// The live processes of `root` but the collector itself. Zombies are left out: they
-/// have exited, and their /proc files no longer describe a program.
-fn list_processes(root: &Path, own_pid: u32) -> Result<Vec<Listed>, ProcError> {
+/// The live processes of `root` but the collector itself, in network namespace `netns`
+/// if given. Zombies are left out: they have exited, and their /proc files no longer
+/// describe a program.
+fn list_processes(root: &Path, own_pid: u32, netns: Option<u64>) -> Result<Vec<Listed>, ProcError> {
     let pids = proc::list_pids(root)?;
     let mut listed = Vec::with_capacity(pids.len());
     for pid in pids {
         if pid == own_pid {
             continue;
+        }
+        // One readlink per process: a process of another namespace costs no more.
+        if let Some(netns) = netns {
+            match proc::net_namespace(root, pid) {
+                Ok(ns) if ns == netns => {}
+                Ok(_) | Err(ProcError::Gone { .. }) => continue,
+                // Every round for each such process (another user's, to a collector
+                // without CAP_SYS_PTRACE): below debug.
+                Err(e) => {
+                    tracing::trace!(pid, error = %e, "network namespace unreadable; not watched");
+                    continue;
+                }
+            }
         }
         match proc::read_stat(root, pid) {
             Ok(stat) if stat.is_dead() => {}
@@ -606,11 +634,17 @@ pub(crate) mod tests {
             for (pid, _) in sockets {
                 let d = self.dir.path().join(pid.to_string());
                 std::fs::create_dir_all(d.join("net")).unwrap();
-                std::fs::create_dir_all(d.join("ns")).unwrap();
                 std::fs::write(d.join("net/tcp"), &table).unwrap();
-                let _ = std::fs::remove_file(d.join("ns/net"));
-                symlink(format!("net:[{netns}]"), d.join("ns/net")).unwrap();
+                self.set_netns(*pid, netns);
             }
+        }
+
+        /// Puts process `pid` in network namespace `netns` (its `ns/net` link).
+        pub(crate) fn set_netns(&self, pid: u32, netns: u64) {
+            let d = self.dir.path().join(format!("{pid}/ns"));
+            std::fs::create_dir_all(&d).unwrap();
+            let _ = std::fs::remove_file(d.join("net"));
+            symlink(format!("net:[{netns}]"), d.join("net")).unwrap();
         }
 
         pub(crate) fn remove(&self, pid: u32) {
@@ -667,6 +701,32 @@ pub(crate) mod tests {
         fake.set(20, 700, 'X', go_binary());
         let s = scan(&mut d).await;
         assert_eq!((pids(&s.running), pids(&s.exited)), (vec![], vec![]));
+    }
+
+    #[tokio::test]
+    async fn kept_to_one_network_namespace_it_finds_only_that_namespace_s_processes() {
+        const OURS: u64 = 4_026_531_840;
+        const THEIRS: u64 = 4_026_532_999;
+        let fake = FakeProc::new();
+        for pid in [60, 61, 62] {
+            fake.set(pid, 100, 'S', go_binary());
+        }
+        fake.set_netns(60, OURS);
+        fake.set_netns(61, THEIRS);
+        // 62 has no namespace link: it cannot be told to be ours.
+        let mut everywhere = Discovery::new(fake.root()).unwrap();
+        assert_eq!(pids(&scan(&mut everywhere).await.running), [60, 61, 62]);
+
+        let mut d = Discovery::new(fake.root()).unwrap();
+        d.only_in_net_namespace(OURS);
+        let s = scan(&mut d).await;
+        assert_eq!((pids(&s.running), pids(&s.exited)), (vec![60], vec![]));
+
+        // A process that changes namespace is found, or gone, at the next scan.
+        fake.set_netns(60, THEIRS);
+        fake.set_netns(61, OURS);
+        let s = scan(&mut d).await;
+        assert_eq!((pids(&s.running), pids(&s.exited)), (vec![61], vec![60]));
     }
 
     #[tokio::test]

@@ -232,14 +232,19 @@ struct ForSeries {
 
 impl Sampler {
     pub fn new(config: Arc<CollectorConfig>) -> Result<Sampler, ProcError> {
-        let discovery = Discovery::new(&config.proc_root)?;
-        let own_netns = std::fs::read_link("/proc/self/ns/net").ok().and_then(|l| {
-            l.to_str()?
-                .strip_prefix("net:[")?
-                .strip_suffix(']')?
-                .parse()
-                .ok()
-        });
+        let mut discovery = Discovery::new(&config.proc_root)?;
+        let own_netns = proc::own_net_namespace();
+        if config.discovery.own_network_namespace {
+            // Without its own namespace the collector could not tell which processes
+            // it may report: it stops rather than report them all.
+            discovery.only_in_net_namespace(*own_netns.as_ref().map_err(|e| {
+                ProcError::Failed {
+                    what: "discovery.own_network_namespace".into(),
+                    reason: e.to_string(),
+                }
+            })?);
+        }
+        let own_netns = own_netns.ok();
         let slots = Semaphore::new(config.limits.max_concurrent_scrapes);
         Ok(Sampler {
             shared: Arc::new(Shared {
@@ -1551,6 +1556,28 @@ mod tests {
         }
         // The silent target's probe is still running: no second one was started.
         assert!(sampler.targets[&(50, 100)].running.is_some());
+    }
+
+    #[tokio::test]
+    async fn kept_to_its_own_network_namespace_it_samples_no_other() {
+        let fake = FakeProc::new();
+        let own = proc::own_net_namespace().unwrap();
+        fake.set(80, 100, 'S', go_binary());
+        fake.set_netns(80, own);
+        fake.set(81, 100, 'S', go_binary());
+        fake.set_netns(81, own + 1);
+        let sampled = |scrape: Scrape| {
+            let mut pids: Vec<u32> = scrape.samples.iter().map(|s| s.meta.pid).collect();
+            pids.sort();
+            pids
+        };
+
+        let mut all = Sampler::new(fake_config(fake.root())).unwrap();
+        assert_eq!(sampled(all.sample(1).await.unwrap()), [80, 81]);
+        let mut config = (*fake_config(fake.root())).clone();
+        config.discovery.own_network_namespace = true;
+        let mut own = Sampler::new(Arc::new(config)).unwrap();
+        assert_eq!(sampled(own.sample(1).await.unwrap()), [80]);
     }
 
     #[tokio::test]

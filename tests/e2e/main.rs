@@ -7,6 +7,7 @@ mod cgroup;
 mod detection;
 mod discovery;
 mod edges;
+mod fleet;
 mod metrics;
 mod spool;
 mod stacks;

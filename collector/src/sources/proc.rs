@@ -383,6 +383,23 @@ pub fn socket_inodes(root: &Path, pid: u32) -> Result<Vec<u64>, ProcError> {
 pub fn net_namespace(root: &Path, pid: u32) -> Result<u64, ProcError> {
     let path = pid_dir(root, pid).join("ns/net");
     let target = fs::read_link(&path).map_err(|e| pid_err(pid, path.clone(), e))?;
+    parse_namespace_link(path, &target)
+}
+
+/// The network namespace the collector itself runs in. Read from the kernel's own
+/// /proc, not `proc_root`: another procfs mount may belong to another pid namespace,
+/// where `self` names nobody.
+pub fn own_net_namespace() -> Result<u64, ProcError> {
+    let path = PathBuf::from("/proc/self/ns/net");
+    let target = fs::read_link(&path).map_err(|source| ProcError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    parse_namespace_link(path, &target)
+}
+
+/// The inode of a namespace link's target, `net:[4026531840]`.
+fn parse_namespace_link(path: PathBuf, target: &Path) -> Result<u64, ProcError> {
     target
         .to_str()
         .and_then(|t| t.strip_prefix("net:["))
@@ -779,6 +796,12 @@ mod tests {
         assert!(owned_listeners(&inodes, &table).contains(&addr));
         drop(connected);
         assert!(net_namespace(root, me).unwrap() > 0);
+        // With the kernel's own /proc as the root, the collector's namespace is its
+        // process's.
+        assert_eq!(
+            own_net_namespace().unwrap(),
+            net_namespace(root, me).unwrap()
+        );
         assert!(matches!(
             net_namespace(root, 4_194_305),
             Err(ProcError::Gone { .. })
