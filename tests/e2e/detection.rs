@@ -308,7 +308,9 @@ fn memory_gc_and_scheduler_patterns_are_diagnosed_and_noisy_load_is_not() {
             },
             Case {
                 workload: "schedpressure",
-                args: &[],
+                // All workers from the start: a steady ramp of CPU-bound goroutines is
+                // growth the goroutine detectors would judge too.
+                args: &["-workers", "200", "-ramp", "0"],
                 expect: Some("sched-pressure"),
                 allowed: &[],
                 onset_s: 0,

@@ -379,6 +379,11 @@ impl TargetState {
              the stack that gains them (goroscope stacks --diff) and what should wake them."
                 .to_owned();
         if let Some(sig) = self.leak_signature() {
+            if sig.moving {
+                // The goroutines that grew are running or keep waking up: more work,
+                // not goroutines stuck for good.
+                return None;
+            }
             sources.push("stacks");
             let pattern = goroutines::pattern(&sig.wait_reason, &sig.frames);
             let top = sig.frames.first().cloned().unwrap_or_default();
@@ -454,6 +459,19 @@ impl TargetState {
         } else {
             full_group.map_or(0.0, |g| g.max_wait_s)
         };
+        // Goroutines queued for a CPU are work, not stuck: the signature's goroutines
+        // in the newest debug=2 dump (by innermost frame), mostly runnable or running.
+        let moving = self.full.as_ref().is_some_and(|full| {
+            let top = group.frames.first();
+            let (mut busy, mut all) = (0u64, 0u64);
+            for g in full.groups.iter().filter(|g| g.frames.first() == top) {
+                all += g.count;
+                if g.wait_reason == "runnable" || g.wait_reason == "running" {
+                    busy += g.count;
+                }
+            }
+            all > 0 && busy * 2 >= all
+        });
         let leaked = self
             .leak_profile
             .as_ref()
@@ -468,6 +486,7 @@ impl TargetState {
             max_wait_s,
             first_seen_ms: group.first_seen_ms,
             leaked,
+            moving: moving && !leaked,
         })
     }
 
@@ -592,6 +611,8 @@ struct LeakSignature {
     max_wait_s: f64,
     first_seen_ms: i64,
     leaked: bool,
+    /// Its goroutines run or keep waking: not stuck.
+    moving: bool,
 }
 
 /// The largest fall from a running maximum.
@@ -706,6 +727,51 @@ mod tests {
         assert_eq!(leak.signature, "abandoned-channel main.handle.func1");
         assert_eq!(leak.finding.evidence["pattern"], "abandoned-channel");
         assert!(leak.sources.contains(&"stacks"));
+    }
+
+    #[test]
+    fn goroutines_queued_for_a_cpu_are_not_a_leak_however_steadily_they_grow() {
+        let grow = |t: &mut TargetState| {
+            for s in 0..300i64 {
+                let ts = s * 1000;
+                t.push(GOROUTINES, None, &[(ts, 10.0 + s as f64)]);
+                if s % 10 == 0 {
+                    t.push_stacks(summary(ts, "debug=1", &[("", "main.worker", s as u64)]));
+                }
+            }
+        };
+        let mut t = TargetState::new(key(), 1800.0);
+        grow(&mut t);
+        t.push_stacks(summary(
+            299_500,
+            "debug=2",
+            &[
+                ("runnable", "main.worker", 200),
+                ("sleep", "main.worker", 99),
+            ],
+        ));
+        let found = t.evaluate(3600.0);
+        assert!(
+            !found
+                .iter()
+                .any(|f| f.finding.diagnosis == "goroutine-leak"),
+            "{found:?}"
+        );
+        // The same growth waiting on a channel is a leak.
+        let mut t = TargetState::new(key(), 1800.0);
+        grow(&mut t);
+        t.push_stacks(summary(
+            299_500,
+            "debug=2",
+            &[("chan send", "main.worker", 299)],
+        ));
+        let found = t.evaluate(3600.0);
+        assert!(
+            found
+                .iter()
+                .any(|f| f.finding.diagnosis == "goroutine-leak"),
+            "{found:?}"
+        );
     }
 
     #[test]
