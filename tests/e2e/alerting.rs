@@ -85,6 +85,41 @@ fn an_incident_fires_updates_and_resolves_its_alertmanager_alert() {
     );
     assert_eq!(alert["status"]["state"], "active", "{alert}");
 
+    // The goroutine dump that proves it was taken and attached, and can be fetched.
+    let capture = eventually(
+        Duration::from_secs(90),
+        "a capture attached to the incident",
+        || {
+            let v = goroscope_json(&certs, &url, &["incident", &id]);
+            v["captures"]
+                .as_array()?
+                .iter()
+                .find(|c| c["id"].is_string())
+                .cloned()
+        },
+    );
+    assert_eq!(capture["kind"], "goroutine", "{capture}");
+    assert_eq!(capture["control"], false, "{capture}");
+    let dump = data.path().join("dump.pb.gz");
+    let got = goroscope(
+        &certs,
+        &url,
+        None,
+        &[
+            "capture",
+            "get",
+            capture["id"].as_str().unwrap(),
+            "--out",
+            dump.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert!(std::fs::metadata(&dump).map(|m| m.len()).unwrap_or(0) > 0);
+
     // Updated: a second process of the service leaks too and joins the incident; the
     // alert's summary says so, and it is still one alert.
     let mut second = Workload::start("chanleak", &["-rate", "20", "-max", "40000"]);

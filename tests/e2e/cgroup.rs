@@ -186,3 +186,50 @@ fn an_oom_kill_in_a_v1_memory_cgroup_is_counted() {
     });
     assert!(cgroup.pids().contains(&quiet.pid()), "quiet survived");
 }
+
+/// A heap growing by 2 MiB/s in a v1 memory cgroup limited to 1 GiB: the detectors
+/// open `oom-risk` and say when the limit will be reached (a few minutes ahead, before
+/// the kernel acts).
+#[test]
+fn memory_growing_towards_the_cgroup_limit_is_an_oom_risk_that_says_when() {
+    const LIMIT: u64 = 1 << 30;
+    let Some(cgroup) = MemoryCgroup::create("oomrisk", LIMIT) else {
+        return;
+    };
+    let _alone = detection_lock();
+    let growing = cgroup.start("mapcache", &["-rate", "512", "-max", "2000"]);
+    let (certs, _data, agg, _collector) =
+        start_stack("e2e-oomrisk", "[detection]\nevaluate_every = \"2s\"\n");
+    let url = agg.url();
+    let pid = growing.pid().to_string();
+    let anomaly = eventually(
+        Duration::from_secs(330),
+        "an oom-risk anomaly on the growing process",
+        || {
+            let v = goroscope_json(&certs, &url, &["anomalies", "--target", &pid]);
+            v["anomalies"]
+                .as_array()?
+                .iter()
+                .find(|a| a["diagnosis"] == "oom-risk")
+                .cloned()
+        },
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let at = anomaly["oom_at_ms"].as_i64().expect("oom_at_ms is set");
+    // 1 GiB at 2 MiB/s from a few MiB: about 8.5 minutes after start.
+    assert!(at > now && at < now + 15 * 60 * 1000, "{anomaly}");
+    assert_eq!(
+        anomaly["evidence"]["limit_bytes"].as_f64(),
+        Some(LIMIT as f64),
+        "{anomaly}"
+    );
+    assert!(
+        anomaly["advice"]
+            .as_str()
+            .is_some_and(|a| a.contains("reaches it in")),
+        "{anomaly}"
+    );
+}

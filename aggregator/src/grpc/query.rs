@@ -718,32 +718,27 @@ fn limit_or_default(limit: u32) -> usize {
 
 /// Whether an anomaly's target matches the selector (its id and the labels it had).
 fn anomaly_matches(selector: &Selector, a: &v1::Anomaly) -> bool {
-    let id = a.target.clone().unwrap_or_default();
-    selector
-        .matchers
-        .iter()
-        .all(|(name, value)| match name.as_str() {
-            "host" => id.host == *value,
-            "pid" => value.parse::<u32>().is_ok_and(|pid| pid == id.pid),
-            _ => a
-                .labels
-                .iter()
-                .any(|l| l.name == *name && l.value == *value),
-        })
+    recorded_target_matches(selector, a.target.as_ref(), &a.labels)
 }
 
 /// Whether a stored capture's target matches the selector (its id and the labels it had).
 fn capture_matches(selector: &Selector, info: &v1::CaptureInfo) -> bool {
-    let id = info.target.clone().unwrap_or_default();
+    recorded_target_matches(selector, info.target.as_ref(), &info.labels)
+}
+
+/// Whether a target a record names (by id, with the labels it had then) matches.
+fn recorded_target_matches(
+    selector: &Selector,
+    id: Option<&v1::TargetId>,
+    labels: &[v1::Label],
+) -> bool {
+    let id = id.cloned().unwrap_or_default();
     selector
         .matchers
         .iter()
         .all(|(name, value)| match name.as_str() {
             "host" => id.host == *value,
             "pid" => value.parse::<u32>().is_ok_and(|pid| pid == id.pid),
-            _ => info
-                .labels
-                .iter()
-                .any(|l| l.name == *name && l.value == *value),
+            _ => labels.iter().any(|l| l.name == *name && l.value == *value),
         })
 }
