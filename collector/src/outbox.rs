@@ -366,6 +366,15 @@ impl Outbox {
         self.len() == 0
     }
 
+    /// Scrapes handed to the spool thread and not yet written.
+    pub fn spool_queued(&self) -> usize {
+        self.lock()
+            .pending
+            .iter()
+            .filter(|e| e.spooled == Spooled::Queued)
+            .count()
+    }
+
     /// Estimated bytes of the scrapes in memory.
     pub fn bytes(&self) -> usize {
         self.lock().bytes

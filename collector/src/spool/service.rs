@@ -339,8 +339,14 @@ mod tests {
         out
     }
 
-    async fn settle() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    /// Waits until the spool thread has written every scrape handed to it, and for a
+    /// few housekeeping rounds (acks, checkpoint) after that.
+    async fn settle_on(outbox: &Outbox) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while outbox.spool_queued() > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     #[tokio::test]
@@ -350,7 +356,7 @@ mod tests {
         for ts in 1..=20 {
             outbox.push(scrape(ts * 1000));
         }
-        settle().await;
+        settle_on(&outbox).await;
         // Memory keeps the newest only (its bound is 1 byte); the rest is on disk.
         outbox.push(scrape(21_000));
         assert_eq!(outbox.len(), 1);
@@ -359,7 +365,7 @@ mod tests {
         assert_eq!(all, want);
         // Acks reach the disk: acknowledged segments go.
         outbox.ack(seq(21, COMPLETE));
-        settle().await;
+        settle_on(&outbox).await;
         assert!(drain(&outbox).await.is_empty());
         assert!(metrics.spool_segments.get() <= 1);
         thread.close().await;
@@ -393,10 +399,10 @@ mod tests {
         for ts in 1..=200 {
             outbox.push(scrape(ts));
             if ts % 20 == 0 {
-                settle().await;
+                settle_on(&outbox).await;
             }
         }
-        settle().await;
+        settle_on(&outbox).await;
         let sent = outbox.take_losses(seq(1, COMPLETE));
         assert_eq!(sent.len(), 1);
         let lost = &sent[0];
@@ -412,7 +418,7 @@ mod tests {
         assert_eq!(outbox.take_losses(seq(3, COMPLETE)), sent);
         // Acknowledged: forgotten, also by the checkpoint.
         outbox.ack(seq(3, COMPLETE));
-        settle().await;
+        settle_on(&outbox).await;
         thread.close().await;
         drop(outbox);
         let (outbox, thread, _) = open(dir.path(), 16 * 1024).await;
@@ -427,7 +433,7 @@ mod tests {
         for ts in 1..=200 {
             outbox.push(scrape(ts));
             if ts % 20 == 0 {
-                settle().await;
+                settle_on(&outbox).await;
             }
         }
         thread.close().await;
