@@ -173,6 +173,19 @@ pub struct StorageConfig {
     /// refused at ingest.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
+    /// The length of a time partition: the unit of compaction and of retention (a new
+    /// database only; an existing one keeps its own).
+    #[serde(with = "humantime_serde")]
+    pub block: Duration,
+    /// How long after its partition ended a sample is compacted (late samples arrive
+    /// in the head until then).
+    #[serde(with = "humantime_serde")]
+    pub flush_grace: Duration,
+    /// Memory the head (samples not yet compacted) may hold before it is compacted
+    /// early, bytes.
+    pub head_max_bytes: usize,
+    /// Writer threads (a new database only); 0 for one per core.
+    pub writers: usize,
 }
 
 /// Where incident changes are announced (docs/notifications.md): a JSON webhook,
@@ -338,6 +351,10 @@ impl Default for StorageConfig {
             sync_writes: true,
             max_query_samples: 1_000_000,
             retention: Duration::from_secs(15 * 24 * 3600),
+            block: Duration::from_secs(2 * 3600),
+            flush_grace: Duration::from_secs(5 * 60),
+            head_max_bytes: 512 << 20,
+            writers: 0,
         }
     }
 }
@@ -479,6 +496,21 @@ impl AggregatorConfig {
                 "storage.retention",
                 humantime::format_duration(self.storage.retention),
                 "must be at least 1h",
+            ));
+        }
+        let block = self.storage.block;
+        if block < Duration::from_secs(60) || block > Duration::from_secs(7 * 24 * 3600) {
+            return Err(invalid(
+                "storage.block",
+                humantime::format_duration(block),
+                "must be between 1m and 7d",
+            ));
+        }
+        if self.storage.head_max_bytes < 1 << 20 {
+            return Err(invalid(
+                "storage.head_max_bytes",
+                self.storage.head_max_bytes,
+                "must be at least 1048576 (1 MiB)",
             ));
         }
         if l.max_series_per_stream == 0 {

@@ -52,6 +52,10 @@ pub async fn run(
         sync_writes: config.storage.sync_writes,
         max_query_samples: config.storage.max_query_samples,
         retention: config.storage.retention,
+        block: config.storage.block,
+        flush_grace: config.storage.flush_grace,
+        head_max_bytes: config.storage.head_max_bytes,
+        writers: config.storage.writers,
         ..StorageOptions::default()
     };
     let (storage, writer, report) =

@@ -5,10 +5,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::rocks::{CF_HEAD, CF_META, CF_SERIES, CF_TARGETS, Engine};
+use super::rocks::{CF_LATEST, CF_META, CF_SERIES, CF_TARGETS, Engine};
 use super::{
-    Coverage, OpenReport, SeriesKey, SeriesLabels, StorageError, TargetKey, TargetRecord, corrupt,
-    keys, records,
+    Coverage, OpenReport, SeriesKey, SeriesLabels, StorageError, TargetKey, TargetRecord, keys,
+    records,
 };
 
 /// When each stack signature (by [`signature_hash`]) was first seen in a target.
@@ -26,6 +26,8 @@ pub(super) struct TargetEntry {
 #[derive(Default)]
 pub(super) struct Index {
     series: HashMap<Arc<SeriesKey>, u64>,
+    /// Every series by id.
+    pub by_id: HashMap<u64, Arc<SeriesKey>>,
     pub targets: BTreeMap<TargetKey, TargetEntry>,
     pub latest: HashMap<u64, (i64, f64)>,
     marks: HashMap<String, (u64, u64)>,
@@ -78,6 +80,20 @@ impl Index {
         self.series.len()
     }
 
+    /// Takes a sample read back from the headlog at open: the series' latest value and
+    /// its target's last-seen time move forward.
+    pub fn observe(&mut self, id: u64, ts: i64, v: f64) {
+        let newer = self.latest.get(&id).is_none_or(|&(t, _)| ts >= t);
+        if newer {
+            self.latest.insert(id, (ts, v));
+        }
+        if let Some(key) = self.by_id.get(&id)
+            && let Some(entry) = self.targets.get_mut(&key.target)
+        {
+            entry.last_seen_ms = entry.last_seen_ms.max(ts);
+        }
+    }
+
     pub fn apply(&mut self, delta: Delta) {
         for (key, record) in delta.targets {
             let entry = self
@@ -95,6 +111,7 @@ impl Index {
             entry
                 .series
                 .insert((key.metric.clone(), key.labels.clone()), id);
+            self.by_id.insert(id, key.clone());
             self.series.insert(key, id);
         }
         self.stack_sigs.extend(delta.stack_sigs);
@@ -118,6 +135,7 @@ impl Index {
             if let Some(entry) = self.targets.remove(key) {
                 for ((metric, labels), id) in entry.series {
                     self.latest.remove(&id);
+                    self.by_id.remove(&id);
                     self.series.remove(&SeriesKey {
                         target: key.clone(),
                         metric,
@@ -152,7 +170,7 @@ fn hex(key: &[u8]) -> String {
     key.iter().take(64).map(|b| format!("{b:02x}")).collect()
 }
 
-/// Rebuilds the index from the `series`, `targets`, `meta` and `head` families. A record
+/// Rebuilds the index from the `series`, `targets`, `meta` and `latest` families. A record
 /// that cannot be decoded is skipped, counted and logged with its key.
 pub(super) fn load(engine: &Engine) -> Result<(Index, OpenReport), StorageError> {
     let mut index = Index {
@@ -202,6 +220,7 @@ pub(super) fn load(engine: &Engine) -> Result<(Index, OpenReport), StorageError>
                 entry
                     .series
                     .insert((series.metric.clone(), series.labels.clone()), id);
+                index.by_id.insert(id, series.clone());
                 index.series.insert(series, id);
                 index.next_series_id = index.next_series_id.max(id.saturating_add(1));
             }
@@ -223,22 +242,18 @@ pub(super) fn load(engine: &Engine) -> Result<(Index, OpenReport), StorageError>
         }
         Ok(())
     })?;
-    // The latest value of every series: the newest head entry, one seek each.
-    for entry in index.targets.values_mut() {
-        for &id in entry.series.values() {
-            let from = keys::head_key(id, i64::MIN);
-            let to = keys::head_key(id.saturating_add(1), i64::MIN);
-            if let Some((k, v)) = engine.last_in_range(CF_HEAD, &from, &to)? {
-                let (_, ts) = keys::split_head_key(&k).ok_or_else(|| corrupt(CF_HEAD, "key"))?;
-                let Some(value) = keys::decode_head_value(&v) else {
-                    skip(CF_HEAD, &k, &"malformed value");
-                    continue;
-                };
-                index.latest.insert(id, (ts, value));
-                entry.last_seen_ms = entry.last_seen_ms.max(ts);
-            }
+    // The newest compacted sample of every series; the headlog, replayed after this,
+    // moves it forward.
+    engine.scan_prefix(CF_LATEST, &[], |key, value| {
+        match (
+            keys::decode_series_key(key),
+            keys::decode_latest_value(value),
+        ) {
+            (Some(id), Some((ts, v))) => index.observe(id, ts, v),
+            _ => skip(CF_LATEST, key, &"malformed latest value"),
         }
-    }
+        Ok(())
+    })?;
     report.series = index.series.len();
     report.targets = index.targets.len();
     Ok((index, report))

@@ -3,7 +3,9 @@
 //! Integers are big-endian so that RocksDB's bytewise order is numeric order; signed
 //! timestamps have their sign bit flipped for the same reason.
 
-/// `head` key: series id, then timestamp.
+/// `head` key (the older per-sample layout, converted at open): series id, then
+/// timestamp.
+#[cfg(test)]
 pub fn head_key(series: u64, ts_ms: i64) -> [u8; 16] {
     let mut key = [0u8; 16];
     key[..8].copy_from_slice(&series.to_be_bytes());
@@ -19,6 +21,7 @@ pub fn split_head_key(key: &[u8]) -> Option<(u64, i64)> {
 }
 
 /// `head` value: the sample, an IEEE 754 double, little-endian.
+#[cfg(test)]
 pub fn head_value(value: f64) -> [u8; 8] {
     value.to_le_bytes()
 }
@@ -26,6 +29,88 @@ pub fn head_value(value: f64) -> [u8; 8] {
 pub fn decode_head_value(bytes: &[u8]) -> Option<f64> {
     Some(f64::from_le_bytes(bytes.try_into().ok()?))
 }
+
+/// `headlog` key: the writer shard, then the number of the group commit in that shard.
+pub fn headlog_key(shard: u8, commit: u64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = shard;
+    key[1..].copy_from_slice(&commit.to_be_bytes());
+    key
+}
+
+pub fn split_headlog_key(key: &[u8]) -> Option<(u8, u64)> {
+    (key.len() == 9).then_some(())?;
+    Some((key[0], u64::from_be_bytes(key[1..].try_into().ok()?)))
+}
+
+/// `chunks` key: partition, series id, the chunk's first timestamp, then the flush that
+/// wrote it (shard in the top byte, head commit below), which keeps two chunks of one
+/// series starting at the same time (a late sample) apart.
+pub fn chunk_key(partition: i64, series: u64, first_ts: i64, flush: u64) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&ordered_i64(partition).to_be_bytes());
+    key[8..16].copy_from_slice(&series.to_be_bytes());
+    key[16..24].copy_from_slice(&ordered_i64(first_ts).to_be_bytes());
+    key[24..].copy_from_slice(&flush.to_be_bytes());
+    key
+}
+
+/// The prefix of every chunk of one series in one partition.
+pub fn chunk_prefix(partition: i64, series: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&ordered_i64(partition).to_be_bytes());
+    key[8..].copy_from_slice(&series.to_be_bytes());
+    key
+}
+
+/// The first key of a partition (and the end of the ones before it).
+pub fn partition_start(partition: i64) -> [u8; 8] {
+    ordered_i64(partition).to_be_bytes()
+}
+
+/// (partition, series id, first timestamp) of a `chunks` key.
+pub fn split_chunk_key(key: &[u8]) -> Option<(i64, u64, i64)> {
+    (key.len() == 32).then_some(())?;
+    let partition = unordered_i64(u64::from_be_bytes(key[..8].try_into().ok()?));
+    let series = u64::from_be_bytes(key[8..16].try_into().ok()?);
+    let first = unordered_i64(u64::from_be_bytes(key[16..24].try_into().ok()?));
+    Some((partition, series, first))
+}
+
+/// `latest` value: the newest compacted sample of a series, time then value.
+pub fn latest_value(ts: i64, value: f64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&ts.to_be_bytes());
+    out[8..].copy_from_slice(&value.to_le_bytes());
+    out
+}
+
+pub fn decode_latest_value(bytes: &[u8]) -> Option<(i64, f64)> {
+    (bytes.len() == 16).then_some(())?;
+    Some((
+        i64::from_be_bytes(bytes[..8].try_into().ok()?),
+        f64::from_le_bytes(bytes[8..].try_into().ok()?),
+    ))
+}
+
+/// `meta` key of the number of samples compacted into a partition.
+pub fn partition_samples_key(partition: i64) -> Vec<u8> {
+    let mut key = PARTITION_SAMPLES_PREFIX.to_vec();
+    key.extend_from_slice(&ordered_i64(partition).to_be_bytes());
+    key
+}
+
+pub const PARTITION_SAMPLES_PREFIX: &[u8] = b"samples/";
+
+pub fn split_partition_samples_key(key: &[u8]) -> Option<i64> {
+    let rest = key.strip_prefix(PARTITION_SAMPLES_PREFIX)?;
+    Some(unordered_i64(u64::from_be_bytes(rest.try_into().ok()?)))
+}
+
+/// `meta` key of the time partition length the database was created with.
+pub const BLOCK_KEY: &[u8] = b"block_ms";
+/// `meta` key of the number of writer shards the database was created with.
+pub const SHARDS_KEY: &[u8] = b"shards";
 
 /// `series` key: the series id.
 pub fn series_key(id: u64) -> [u8; 8] {
@@ -172,6 +257,33 @@ mod tests {
             let x = f64::from_bits(v);
             proptest::prop_assert_eq!(decode_head_value(&head_value(x)).map(f64::to_bits), Some(v));
         }
+    }
+
+    #[test]
+    fn chunk_keys_sort_by_partition_series_then_time() {
+        let mut keys = [
+            chunk_key(1, 2, 5, 0),
+            chunk_key(-1, 9, 0, 0),
+            chunk_key(1, 1, 7, 3),
+            chunk_key(1, 2, -5, 1),
+            chunk_key(0, 0, 0, 0),
+        ];
+        keys.sort();
+        let decoded: Vec<_> = keys.iter().map(|k| split_chunk_key(k).unwrap()).collect();
+        assert_eq!(
+            decoded,
+            vec![(-1, 9, 0), (0, 0, 0), (1, 1, 7), (1, 2, -5), (1, 2, 5)]
+        );
+        assert!(chunk_key(1, 2, 5, 0).starts_with(&chunk_prefix(1, 2)));
+        assert!(
+            partition_start(2).as_slice() > chunk_key(1, u64::MAX, i64::MAX, u64::MAX).as_slice()
+        );
+        assert_eq!(split_headlog_key(&headlog_key(3, 77)), Some((3, 77)));
+        assert_eq!(split_headlog_key(&[0; 8]), None);
+        let v = f64::from_bits(0x7ff0000000000002);
+        let (ts, back) = decode_latest_value(&latest_value(-4, v)).unwrap();
+        assert_eq!((ts, back.to_bits()), (-4, v.to_bits()));
+        assert_eq!(decode_latest_value(&[0; 15]), None);
     }
 
     #[test]

@@ -2,23 +2,33 @@
 //!
 //! - [`index`]: what readers see in memory (series ids, target records, latest values,
 //!   ingest marks), and the [`index::Delta`] one group commit adds to it.
-//! - [`writer`]: the thread that owns every write.
+//! - [`writer`]: the writer threads, one per shard of hosts.
+//! - [`head`]: samples not yet compacted, in memory and in the `headlog` family.
+//! - [`compact`]: the thread that turns the head into chunks and drops old partitions.
+//! - `chunk`: the encoding of a chunk.
 //! - [`query`]: range queries and paged target listings.
 //! - [`records`]: the versioned binary encoding of persisted records.
 //! - `keys`: key encodings; `rocks`: the only module importing `rocksdb`.
 //!
 //! # Column families and keys
 //!
+//! Integers in keys are big-endian and signed ones have their sign bit flipped, so that
+//! RocksDB's bytewise order is numeric order.
+//!
 //! | cf        | key                                   | value                                  |
 //! |-----------|---------------------------------------|----------------------------------------|
-//! | `meta`    | `ingest/<host>`                       | epoch (u64 BE), highest stored seq (u64 BE) |
-//! | `series`  | series id (u64 BE)                    | [`records`] series record: target and metric |
-//! | `targets` | host, NUL, pid (u32 BE), start ticks (u64 BE) | [`records`] target record      |
-//! | `head`    | series id (u64 BE), timestamp ms (i64 BE, sign bit flipped) | value (f64 LE)   |
+//! | `meta`    | `ingest/<host>`                       | epoch (u64), highest stored seq (u64)  |
+//! | `meta`    | `block_ms`, `shards`                  | the partition length and writer shard count the database was created with (u64) |
+//! | `series`  | series id (u64)                       | [`records`] series record: target and metric |
+//! | `targets` | host, NUL, pid (u32), start ticks (u64) | [`records`] target record            |
+//! | `headlog` | writer shard (1 byte), group commit number (u64) | [`records::encode_headlog`]: the samples of one group commit |
+//! | `chunks`  | partition (i64), series id (u64), first timestamp (i64), flush (u64) | a chunk: the series' points in the partition ([`chunk`]) |
+//! | `latest`  | series id (u64)                       | the newest compacted sample: timestamp (i64 BE), value (f64 LE) |
 //! | `builds`  | build id: the first 16 bytes of the SHA-256 of the record | [`records`] build: the wire's `BuildInfo` |
-//! | `stacks`  | target key (as in `targets`), timestamp ms (as in `head`), source (one byte) | [`records`] stack summary, with first-seen times |
+//! | `stacks`  | target key (as in `targets`), timestamp ms (i64), source (one byte) | [`records`] stack summary, with first-seen times |
 //! | `captures` | see [`captures`] | capture info and the capture's bytes in chunks |
 //! | `diagnoses` | see [`diagnoses`] | anomalies and incidents |
+//! | `head`    | series id (u64), timestamp (i64)      | the older per-sample layout: moved into `headlog` at open |
 //!
 //! A series is a metric of a target plus the series' own labels (`le`, `quantile`, the
 //! labels of a /metrics exposition); its record holds all three. A target record names
@@ -37,28 +47,43 @@
 //!
 //! # Durability
 //!
-//! One writer thread owns every write. Ingest sessions hand it [`IngestWrite`]s through
-//! a bounded async channel (a full channel makes the session wait without holding a
-//! thread); it takes all that are waiting (group commit), stages their series, target
-//! records and ingest marks in a [`index::Delta`], and applies them in one RocksDB write
-//! batch with one synced WAL write. Only then does it answer each session, which then
-//! acks its batch: an acknowledged batch survives a crash. The ingest mark of a host is
-//! written in the same batch as its samples, so a batch is stored exactly once even when
-//! a collector re-sends it after a lost ack.
+//! Hosts are spread over writer shards by a hash of their name; each shard has a thread
+//! that owns its hosts' writes, so ingest uses every core and a host's batches keep
+//! their order. Ingest sessions hand a shard [`IngestWrite`]s through a bounded async
+//! channel (a full channel makes the session wait without holding a thread); it takes
+//! all that are waiting (group commit), stages their series, target records and ingest
+//! marks in a [`index::Delta`] and all their samples in one `headlog` record, and
+//! applies them in one RocksDB write batch with one synced WAL write. Only then does it
+//! add the samples to the in-memory head and answer each session, which then acks its
+//! batch: an acknowledged batch survives a crash, and is replayed from the headlog at
+//! open. The ingest mark of a host is written in the same batch as its samples, so a
+//! batch is stored exactly once even when a collector re-sends it after a lost ack.
+//! Series ids come from one counter all shards share.
 //!
 //! A target record is written when a collector declares or changes the target and when
 //! it exits, never per sample: the latest value of each series and a target's last-seen
-//! time live in the index, rebuilt at open from the newest `head` entry of each series.
+//! time live in the index, rebuilt at open from `latest` and the headlog.
 //!
-//! # Retention
+//! # Partitions, chunks and retention
 //!
-//! Targets not seen for longer than the retention are forgotten: their records, series
-//! and samples are deleted in one write (samples by range delete). Samples older than
-//! the retention are refused at ingest. Compression into chunks and rollups come with
-//! the storage engine work; the key layout leaves room for them.
+//! Time is cut into partitions of `block` (2 hours by default, fixed when the database
+//! is created). Once a partition has ended (and `flush_grace` has passed), the
+//! compaction thread writes each series' samples of it as one chunk, in one atomic batch
+//! with the deletion of the headlog records they came from (see [`compact`]). A sample
+//! that arrives after its partition was compacted gets a chunk of its own, merged on
+//! read. Reads visit only the partitions that hold chunks and overlap the range, one
+//! seek per series and partition, and the head.
+//!
+//! Targets not seen for longer than the retention are forgotten: their records and
+//! series are deleted in one write. Partitions that ended longer than the retention ago
+//! are dropped whole: one range deletion, and their files are removed at once. Samples
+//! older than the retention are refused at ingest.
 
 pub mod captures;
+mod chunk;
+mod compact;
 pub mod diagnoses;
+mod head;
 mod index;
 mod keys;
 mod query;
@@ -68,14 +93,19 @@ mod writer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+pub use compact::FlushStats;
 
 use tokio::sync::{mpsc, oneshot};
 
 pub use query::{Cancel, OneTarget, PageToken, StacksAt};
 pub use writer::WriterGuard;
 
+use compact::{Partitioning, Partitions};
+use head::Head;
 use index::Index;
 use rocks::Engine;
 
@@ -279,8 +309,21 @@ pub struct StorageOptions {
     pub write_queue: usize,
     /// Samples one range query may return, at most.
     pub max_query_samples: usize,
-    /// Targets not seen for this long are forgotten, with their samples.
+    /// Targets not seen for this long are forgotten, and partitions that ended this
+    /// long ago are dropped.
     pub retention: Duration,
+    /// The length of a time partition, for a new database (an existing one keeps its
+    /// own).
+    pub block: Duration,
+    /// How long after its partition ended a sample is compacted into a chunk.
+    pub flush_grace: Duration,
+    /// Memory the head may hold before it is compacted early.
+    pub head_max_bytes: usize,
+    /// How often the compaction thread looks at the head.
+    pub flush_check: Duration,
+    /// Writer threads of a new database (0: one per core); an existing one keeps its
+    /// own number.
+    pub writers: usize,
 }
 
 impl Default for StorageOptions {
@@ -290,6 +333,11 @@ impl Default for StorageOptions {
             write_queue: 256,
             max_query_samples: 1_000_000,
             retention: Duration::from_secs(15 * 24 * 3600),
+            block: Duration::from_secs(2 * 3600),
+            flush_grace: Duration::from_secs(5 * 60),
+            head_max_bytes: 512 << 20,
+            flush_check: Duration::from_secs(10),
+            writers: 0,
         }
     }
 }
@@ -307,9 +355,24 @@ pub struct OpenReport {
 pub struct Storage {
     engine: Arc<Engine>,
     index: Arc<RwLock<Index>>,
-    writer: mpsc::Sender<writer::Msg>,
+    head: Arc<Head>,
+    partitions: Partitions,
+    parts: Partitioning,
+    /// One per writer shard; a host's batches always go to the same one.
+    writers: Arc<[mpsc::Sender<writer::Msg>]>,
+    compactor: std::sync::mpsc::SyncSender<compact::Request>,
     failed: Arc<writer::Failure>,
     options: Arc<StorageOptions>,
+}
+
+/// The writer shard of a host (FNV-1a of its name).
+pub(crate) fn shard_of(host: &str, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in host.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    (h % shards.max(1) as u64) as usize
 }
 
 impl Storage {
@@ -325,20 +388,52 @@ impl Storage {
             reason: e.to_string(),
         })?;
         let engine = Arc::new(Engine::open(dir, options.sync_writes)?);
-        let (index, report) = index::load(&engine)?;
+        let (block_ms, shards) = layout(&engine, &options)?;
+        let (index, mut report) = index::load(&engine)?;
         let index = Arc::new(RwLock::new(index));
+        let head = Arc::new(Head::new(shards));
+        convert_legacy_head(&engine)?;
+        let next_commits = replay_head(&engine, &head, &index, shards, &mut report)?;
+        let parts = Partitioning { block_ms };
+        let partitions: Partitions = Arc::new(RwLock::new(load_partitions(&engine)?));
+        let (compactor, compactor_tx) = compact::Compactor::start(
+            compact::Ctx {
+                engine: engine.clone(),
+                head: head.clone(),
+                partitions: partitions.clone(),
+                parts,
+                grace_ms: options.flush_grace.as_millis() as i64,
+                head_max_bytes: options.head_max_bytes,
+            },
+            options.flush_check,
+        )?;
         let failed = Arc::new(writer::Failure::default());
-        let (tx, guard) = writer::start(
-            engine.clone(),
-            index.clone(),
-            failed.clone(),
+        let next_series = index
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .next_series_id;
+        let shared = writer::Shared {
+            engine: engine.clone(),
+            index: index.clone(),
+            head: head.clone(),
+            failed: failed.clone(),
+            series_ids: Arc::new(AtomicU64::new(next_series.max(1))),
+        };
+        let (txs, guard) = writer::start(
+            &shared,
             options.write_queue.max(1),
+            &next_commits,
+            compactor,
         )?;
         Ok((
             Storage {
                 engine,
                 index,
-                writer: tx,
+                head,
+                partitions,
+                parts,
+                writers: txs.into(),
+                compactor: compactor_tx,
                 failed,
                 options: Arc::new(options),
             },
@@ -352,7 +447,8 @@ impl Storage {
         let (reply, rx) = oneshot::channel();
         // The channel is bounded: when the writer falls behind, the session waits here
         // and stops reading its stream (backpressure), holding no thread.
-        self.writer
+        let shard = shard_of(&write.host, self.writers.len());
+        self.writers[shard]
             .send(writer::Msg::Write(Box::new(writer::WriteRequest {
                 write,
                 reply,
@@ -362,9 +458,12 @@ impl Storage {
         rx.await.map_err(|_| StorageError::WriterGone)?
     }
 
-    /// Ingest writes waiting for the writer.
+    /// Ingest writes waiting for the writers.
     pub fn queue_depth(&self) -> usize {
-        self.writer.max_capacity() - self.writer.capacity()
+        self.writers
+            .iter()
+            .map(|w| w.max_capacity() - w.capacity())
+            .sum()
     }
 
     /// Resolves if the writer stops on its own (a failed write, a panic), with why.
@@ -372,15 +471,61 @@ impl Storage {
         self.failed.wait().await
     }
 
-    /// Asks the writer to forget what is older than the retention; see the module docs.
+    /// Forgets what is older than the retention: targets not seen since (each writer
+    /// its own hosts'), and whole partitions. Returns the targets forgotten.
     pub async fn forget_expired(&self, now_ms: i64) -> Result<usize, StorageError> {
-        let (reply, rx) = oneshot::channel();
         let before = now_ms.saturating_sub(self.options.retention.as_millis() as i64);
-        self.writer
-            .send(writer::Msg::Forget { before, reply })
-            .await
-            .map_err(|_| StorageError::WriterGone)?;
+        let mut forgotten = 0;
+        for w in self.writers.iter() {
+            let (reply, rx) = oneshot::channel();
+            w.send(writer::Msg::Forget { before, reply })
+                .await
+                .map_err(|_| StorageError::WriterGone)?;
+            forgotten += rx.await.map_err(|_| StorageError::WriterGone)??;
+        }
+        let (reply, rx) = oneshot::channel();
+        self.compactor_request(compact::Request::Drop { before, reply })
+            .await?;
+        let dropped = rx.await.map_err(|_| StorageError::WriterGone)??;
+        if dropped > 0 {
+            tracing::info!(
+                partitions = dropped,
+                "dropped partitions past the retention"
+            );
+        }
+        Ok(forgotten)
+    }
+
+    /// Compacts the head into chunks now: every sample when `all`, else what is due.
+    pub async fn flush(&self, all: bool) -> Result<FlushStats, StorageError> {
+        let (reply, rx) = oneshot::channel();
+        self.compactor_request(compact::Request::Flush { all, reply })
+            .await?;
         rx.await.map_err(|_| StorageError::WriterGone)?
+    }
+
+    async fn compactor_request(&self, req: compact::Request) -> Result<(), StorageError> {
+        let tx = self.compactor.clone();
+        tokio::task::spawn_blocking(move || tx.send(req))
+            .await
+            .map_err(|_| StorageError::WriterGone)?
+            .map_err(|_| StorageError::WriterGone)
+    }
+
+    /// Memory the head holds (estimated) and bytes of the database's files.
+    pub fn usage(&self) -> (usize, u64) {
+        (self.head.bytes(), self.engine.disk_bytes())
+    }
+
+    /// Samples stored: those compacted into partitions, and those in the head.
+    pub fn samples_stored(&self) -> (u64, u64) {
+        let compacted = self
+            .partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .sum();
+        (compacted, self.head.points() as u64)
     }
 
     pub fn retention(&self) -> Duration {
@@ -402,11 +547,157 @@ impl Storage {
     }
 }
 
-fn corrupt(cf: &'static str, what: &str) -> StorageError {
-    StorageError::Corrupt {
-        cf,
-        reason: format!("malformed {what}"),
+/// The partition length and the writer shard count: as the database was created, or as
+/// the options say for a new one (then recorded).
+fn layout(engine: &Engine, options: &StorageOptions) -> Result<(i64, usize), StorageError> {
+    let read = |key: &[u8]| -> Result<Option<u64>, StorageError> {
+        Ok(engine
+            .get(rocks::CF_META, key)?
+            .and_then(|v| Some(u64::from_be_bytes(v.as_slice().try_into().ok()?))))
+    };
+    let block_ms = match read(keys::BLOCK_KEY)? {
+        Some(b) if b > 0 => b as i64,
+        _ => (options.block.as_millis() as i64).max(1000),
+    };
+    let shards = match read(keys::SHARDS_KEY)? {
+        Some(s) if (1..=64).contains(&s) => s as usize,
+        _ => match options.writers {
+            0 => std::thread::available_parallelism()
+                .map_or(2, |n| n.get())
+                .clamp(1, 16),
+            n => n.clamp(1, 64),
+        },
+    };
+    if options.block.as_millis() as i64 != block_ms {
+        tracing::info!(
+            block_ms,
+            "the database keeps the partition length it was created with"
+        );
     }
+    let mut set = rocks::WriteSet::default();
+    set.put(
+        rocks::CF_META,
+        keys::BLOCK_KEY.to_vec(),
+        (block_ms as u64).to_be_bytes().to_vec(),
+    );
+    set.put(
+        rocks::CF_META,
+        keys::SHARDS_KEY.to_vec(),
+        (shards as u64).to_be_bytes().to_vec(),
+    );
+    engine.commit(set)?;
+    Ok((block_ms, shards))
+}
+
+/// Moves samples of the older per-sample `head` layout into one headlog record.
+fn convert_legacy_head(engine: &Engine) -> Result<(), StorageError> {
+    let mut series: BTreeMap<u64, Vec<(i64, f64)>> = BTreeMap::new();
+    let mut count = 0usize;
+    engine.scan_prefix(rocks::CF_HEAD, &[], |key, value| {
+        if let (Some((id, ts)), Some(v)) =
+            (keys::split_head_key(key), keys::decode_head_value(value))
+        {
+            series.entry(id).or_default().push((ts, v));
+            count += 1;
+        }
+        Ok(())
+    })?;
+    if count == 0 {
+        return Ok(());
+    }
+    let mut last = 0;
+    engine.scan_prefix(rocks::CF_HEADLOG, &[0], |key, _| {
+        if let Some((0, c)) = keys::split_headlog_key(key) {
+            last = last.max(c);
+        }
+        Ok(())
+    })?;
+    let mut set = rocks::WriteSet::default();
+    set.put(
+        rocks::CF_HEADLOG,
+        keys::headlog_key(0, last + 1),
+        records::encode_headlog(series.iter().map(|(id, p)| (*id, p.as_slice()))),
+    );
+    set.delete_range(rocks::CF_HEAD, vec![0u8; 16], vec![0xffu8; 17]);
+    engine.commit(set)?;
+    tracing::info!(
+        samples = count,
+        "moved samples of the older head layout into the headlog"
+    );
+    Ok(())
+}
+
+/// Replays the headlog into the head and the index; returns each shard's next commit.
+fn replay_head(
+    engine: &Engine,
+    head: &Head,
+    index: &RwLock<Index>,
+    shards: usize,
+    report: &mut OpenReport,
+) -> Result<Vec<u64>, StorageError> {
+    let mut next = vec![1u64; shards];
+    let mut index = index.write().unwrap_or_else(|e| e.into_inner());
+    engine.scan_prefix(rocks::CF_HEADLOG, &[], |key, value| {
+        let Some((shard, commit)) = keys::split_headlog_key(key) else {
+            report.skipped += 1;
+            tracing::warn!("skipping a headlog record with a malformed key");
+            return Ok(());
+        };
+        let shard = usize::from(shard);
+        if shard >= shards {
+            report.skipped += 1;
+            tracing::warn!(shard, "skipping a headlog record of a writer shard this database does not have");
+            return Ok(());
+        }
+        match records::decode_headlog(value) {
+            Ok(series) => {
+                for (id, points) in &series {
+                    for &(ts, v) in points {
+                        index.observe(*id, ts, v);
+                    }
+                }
+                head.append(shard, commit, series.iter().map(|(id, p)| (*id, p.as_slice())));
+            }
+            Err(e) => {
+                report.skipped += 1;
+                tracing::warn!(shard, commit, error = %e, "skipping a headlog record that cannot be decoded");
+            }
+        }
+        next[shard] = next[shard].max(commit.saturating_add(1));
+        Ok(())
+    })?;
+    Ok(next)
+}
+
+/// The partitions holding chunks (one seek per partition), with their sample counts.
+fn load_partitions(engine: &Engine) -> Result<BTreeMap<i64, u64>, StorageError> {
+    let mut counts = BTreeMap::new();
+    engine.scan_prefix(
+        rocks::CF_META,
+        keys::PARTITION_SAMPLES_PREFIX,
+        |key, value| {
+            if let (Some(p), Ok(n)) = (
+                keys::split_partition_samples_key(key),
+                <[u8; 8]>::try_from(value),
+            ) {
+                counts.insert(p, u64::from_be_bytes(n));
+            }
+            Ok(())
+        },
+    )?;
+    let mut found = BTreeMap::new();
+    let mut from = keys::partition_start(i64::MIN).to_vec();
+    while let Some((key, _)) = engine.first_in_range(rocks::CF_CHUNKS, &from, &[0xff; 9])? {
+        let Some((p, _, _)) = keys::split_chunk_key(&key) else {
+            break;
+        };
+        found.insert(p, counts.get(&p).copied().unwrap_or(0));
+        match p.checked_add(1) {
+            Some(n) => from = keys::partition_start(n).to_vec(),
+            None => break,
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use goroscope_proto::v1;
 
-use super::rocks::{CF_BUILDS, CF_HEAD, CF_STACKS};
+use super::rocks::{CF_BUILDS, CF_CHUNKS, CF_STACKS};
 use super::{
     LatestValue, Selector, SeriesData, SeriesLabels, Storage, StorageError, TargetKey,
-    TargetRecord, TargetView, corrupt, keys, records,
+    TargetRecord, TargetView, chunk, keys, records,
 };
 
 /// Summaries looked at, at most, when searching back from a time for one of a source.
@@ -63,9 +63,6 @@ impl PageToken {
         }))
     }
 }
-
-/// Samples scanned between two looks at the cancel flag.
-const CANCEL_EVERY: usize = 4096;
 
 impl Storage {
     /// A page of the targets matching `selector` seen at or after `seen_since_ms`, in
@@ -170,27 +167,13 @@ impl Storage {
             if cancel.is_cancelled() {
                 return Err(StorageError::Cancelled);
             }
-            let mut points = Vec::new();
-            let from = keys::head_key(id, start_ms);
-            let to = match end_ms.checked_add(1) {
-                Some(end) => keys::head_key(id, end),
-                None => keys::head_key(id.saturating_add(1), i64::MIN),
-            };
-            self.engine.scan_range(CF_HEAD, &from, &to, |key, value| {
-                let (_, ts) = keys::split_head_key(key).ok_or_else(|| corrupt(CF_HEAD, "key"))?;
-                let v = keys::decode_head_value(value).ok_or_else(|| corrupt(CF_HEAD, "value"))?;
-                total += 1;
-                if total > self.options.max_query_samples {
-                    return Err(StorageError::TooManySamples {
-                        limit: self.options.max_query_samples,
-                    });
-                }
-                if total.is_multiple_of(CANCEL_EVERY) && cancel.is_cancelled() {
-                    return Err(StorageError::Cancelled);
-                }
-                points.push((ts, v));
-                Ok(())
-            })?;
+            let points = self.read_series(id, start_ms, end_ms, cancel)?;
+            total += points.len();
+            if total > self.options.max_query_samples {
+                return Err(StorageError::TooManySamples {
+                    limit: self.options.max_query_samples,
+                });
+            }
             out.push(SeriesData {
                 target,
                 metric: metric.to_owned(),
@@ -199,6 +182,70 @@ impl Storage {
             });
         }
         Ok(out)
+    }
+
+    /// The points of series `id` in `[start_ms, end_ms]`: the head's, then those of the
+    /// chunks in the partitions the range touches, merged in time order (a point read
+    /// from both while a flush completes is kept once). The head is read first: a flush
+    /// writes its chunks before it lets the head go.
+    pub(super) fn read_series(
+        &self,
+        id: u64,
+        start_ms: i64,
+        end_ms: i64,
+        cancel: &Cancel,
+    ) -> Result<Vec<(i64, f64)>, StorageError> {
+        if start_ms > end_ms {
+            return Ok(Vec::new());
+        }
+        let head = self.head.read(id, start_ms, end_ms);
+        let partitions: Vec<i64> = self
+            .partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .range(self.parts.of(start_ms)..=self.parts.of(end_ms))
+            .map(|(p, _)| *p)
+            .collect();
+        let mut points: Vec<(i64, f64)> = Vec::new();
+        let mut sorted = true;
+        for p in partitions {
+            if cancel.is_cancelled() {
+                return Err(StorageError::Cancelled);
+            }
+            let prefix = keys::chunk_prefix(p, id);
+            self.engine.scan_prefix(CF_CHUNKS, &prefix, |key, value| {
+                let decoded = chunk::decode(value).map_err(|reason| StorageError::Corrupt {
+                    cf: CF_CHUNKS,
+                    reason: format!("chunk {key:02x?}: {reason}"),
+                })?;
+                if decoded.len() > self.options.max_query_samples {
+                    return Err(StorageError::TooManySamples {
+                        limit: self.options.max_query_samples,
+                    });
+                }
+                let from = decoded.partition_point(|q| q.0 < start_ms);
+                let to = decoded.partition_point(|q| q.0 <= end_ms);
+                if let (Some(last), Some(first)) = (points.last(), decoded.get(from))
+                    && first.0 <= last.0
+                {
+                    sorted = false;
+                }
+                points.extend_from_slice(&decoded[from..to.max(from)]);
+                Ok(())
+            })?;
+        }
+        if !head.is_empty() {
+            if points.last().is_some_and(|l| l.0 >= head[0].0) {
+                sorted = false;
+            }
+            points.extend_from_slice(&head);
+        }
+        if !sorted {
+            // Late samples: chunks that overlap, or head samples older than a chunk's.
+            points.sort_by_key(|q| q.0);
+            points.dedup_by_key(|q| q.0);
+        }
+        Ok(points)
     }
 
     /// The one target `selector` picks (live or not); an error naming how many match

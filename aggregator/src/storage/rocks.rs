@@ -21,8 +21,11 @@ pub const CF_BUILDS: &str = "builds";
 pub const CF_STACKS: &str = "stacks";
 pub const CF_CAPTURES: &str = "captures";
 pub const CF_DIAGNOSES: &str = "diagnoses";
+pub const CF_HEADLOG: &str = "headlog";
+pub const CF_CHUNKS: &str = "chunks";
+pub const CF_LATEST: &str = "latest";
 
-const ALL_CFS: [&str; 8] = [
+const ALL_CFS: [&str; 11] = [
     CF_META,
     CF_SERIES,
     CF_TARGETS,
@@ -31,6 +34,9 @@ const ALL_CFS: [&str; 8] = [
     CF_STACKS,
     CF_CAPTURES,
     CF_DIAGNOSES,
+    CF_HEADLOG,
+    CF_CHUNKS,
+    CF_LATEST,
 ];
 
 enum Op {
@@ -91,7 +97,7 @@ impl Engine {
 
         let cfs = ALL_CFS.iter().map(|name| {
             let mut cf_opts = opts.clone();
-            if *name == CF_HEAD {
+            if matches!(*name, CF_HEAD | CF_HEADLOG | CF_CHUNKS) {
                 // Head keys share an 8-byte series-id prefix; a bloom filter on whole keys
                 // would not help range scans, so keep the default table options there.
                 cf_opts.set_compression_type(DBCompressionType::Lz4);
@@ -155,18 +161,17 @@ impl Engine {
         Ok(())
     }
 
-    /// The last key and value in `[from, to)` of a column family, if any.
-    pub fn last_in_range(
+    /// The first key and value in `[from, to)` of a column family, if any.
+    pub fn first_in_range(
         &self,
         cf: &str,
         from: &[u8],
         to: &[u8],
     ) -> Result<Option<KeyValue>, StorageError> {
         let mut opts = ReadOptions::default();
-        opts.set_iterate_lower_bound(from.to_vec());
         opts.set_iterate_upper_bound(to.to_vec());
         let mut iter = self.db.raw_iterator_cf_opt(self.cf(cf)?, opts);
-        iter.seek_to_last();
+        iter.seek(from);
         if iter.valid()
             && let (Some(k), Some(v)) = (iter.key(), iter.value())
         {
@@ -206,33 +211,38 @@ impl Engine {
             .map_err(|e| StorageError::Engine(format!("scan {cf}: {}", e.into_string())))
     }
 
+    /// Removes the files wholly inside `[from, to)` of a column family (after a range
+    /// deletion of it), so that dropped partitions free their space at once.
+    pub fn delete_files_in_range(
+        &self,
+        cf: &str,
+        from: &[u8],
+        to: &[u8],
+    ) -> Result<(), StorageError> {
+        self.db
+            .delete_file_in_range_cf(self.cf(cf)?, from, to)
+            .map_err(|e| StorageError::Engine(format!("delete files in {cf}: {}", e.into_string())))
+    }
+
+    /// Bytes of the database's files on disk (SST files and blob files of every
+    /// column family, plus the WAL).
+    pub fn disk_bytes(&self) -> u64 {
+        ALL_CFS
+            .iter()
+            .filter_map(|name| {
+                let cf = self.db.cf_handle(name)?;
+                self.db
+                    .property_int_value_cf(cf, "rocksdb.total-sst-files-size")
+                    .ok()
+                    .flatten()
+            })
+            .sum()
+    }
+
     /// Reads one key of a column family.
     pub fn get(&self, cf: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.db
             .get_cf(self.cf(cf)?, key)
             .map_err(|e| StorageError::Engine(format!("get {cf}: {}", e.into_string())))
-    }
-
-    /// Calls `f` with every key and value in `[from, to)` of a column family.
-    pub fn scan_range(
-        &self,
-        cf: &str,
-        from: &[u8],
-        to: &[u8],
-        mut f: impl FnMut(&[u8], &[u8]) -> Result<(), StorageError>,
-    ) -> Result<(), StorageError> {
-        let mut opts = ReadOptions::default();
-        opts.set_iterate_upper_bound(to.to_vec());
-        let iter = self.db.iterator_cf_opt(
-            self.cf(cf)?,
-            opts,
-            IteratorMode::From(from, Direction::Forward),
-        );
-        for item in iter {
-            let (key, value) =
-                item.map_err(|e| StorageError::Engine(format!("scan {cf}: {}", e.into_string())))?;
-            f(&key, &value)?;
-        }
-        Ok(())
     }
 }

@@ -619,3 +619,192 @@ async fn captures_are_stored_listed_read_back_and_forgotten_by_age_and_budget() 
         .collect();
     assert_eq!(left, vec![c.id]);
 }
+
+fn small_blocks(writers: usize) -> StorageOptions {
+    StorageOptions {
+        block: std::time::Duration::from_secs(10),
+        flush_grace: std::time::Duration::ZERO,
+        // Flushes happen when a test asks.
+        flush_check: std::time::Duration::from_secs(3600),
+        writers,
+        ..StorageOptions::default()
+    }
+}
+
+fn points_of(s: &Storage, start: i64, end: i64) -> Vec<(i64, u64)> {
+    let got = s
+        .query_range(
+            "go_goroutines",
+            &Selector::default(),
+            start,
+            end,
+            &Cancel::new(),
+        )
+        .unwrap();
+    got.into_iter()
+        .flat_map(|d| d.points)
+        .map(|(t, v)| (t, v.to_bits()))
+        .collect()
+}
+
+#[tokio::test]
+async fn closed_partitions_become_chunks_and_read_back_bit_for_bit_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let now = goroscope_proto::unix_ms();
+    // Three closed partitions of 10 s, and samples of the open one (in the future).
+    let mut pts: Vec<(i64, f64)> = (0..30).map(|i| (1_000 + i * 1_000, i as f64)).collect();
+    pts[3].1 = f64::NAN;
+    pts[4].1 = f64::from_bits(0x7ff0_0000_0000_0002);
+    pts[5].1 = f64::NEG_INFINITY;
+    let open_part = [(now + 3_600_000, 7.0), (now + 3_601_000, 8.0)];
+    let want: Vec<(i64, u64)> = pts
+        .iter()
+        .chain(&open_part)
+        .map(|(t, v)| (*t, v.to_bits()))
+        .collect();
+    {
+        let (s, guard, _) = Storage::open(dir.path(), small_blocks(2)).unwrap();
+        s.write(batch("node-a", 1, 1, 42, &pts)).await.unwrap();
+        s.write(batch("node-a", 1, 2, 42, &open_part))
+            .await
+            .unwrap();
+        let stats = s.flush(false).await.unwrap();
+        assert_eq!((stats.chunks, stats.samples, stats.carried), (4, 30, 2));
+        assert_eq!(points_of(&s, i64::MIN, i64::MAX), want);
+        // Only the open partition's samples are left in the head.
+        assert_eq!(s.usage().0, 64 + 2 * 16);
+        assert_eq!(points_of(&s, 4_000, 12_000).len(), 9);
+        drop(s);
+        guard.stop();
+    }
+    let (s, _guard, report) = Storage::open(dir.path(), small_blocks(2)).unwrap();
+    assert_eq!(report.skipped, 0);
+    assert_eq!(points_of(&s, i64::MIN, i64::MAX), want);
+    let (ts, v) = latest(&all(&s)[0], "go_goroutines");
+    assert_eq!((ts, v), open_part[1]);
+    // Everything flushed: the latest value is read back from the compacted data.
+    let stats = s.flush(true).await.unwrap();
+    assert_eq!(stats.samples, 2);
+    assert_eq!(s.usage().0, 0);
+    drop(s);
+    drop(_guard);
+    let (s, _guard, _) = Storage::open(dir.path(), small_blocks(2)).unwrap();
+    assert_eq!(points_of(&s, i64::MIN, i64::MAX), want);
+    assert_eq!(latest(&all(&s)[0], "go_goroutines"), open_part[1]);
+}
+
+#[tokio::test]
+async fn a_late_sample_for_a_compacted_partition_is_merged_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _guard, _) = Storage::open(dir.path(), small_blocks(1)).unwrap();
+    s.write(batch("node-a", 1, 1, 42, &[(1_000, 1.0), (3_000, 3.0)]))
+        .await
+        .unwrap();
+    s.flush(false).await.unwrap();
+    // Late, and one repeating a compacted time with a new value.
+    s.write(batch("node-a", 1, 2, 42, &[(2_000, 2.0), (1_000, 1.0)]))
+        .await
+        .unwrap();
+    let want = vec![
+        (1_000, 1f64.to_bits()),
+        (2_000, 2f64.to_bits()),
+        (3_000, 3f64.to_bits()),
+    ];
+    assert_eq!(points_of(&s, 0, 10_000), want);
+    s.flush(false).await.unwrap();
+    assert_eq!(points_of(&s, 0, 10_000), want);
+    // The newest value stays the newest, whatever the late flush wrote.
+    assert_eq!(latest(&all(&s)[0], "go_goroutines"), (3_000, 3.0));
+}
+
+#[tokio::test]
+async fn partitions_past_the_retention_are_dropped_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StorageOptions {
+        retention: std::time::Duration::from_secs(25),
+        ..small_blocks(1)
+    };
+    let (s, _guard, _) = Storage::open(dir.path(), opts).unwrap();
+    let pts: Vec<(i64, f64)> = (0..40).map(|i| (i * 1_000, i as f64)).collect();
+    s.write(batch("node-a", 1, 1, 42, &pts)).await.unwrap();
+    assert_eq!(s.samples_stored(), (0, 40));
+    s.flush(true).await.unwrap();
+    assert_eq!(s.samples_stored(), (40, 0));
+    // The cut is 37 s - 25 s = 12 s: only [0, 10 s) ended before it.
+    s.forget_expired(37_000).await.unwrap();
+    let left = points_of(&s, i64::MIN, i64::MAX);
+    assert_eq!(left.first().map(|p| p.0), Some(10_000));
+    assert_eq!(left.len(), 30);
+    assert_eq!(s.samples_stored(), (30, 0));
+    drop(s);
+    drop(_guard);
+    let (s, _guard) = open(dir.path());
+    assert_eq!(s.samples_stored(), (30, 0), "counts survive a restart");
+}
+
+#[tokio::test]
+async fn samples_of_the_older_head_layout_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (s, _guard) = open(dir.path());
+        s.write(batch("node-a", 1, 1, 42, &[(1_000, 1.0)]))
+            .await
+            .unwrap();
+        s.flush(true).await.unwrap();
+    }
+    {
+        // Samples the older layout kept in `head`, one key per sample.
+        let engine = Engine::open(dir.path(), true).unwrap();
+        let mut set = rocks::WriteSet::default();
+        for (ts, v) in [(2_000, 2.0), (3_000, f64::NAN)] {
+            set.put(
+                rocks::CF_HEAD,
+                keys::head_key(1, ts).to_vec(),
+                keys::head_value(v).to_vec(),
+            );
+        }
+        engine.commit(set).unwrap();
+    }
+    for _ in 0..2 {
+        let (s, _guard) = open(dir.path());
+        let got = points_of(&s, 0, 10_000);
+        assert_eq!(got.len(), 3);
+        assert!(f64::from_bits(got[2].1).is_nan());
+    }
+}
+
+#[tokio::test]
+async fn several_writer_shards_store_every_host_and_keep_their_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (s, _guard, _) = Storage::open(dir.path(), small_blocks(3)).unwrap();
+        let mut tasks = Vec::new();
+        for h in 0..12 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                for seq in 1..=5 {
+                    let t = seq * 1_000;
+                    s.write(batch(
+                        &format!("node-{h}"),
+                        1,
+                        seq as u64,
+                        h,
+                        &[(t, t as f64)],
+                    ))
+                    .await
+                    .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(points_of(&s, 0, 10_000).len(), 60);
+    }
+    // A reopen with another writer count keeps the database's own.
+    let (s, _guard, _) = Storage::open(dir.path(), small_blocks(1)).unwrap();
+    assert_eq!(s.writers.len(), 3);
+    assert_eq!(points_of(&s, 0, 10_000).len(), 60);
+    assert_eq!(s.flush(true).await.unwrap().samples, 60);
+    assert_eq!(points_of(&s, 0, 10_000).len(), 60);
+}

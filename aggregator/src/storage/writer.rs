@@ -10,16 +10,17 @@
 //! panic), [`Failure`] says why, and the aggregator stops rather than refuse every
 //! batch forever.
 
-use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::head::Head;
 use super::index::{Delta, FirstSeen, Index, signature_hash};
 use super::rocks::{
-    CF_BUILDS, CF_HEAD, CF_META, CF_SERIES, CF_STACKS, CF_TARGETS, Engine, WriteSet,
+    CF_BUILDS, CF_HEADLOG, CF_LATEST, CF_META, CF_SERIES, CF_STACKS, CF_TARGETS, Engine, WriteSet,
 };
 use super::{
     Coverage, IngestWrite, StorageError, TargetKey, TargetRecord, WriteOutcome, keys, records,
@@ -76,11 +77,13 @@ impl Failure {
     }
 }
 
-/// Stops the writer thread and waits for it when dropped.
+/// Stops the writer threads (and the compaction thread) and waits for them when
+/// dropped.
 pub struct WriterGuard {
     stopping: Arc<AtomicBool>,
-    tx: mpsc::Sender<Msg>,
-    thread: Option<JoinHandle<()>>,
+    txs: Vec<mpsc::Sender<Msg>>,
+    threads: Vec<JoinHandle<()>>,
+    compactor: Option<super::compact::Compactor>,
 }
 
 impl WriterGuard {
@@ -94,9 +97,14 @@ impl WriterGuard {
     fn stop_and_join(&mut self) {
         self.stopping.store(true, Ordering::SeqCst);
         // A full channel means the thread is busy and sees the flag before its next wait.
-        let _ = self.tx.try_send(Msg::Stop);
-        if let Some(thread) = self.thread.take() {
+        for tx in &self.txs {
+            let _ = tx.try_send(Msg::Stop);
+        }
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
+        }
+        if let Some(mut c) = self.compactor.take() {
+            c.stop();
         }
     }
 }
@@ -107,21 +115,61 @@ impl Drop for WriterGuard {
     }
 }
 
+/// What every writer shares.
+pub(super) struct Shared {
+    pub engine: Arc<Engine>,
+    pub index: Arc<RwLock<Index>>,
+    pub head: Arc<Head>,
+    pub failed: Arc<Failure>,
+    /// The next series id: shards take ids from one counter.
+    pub series_ids: Arc<AtomicU64>,
+}
+
+/// Starts one writer thread per shard; `next_commits[s]` is the number of shard `s`'s
+/// next group commit.
 pub(super) fn start(
-    engine: Arc<Engine>,
-    index: Arc<RwLock<Index>>,
-    failed: Arc<Failure>,
+    shared: &Shared,
     queue: usize,
-) -> Result<(mpsc::Sender<Msg>, WriterGuard), StorageError> {
-    let (tx, rx) = mpsc::channel(queue);
+    next_commits: &[u64],
+    compactor: super::compact::Compactor,
+) -> Result<(Vec<mpsc::Sender<Msg>>, WriterGuard), StorageError> {
     let stopping = Arc::new(AtomicBool::new(false));
-    let writer = Writer {
-        engine,
-        index,
+    let mut guard = WriterGuard {
         stopping: stopping.clone(),
+        txs: Vec::new(),
+        threads: Vec::new(),
+        compactor: Some(compactor),
+    };
+    let mut txs = Vec::new();
+    for (shard, &next_commit) in next_commits.iter().enumerate() {
+        let (tx, thread) = start_one(shared, queue, shard, next_commit, stopping.clone())?;
+        txs.push(tx.clone());
+        guard.txs.push(tx);
+        guard.threads.push(thread);
+    }
+    Ok((txs, guard))
+}
+
+fn start_one(
+    shared: &Shared,
+    queue: usize,
+    shard: usize,
+    next_commit: u64,
+    stopping: Arc<AtomicBool>,
+) -> Result<(mpsc::Sender<Msg>, JoinHandle<()>), StorageError> {
+    let (tx, rx) = mpsc::channel(queue);
+    let failed = shared.failed.clone();
+    let writer = Writer {
+        engine: shared.engine.clone(),
+        index: shared.index.clone(),
+        head: shared.head.clone(),
+        series_ids: shared.series_ids.clone(),
+        shard,
+        next_commit,
+        stopping,
     };
     let thread = std::thread::Builder::new()
-        .name("storage-writer".into())
+        .name(format!("storage-writer-{shard}"))
         .spawn(move || {
             let outcome =
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || writer.run(rx)));
@@ -132,25 +180,23 @@ pub(super) fn start(
             }
         })
         .map_err(|e| StorageError::Engine(format!("spawn writer thread: {e}")))?;
-    Ok((
-        tx.clone(),
-        WriterGuard {
-            stopping,
-            tx,
-            thread: Some(thread),
-        },
-    ))
+    Ok((tx, thread))
 }
 
 struct Writer {
     engine: Arc<Engine>,
     index: Arc<RwLock<Index>>,
+    head: Arc<Head>,
+    series_ids: Arc<AtomicU64>,
+    shard: usize,
+    /// The number of this shard's next group commit (its headlog key).
+    next_commit: u64,
     stopping: Arc<AtomicBool>,
 }
 
 impl Writer {
     /// Runs until stopped; a failed write ends it with the error.
-    fn run(self, mut rx: mpsc::Receiver<Msg>) -> Result<(), StorageError> {
+    fn run(mut self, mut rx: mpsc::Receiver<Msg>) -> Result<(), StorageError> {
         while !self.stopping.load(Ordering::SeqCst) {
             let Some(first) = rx.blocking_recv() else {
                 break;
@@ -183,18 +229,43 @@ impl Writer {
         Ok(())
     }
 
-    fn commit_group(&self, group: Vec<WriteRequest>) -> Result<(), StorageError> {
+    fn commit_group(&mut self, group: Vec<WriteRequest>) -> Result<(), StorageError> {
         let mut set = WriteSet::default();
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-        let mut delta = Delta {
-            next_series_id: index.next_series_id,
-            ..Delta::default()
-        };
+        let mut delta = Delta::default();
+        // (series id, batch, series in the batch) of every stored series' samples.
+        let mut samples: Vec<(u64, usize, usize)> = Vec::new();
         let outcomes: Vec<WriteOutcome> = group
             .iter()
-            .map(|req| stage(&self.engine, &index, &req.write, &mut delta, &mut set))
+            .enumerate()
+            .map(|(i, req)| {
+                let mut ids = Vec::new();
+                let outcome = stage(
+                    &self.engine,
+                    &index,
+                    &req.write,
+                    &mut delta,
+                    &mut set,
+                    &self.series_ids,
+                    &mut ids,
+                );
+                samples.extend(ids.into_iter().map(|(id, j)| (id, i, j)));
+                outcome
+            })
             .collect();
         drop(index);
+        delta.next_series_id = self.series_ids.load(Ordering::SeqCst);
+        let points = |&(id, i, j): &(u64, usize, usize)| -> (u64, &[(i64, f64)]) {
+            (id, group[i].write.samples[j].points.as_slice())
+        };
+        let commit = self.next_commit;
+        if !samples.is_empty() {
+            set.put(
+                CF_HEADLOG,
+                keys::headlog_key(self.shard as u8, commit),
+                records::encode_headlog(samples.iter().map(points)),
+            );
+        }
         let result = if set.is_empty() {
             Ok(())
         } else {
@@ -202,6 +273,11 @@ impl Writer {
         };
         match result {
             Ok(()) => {
+                if !samples.is_empty() {
+                    self.next_commit += 1;
+                    self.head
+                        .append(self.shard, commit, samples.iter().map(points));
+                }
                 self.index
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
@@ -221,14 +297,20 @@ impl Writer {
         }
     }
 
-    /// Deletes every target last seen before `before`, with its series and samples, and
-    /// the stack summaries of live targets taken before it.
+    /// Deletes every target of this shard's hosts last seen before `before`, with its
+    /// series (their chunks go with their partitions), and the stack summaries of live
+    /// targets taken before it.
     fn forget(&self, before: i64) -> Result<usize, StorageError> {
         let mut set = WriteSet::default();
         let mut gone = Vec::new();
+        let mut ids = HashSet::new();
         {
             let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+            let shards = self.head.shards();
             for (key, entry) in &index.targets {
+                if super::shard_of(&key.host, shards) != self.shard {
+                    continue;
+                }
                 if entry.last_seen_ms >= before {
                     let (from, _) = keys::stacks_range(key);
                     set.delete_range(CF_STACKS, from, keys::stacks_key(key, before, 0));
@@ -239,11 +321,8 @@ impl Writer {
                 set.delete_range(CF_STACKS, from, to);
                 for &id in entry.series.values() {
                     set.delete(CF_SERIES, keys::series_key(id));
-                    set.delete_range(
-                        CF_HEAD,
-                        keys::head_key(id, i64::MIN),
-                        keys::head_key(id.saturating_add(1), i64::MIN),
-                    );
+                    set.delete(CF_LATEST, keys::series_key(id));
+                    ids.insert(id);
                 }
                 gone.push(key.clone());
             }
@@ -255,6 +334,7 @@ impl Writer {
         if gone.is_empty() {
             return Ok(0);
         }
+        self.head.forget(&ids);
         self.index
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -272,6 +352,8 @@ fn stage(
     w: &IngestWrite,
     delta: &mut Delta,
     set: &mut WriteSet,
+    series_ids: &AtomicU64,
+    samples: &mut Vec<(u64, usize)>,
 ) -> WriteOutcome {
     let mark = delta
         .marks
@@ -314,7 +396,7 @@ fn stage(
     for stack in &w.stacks {
         stage_stacks(engine, index, stack, delta, set);
     }
-    for points in &w.samples {
+    for (j, points) in w.samples.iter().enumerate() {
         let id = match delta
             .series
             .get(&points.series)
@@ -323,8 +405,7 @@ fn stage(
         {
             Some(id) => id,
             None => {
-                let id = delta.next_series_id;
-                delta.next_series_id += 1;
+                let id = series_ids.fetch_add(1, Ordering::SeqCst);
                 set.put(
                     CF_SERIES,
                     keys::series_key(id),
@@ -339,9 +420,9 @@ fn stage(
                 id
             }
         };
+        samples.push((id, j));
         let mut newest: Option<(i64, f64)> = None;
         for &(ts, v) in &points.points {
-            set.put(CF_HEAD, keys::head_key(id, ts), keys::head_value(v));
             if newest.is_none_or(|(t, _)| ts >= t) {
                 newest = Some((ts, v));
             }
