@@ -281,9 +281,10 @@ impl Metrics {
 
     /// A loss a collector reported; `reason` is one of a known few, or "other".
     pub fn collector_lost(&self, reason: &str, batches: u64, bytes: u64) {
-        let reason = match reason {
-            "spool_full" | "spool_corrupt" | "outbox_full" | "oversized" => reason,
-            _ => "other",
+        let reason = if crate::storage::LOSS_REASONS.contains(&reason) {
+            reason
+        } else {
+            "other"
         };
         let labels = vec![("reason", reason.to_owned())];
         self.collector_losses.get_or_create(&labels).inc_by(batches);

@@ -919,6 +919,13 @@ mod tests {
         ) -> Result<Response<v1::Incident>, Status> {
             Err(Status::unimplemented("get_incident"))
         }
+
+        async fn status(
+            &self,
+            _: Request<v1::StatusRequest>,
+        ) -> Result<Response<v1::StatusResponse>, Status> {
+            Err(Status::unimplemented("status"))
+        }
     }
 
     #[tokio::test]

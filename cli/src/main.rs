@@ -15,6 +15,7 @@ mod diagnose;
 mod explain;
 mod inspect;
 mod render;
+mod status;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -175,6 +176,9 @@ enum Command {
         #[arg(required = true, value_name = "TARGET")]
         target: Vec<String>,
     },
+    /// What the aggregator stores (samples, bytes on disk, series, targets per service)
+    /// and each collector host's ingest: connected, last heard, gaps, reported losses.
+    Status,
     /// Development certificates: a fleet CA and leaves signed by it.
     Certs {
         #[command(subcommand)]
@@ -428,6 +432,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|s| client::status_error(&settings.addr, s))?
                 .into_inner();
             diagnose::print_anomalies(&response.anomalies, all, cli.output)
+        }
+        Command::Status => {
+            let settings = connect_settings(&cli.conn)?;
+            let mut client = client::connect(&settings).await?;
+            let response = client
+                .status(v1::StatusRequest {})
+                .await
+                .map_err(|s| client::status_error(&settings.addr, s))?
+                .into_inner();
+            status::print(&response, cli.output)
         }
         Command::Incidents { all } => {
             let settings = connect_settings(&cli.conn)?;

@@ -11,6 +11,7 @@ mod fleet;
 mod metrics;
 mod spool;
 mod stacks;
+mod storage;
 
 use std::time::Duration;
 

@@ -566,7 +566,11 @@ impl Session {
                 summary,
             });
         }
+        let mut losses = Vec::with_capacity(batch.losses.len().min(16));
         for loss in &batch.losses {
+            if losses.len() < 16 {
+                losses.push((loss.reason.clone(), loss.batches, loss.bytes));
+            }
             self.metrics
                 .collector_lost(&loss.reason, loss.batches, loss.bytes);
             tracing::warn!(
@@ -601,6 +605,7 @@ impl Session {
                 samples,
                 gone,
                 stacks,
+                losses,
             },
             refusals,
         ))

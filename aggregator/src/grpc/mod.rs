@@ -87,6 +87,11 @@ pub struct StreamSlot {
 }
 
 impl HostStreams {
+    /// Open streams by host.
+    pub fn open(&self) -> std::collections::HashMap<String, usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// A slot for `host` unless it holds `max` streams already.
     pub fn acquire(&self, host: &str, max: usize) -> Option<StreamSlot> {
         let mut t = self.0.lock().unwrap_or_else(|e| e.into_inner());

@@ -601,6 +601,97 @@ impl Query for QueryService {
         Ok(Response::new(v1::IncidentsResponse { incidents }))
     }
 
+    async fn status(
+        &self,
+        request: Request<v1::StatusRequest>,
+    ) -> Result<Response<v1::StatusResponse>, Status> {
+        authorize(&self.shared, "query", &request, Role::Operator)?;
+        let open = self.shared.streams.open();
+        let now = goroscope_proto::unix_ms();
+        let (
+            census,
+            hosts,
+            (compacted, in_head),
+            (head_bytes, disk_bytes),
+            (targets, series),
+            rate,
+        ) = self
+            .blocking(move |s, _| {
+                Ok((
+                    s.census(now - LIVE_WITHIN_MS),
+                    s.hosts(),
+                    s.samples_stored(),
+                    s.usage(),
+                    s.sizes(),
+                    s.ingest_rate(),
+                ))
+            })
+            .await?;
+        let mut collectors: Vec<v1::CollectorStatus> = hosts
+            .into_iter()
+            .map(|(host, h)| v1::CollectorStatus {
+                streams: open.get(&host).copied().unwrap_or(0) as u32,
+                targets: census.hosts.get(&host).copied().unwrap_or(0) as u64,
+                host,
+                first_ms: h.first_ms,
+                last_heard_ms: h.last_ms,
+                batches: h.batches,
+                samples: h.samples,
+                gaps: h.gaps,
+                missed: h.missed,
+                losses: h
+                    .losses
+                    .into_iter()
+                    .map(|(reason, (batches, bytes))| v1::LossCount {
+                        reason,
+                        batches,
+                        bytes,
+                    })
+                    .collect(),
+            })
+            .collect();
+        // Connected before its first batch was stored.
+        for (host, streams) in open {
+            if !collectors.iter().any(|c| c.host == host) {
+                collectors.push(v1::CollectorStatus {
+                    host,
+                    streams: streams as u32,
+                    ..Default::default()
+                });
+            }
+        }
+        collectors.sort_by(|a, b| a.host.cmp(&b.host));
+        Ok(Response::new(v1::StatusResponse {
+            aggregator_version: env!("CARGO_PKG_VERSION").into(),
+            samples_stored: compacted + in_head,
+            samples_in_head: in_head,
+            disk_bytes,
+            head_bytes: head_bytes as u64,
+            series: series as u64,
+            targets: targets as u64,
+            live_targets: census.live as u64,
+            ingest_samples_per_second: rate,
+            collectors,
+            services: census
+                .services
+                .into_iter()
+                .map(|(service, (targets, live))| v1::ServiceStatus {
+                    service,
+                    targets: targets as u64,
+                    live: live as u64,
+                })
+                .collect(),
+            coverage: census
+                .coverage
+                .into_iter()
+                .map(|(source, targets)| v1::SourceCoverage {
+                    source: source.into(),
+                    targets: targets as u64,
+                })
+                .collect(),
+        }))
+    }
+
     async fn get_incident(
         &self,
         request: Request<v1::GetIncidentRequest>,
@@ -715,6 +806,9 @@ fn limit_or_default(limit: u32) -> usize {
         n => (n as usize).min(MAX_LIST),
     }
 }
+
+/// A target seen this recently (and not exited) counts as live in a status report.
+const LIVE_WITHIN_MS: i64 = 5 * 60 * 1000;
 
 /// Whether an anomaly's target matches the selector (its id and the labels it had).
 fn anomaly_matches(selector: &Selector, a: &v1::Anomaly) -> bool {

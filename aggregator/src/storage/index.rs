@@ -31,6 +31,7 @@ pub(super) struct Index {
     pub targets: BTreeMap<TargetKey, TargetEntry>,
     pub latest: HashMap<u64, (i64, f64)>,
     marks: HashMap<String, (u64, u64)>,
+    pub hosts: HashMap<String, super::HostStats>,
     pub next_series_id: u64,
     /// The stack signatures of each target's newest stored summary (of every goroutine:
     /// debug=1 or debug=2), with their first-seen times; loaded from the database the
@@ -52,6 +53,8 @@ pub(super) struct Delta {
     pub last_seen: HashMap<TargetKey, i64>,
     /// New ingest marks.
     pub marks: HashMap<String, (u64, u64)>,
+    /// Host statistics written by this commit.
+    pub hosts: HashMap<String, super::HostStats>,
     pub next_series_id: u64,
     pub stack_sigs: HashMap<TargetKey, Arc<FirstSeen>>,
 }
@@ -124,6 +127,7 @@ impl Index {
             }
         }
         self.marks.extend(delta.marks);
+        self.hosts.extend(delta.hosts);
         self.next_series_id = self.next_series_id.max(delta.next_series_id);
     }
 
@@ -239,6 +243,16 @@ pub(super) fn load(engine: &Engine) -> Result<(Index, OpenReport), StorageError>
                 index.marks.insert(host.to_owned(), mark);
             }
             _ => skip(CF_META, key, &"malformed ingest mark"),
+        }
+        Ok(())
+    })?;
+    engine.scan_prefix(CF_META, keys::HOST_STATS_PREFIX, |key, value| {
+        let host = std::str::from_utf8(&key[keys::HOST_STATS_PREFIX.len()..]);
+        match (host, records::decode_host_stats(value)) {
+            (Ok(host), Ok(stats)) => {
+                index.hosts.insert(host.to_owned(), stats);
+            }
+            _ => skip(CF_META, key, &"malformed host statistics"),
         }
         Ok(())
     })?;

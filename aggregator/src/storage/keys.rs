@@ -186,6 +186,15 @@ pub fn ingest_mark_key(host: &str) -> Vec<u8> {
 
 pub const INGEST_MARK_PREFIX: &[u8] = b"ingest/";
 
+/// `meta` key of a host's ingest statistics.
+pub fn host_stats_key(host: &str) -> Vec<u8> {
+    let mut key = HOST_STATS_PREFIX.to_vec();
+    key.extend_from_slice(host.as_bytes());
+    key
+}
+
+pub const HOST_STATS_PREFIX: &[u8] = b"host/";
+
 /// `meta` value of an ingest mark: epoch, then the highest stored sequence number.
 pub fn ingest_mark_value(epoch: u64, seq: u64) -> [u8; 16] {
     let mut value = [0u8; 16];

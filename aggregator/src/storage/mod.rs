@@ -101,7 +101,7 @@ pub use compact::FlushStats;
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use query::{Cancel, OneTarget, PageToken, StacksAt};
+pub use query::{Cancel, Census, OneTarget, PageToken, StacksAt};
 pub use writer::WriterGuard;
 
 use compact::{Partitioning, Partitions};
@@ -240,6 +240,28 @@ pub struct IngestWrite {
     pub samples: Vec<SeriesPoints>,
     pub gone: Vec<TargetKey>,
     pub stacks: Vec<StackWrite>,
+    /// Data the collector reports lost before it could send it: (reason, batches,
+    /// bytes), the reason one of [`LOSS_REASONS`] or "other".
+    pub losses: Vec<(String, u64, u64)>,
+}
+
+/// The reasons of collector losses kept apart; any other is counted as "other".
+pub const LOSS_REASONS: [&str; 4] = ["spool_full", "spool_corrupt", "outbox_full", "oversized"];
+
+/// What the aggregator knows of one collector host's ingest, kept across restarts and
+/// written with each batch it stores.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HostStats {
+    /// When its first and latest stored batch arrived, Unix ms.
+    pub first_ms: i64,
+    pub last_ms: i64,
+    pub batches: u64,
+    pub samples: u64,
+    /// Jumps in its batch sequence, and the scrapes (or batches) they skipped.
+    pub gaps: u64,
+    pub missed: u64,
+    /// Losses it reported, by reason: (batches, bytes).
+    pub losses: BTreeMap<String, (u64, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -361,6 +383,7 @@ pub struct Storage {
     /// One per writer shard; a host's batches always go to the same one.
     writers: Arc<[mpsc::Sender<writer::Msg>]>,
     compactor: std::sync::mpsc::SyncSender<compact::Request>,
+    rate: Arc<writer::IngestRate>,
     failed: Arc<writer::Failure>,
     options: Arc<StorageOptions>,
 }
@@ -418,6 +441,7 @@ impl Storage {
             head: head.clone(),
             failed: failed.clone(),
             series_ids: Arc::new(AtomicU64::new(next_series.max(1))),
+            rate: Arc::new(writer::IngestRate::default()),
         };
         let (txs, guard) = writer::start(
             &shared,
@@ -434,6 +458,7 @@ impl Storage {
                 parts,
                 writers: txs.into(),
                 compactor: compactor_tx,
+                rate: shared.rate.clone(),
                 failed,
                 options: Arc::new(options),
             },
@@ -517,6 +542,11 @@ impl Storage {
         (self.head.bytes(), self.engine.disk_bytes())
     }
 
+    /// Samples stored per second over the last minute.
+    pub fn ingest_rate(&self) -> f64 {
+        self.rate.per_second(goroscope_proto::unix_ms())
+    }
+
     /// Samples stored: those compacted into partitions, and those in the head.
     pub fn samples_stored(&self) -> (u64, u64) {
         let compacted = self
@@ -538,6 +568,18 @@ impl Storage {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .last_seq(host, epoch)
+    }
+
+    /// What is known of each collector host's ingest, by host.
+    pub fn hosts(&self) -> Vec<(String, HostStats)> {
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let mut hosts: Vec<_> = index
+            .hosts
+            .iter()
+            .map(|(h, s)| (h.clone(), s.clone()))
+            .collect();
+        hosts.sort_by(|a, b| a.0.cmp(&b.0));
+        hosts
     }
 
     /// How many targets and series the index holds.

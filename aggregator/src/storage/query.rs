@@ -5,6 +5,7 @@
 //! [`Cancel`] flag, so a query whose caller gave up (its deadline passed, the client
 //! went away) stops instead of running to the end.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -314,6 +315,56 @@ impl Storage {
                 Ok(false)
             })?;
         Ok(found)
+    }
+}
+
+/// Targets counted for a status report.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Census {
+    pub targets: usize,
+    pub live: usize,
+    /// By the target label `service`: (targets, live).
+    pub services: BTreeMap<String, (usize, usize)>,
+    /// Live targets per source.
+    pub coverage: BTreeMap<&'static str, usize>,
+    /// Live targets per host.
+    pub hosts: BTreeMap<String, usize>,
+}
+
+impl Storage {
+    /// Counts targets: live ones have not exited and were seen at or after `live_since`.
+    pub fn census(&self, live_since_ms: i64) -> Census {
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let mut c = Census::default();
+        for entry in index.targets.values() {
+            let r = &entry.record;
+            let live = !r.exited && entry.last_seen_ms >= live_since_ms;
+            c.targets += 1;
+            let service = r.labels.get("service").cloned().unwrap_or_default();
+            let s = c.services.entry(service).or_default();
+            s.0 += 1;
+            if !live {
+                continue;
+            }
+            s.1 += 1;
+            c.live += 1;
+            *c.hosts.entry(r.key.host.clone()).or_default() += 1;
+            let cov = &r.coverage;
+            for (name, on) in [
+                ("proc", cov.proc),
+                ("buildinfo", cov.buildinfo),
+                ("expvar", cov.expvar),
+                ("pprof", cov.pprof),
+                ("metrics", cov.metrics),
+                ("cgroup", cov.cgroup),
+                ("goroutineleak", cov.goroutineleak),
+            ] {
+                if on {
+                    *c.coverage.entry(name).or_default() += 1;
+                }
+            }
+        }
+        c
     }
 }
 

@@ -33,7 +33,7 @@ use std::collections::BTreeMap;
 use goroscope_proto::v1;
 use prost::Message;
 
-use super::{BuildId, Coverage, SeriesKey, TargetKey, TargetRecord};
+use super::{BuildId, Coverage, HostStats, SeriesKey, TargetKey, TargetRecord};
 
 /// The version byte every record this build writes starts with.
 pub const VERSION: u8 = 2;
@@ -184,6 +184,55 @@ impl<'a> Dec<'a> {
             n => Err(DecodeError::Trailing(n)),
         }
     }
+}
+
+/// A host's ingest statistics (`meta`, `host/<host>`): the version byte, first and
+/// last arrival (zig-zag), batches, samples, gaps, missed, a loss count and that many
+/// (reason, batches, bytes).
+pub fn encode_host_stats(s: &HostStats) -> Vec<u8> {
+    let mut e = Enc::new();
+    e.i64(s.first_ms);
+    e.i64(s.last_ms);
+    e.u64(s.batches);
+    e.u64(s.samples);
+    e.u64(s.gaps);
+    e.u64(s.missed);
+    e.u64(s.losses.len() as u64);
+    for (reason, (batches, bytes)) in &s.losses {
+        e.str(reason);
+        e.u64(*batches);
+        e.u64(*bytes);
+    }
+    e.0
+}
+
+pub fn decode_host_stats(data: &[u8]) -> Result<HostStats, DecodeError> {
+    let mut d = Dec::new(data)?;
+    let mut s = HostStats {
+        first_ms: d.i64("first arrival")?,
+        last_ms: d.i64("last arrival")?,
+        batches: d.u64("batches")?,
+        samples: d.u64("samples")?,
+        gaps: d.u64("gaps")?,
+        missed: d.u64("missed")?,
+        losses: BTreeMap::new(),
+    };
+    let at = d.at;
+    let n = d.u64("loss count")?;
+    if n > ((data.len() - d.at) as u64) / 3 {
+        return Err(DecodeError::Range {
+            at,
+            what: "loss count",
+        });
+    }
+    for _ in 0..n {
+        let reason = d.str("loss reason")?;
+        let batches = d.u64("lost batches")?;
+        let bytes = d.u64("lost bytes")?;
+        s.losses.insert(reason, (batches, bytes));
+    }
+    d.finish()?;
+    Ok(s)
 }
 
 /// The version byte of a `headlog` record.
@@ -503,6 +552,21 @@ mod tests {
             // Any damage is an error or another valid record, never a panic.
             for cut in 0..bytes.len() {
                 let _ = decode_headlog(&bytes[..cut]);
+            }
+        }
+
+        #[test]
+        fn host_stats_round_trip(
+            n in any::<[u64; 4]>(), t in any::<[i64; 2]>(),
+            losses in prop::collection::btree_map(".{0,12}", any::<(u64, u64)>(), 0..5)
+        ) {
+            let s = HostStats {
+                first_ms: t[0], last_ms: t[1], batches: n[0], samples: n[1], gaps: n[2], missed: n[3], losses,
+            };
+            let bytes = encode_host_stats(&s);
+            prop_assert_eq!(decode_host_stats(&bytes).unwrap(), s);
+            for cut in 0..bytes.len() {
+                prop_assert!(decode_host_stats(&bytes[..cut]).is_err());
             }
         }
 

@@ -38,6 +38,7 @@ fn batch(host: &str, epoch: u64, seq: u64, pid: u32, points: &[(i64, f64)]) -> I
         }],
         gone: vec![],
         stacks: vec![],
+        losses: vec![],
     }
 }
 
@@ -807,4 +808,43 @@ async fn several_writer_shards_store_every_host_and_keep_their_layout() {
     assert_eq!(points_of(&s, 0, 10_000).len(), 60);
     assert_eq!(s.flush(true).await.unwrap().samples, 60);
     assert_eq!(points_of(&s, 0, 10_000).len(), 60);
+}
+
+#[tokio::test]
+async fn sequence_gaps_and_reported_losses_are_kept_per_host_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let scrape = |n: u64| (n << 32) | 1;
+    {
+        let (s, _guard) = open(dir.path());
+        s.write(batch("node-a", 1, scrape(1), 1, &[(1_000, 1.0)]))
+            .await
+            .unwrap();
+        // Scrapes 2 to 4 never arrive; the collector says its spool dropped them.
+        let mut w = batch("node-a", 1, scrape(5), 1, &[(5_000, 5.0), (6_000, 6.0)]);
+        w.losses = vec![("spool_full".into(), 3, 900), ("made-up".into(), 1, 1)];
+        s.write(w).await.unwrap();
+        // A re-send changes nothing; a new epoch starts counting afresh.
+        s.write(batch("node-a", 1, scrape(5), 1, &[(5_000, 5.0)]))
+            .await
+            .unwrap();
+        s.write(batch("node-a", 2, scrape(1), 1, &[(7_000, 7.0)]))
+            .await
+            .unwrap();
+        // Plain batch counters: 1 then 4 skips two.
+        s.write(batch("node-b", 1, 1, 2, &[(1_000, 1.0)]))
+            .await
+            .unwrap();
+        s.write(batch("node-b", 1, 4, 2, &[(2_000, 1.0)]))
+            .await
+            .unwrap();
+    }
+    let (s, _guard) = open(dir.path());
+    let hosts = s.hosts();
+    let a = &hosts[0].1;
+    assert_eq!(hosts[0].0, "node-a");
+    assert_eq!((a.batches, a.samples, a.gaps, a.missed), (3, 4, 1, 3));
+    assert_eq!(a.losses["spool_full"], (3, 900));
+    assert_eq!(a.losses["other"], (1, 1));
+    let b = &hosts[1].1;
+    assert_eq!((b.batches, b.gaps, b.missed), (2, 1, 2));
 }

@@ -115,6 +115,37 @@ impl Drop for WriterGuard {
     }
 }
 
+/// Samples stored per second, over the last minute.
+#[derive(Default)]
+pub(super) struct IngestRate(Mutex<std::collections::VecDeque<(i64, u64)>>);
+
+impl IngestRate {
+    const WINDOW_S: i64 = 60;
+
+    pub fn add(&self, now_ms: i64, samples: u64) {
+        let sec = now_ms.div_euclid(1000);
+        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match q.back_mut() {
+            Some(last) if last.0 == sec => last.1 += samples,
+            _ => q.push_back((sec, samples)),
+        }
+        while q.front().is_some_and(|f| f.0 <= sec - Self::WINDOW_S) {
+            q.pop_front();
+        }
+    }
+
+    pub fn per_second(&self, now_ms: i64) -> f64 {
+        let sec = now_ms.div_euclid(1000);
+        let q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n: u64 = q
+            .iter()
+            .filter(|(s, _)| *s > sec - Self::WINDOW_S && *s <= sec)
+            .map(|(_, n)| n)
+            .sum();
+        n as f64 / Self::WINDOW_S as f64
+    }
+}
+
 /// What every writer shares.
 pub(super) struct Shared {
     pub engine: Arc<Engine>,
@@ -123,6 +154,7 @@ pub(super) struct Shared {
     pub failed: Arc<Failure>,
     /// The next series id: shards take ids from one counter.
     pub series_ids: Arc<AtomicU64>,
+    pub rate: Arc<IngestRate>,
 }
 
 /// Starts one writer thread per shard; `next_commits[s]` is the number of shard `s`'s
@@ -164,6 +196,7 @@ fn start_one(
         index: shared.index.clone(),
         head: shared.head.clone(),
         series_ids: shared.series_ids.clone(),
+        rate: shared.rate.clone(),
         shard,
         next_commit,
         stopping,
@@ -188,6 +221,7 @@ struct Writer {
     index: Arc<RwLock<Index>>,
     head: Arc<Head>,
     series_ids: Arc<AtomicU64>,
+    rate: Arc<IngestRate>,
     shard: usize,
     /// The number of this shard's next group commit (its headlog key).
     next_commit: u64,
@@ -274,6 +308,8 @@ impl Writer {
         match result {
             Ok(()) => {
                 if !samples.is_empty() {
+                    let n: usize = samples.iter().map(|s| points(s).1.len()).sum();
+                    self.rate.add(goroscope_proto::unix_ms(), n as u64);
                     self.next_commit += 1;
                     self.head
                         .append(self.shard, commit, samples.iter().map(points));
@@ -372,6 +408,43 @@ fn stage(
         keys::ingest_mark_key(&w.host),
         keys::ingest_mark_value(w.epoch, w.seq),
     );
+    let stats = delta.hosts.entry(w.host.clone()).or_insert_with(|| {
+        index
+            .hosts
+            .get(&w.host)
+            .cloned()
+            .unwrap_or(super::HostStats {
+                first_ms: w.received_ms,
+                ..Default::default()
+            })
+    });
+    if let Some((epoch, seq)) = mark
+        && epoch == w.epoch
+    {
+        let skipped = skipped(seq, w.seq);
+        if skipped > 0 {
+            stats.gaps += 1;
+            stats.missed += skipped;
+        }
+    }
+    stats.last_ms = stats.last_ms.max(w.received_ms);
+    stats.batches += 1;
+    stats.samples += w.samples.iter().map(|s| s.points.len() as u64).sum::<u64>();
+    for (reason, batches, bytes) in &w.losses {
+        let reason = if super::LOSS_REASONS.contains(&reason.as_str()) {
+            reason.as_str()
+        } else {
+            "other"
+        };
+        let l = stats.losses.entry(reason.to_owned()).or_default();
+        l.0 = l.0.saturating_add(*batches);
+        l.1 = l.1.saturating_add(*bytes);
+    }
+    set.put(
+        CF_META,
+        keys::host_stats_key(&w.host),
+        records::encode_host_stats(stats),
+    );
 
     // Records to write: declared or changed targets, exited ones, and targets a series
     // names that the index does not hold.
@@ -465,6 +538,19 @@ fn stage(
         set.put(CF_TARGETS, key.encode(), records::encode_target(record));
     }
     WriteOutcome::Stored
+}
+
+/// How many scrapes (or batches) a collector skipped between two batches of an epoch.
+/// The goroscope collector numbers a batch by its scrape's number in the high 32 bits
+/// (a scrape split over batches keeps its number), so those are compared when both
+/// have them; other senders are taken to count batches one by one.
+fn skipped(prev: u64, next: u64) -> u64 {
+    const SCRAPE: u64 = 1 << 32;
+    if prev >= SCRAPE && next >= SCRAPE {
+        (next >> 32).saturating_sub((prev >> 32) + 1)
+    } else {
+        next.saturating_sub(prev + 1)
+    }
 }
 
 /// The staged record of a target, starting from the committed one or a new one.
