@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::postings::Postings;
 use super::rocks::{CF_LATEST, CF_META, CF_SERIES, CF_TARGETS, Engine};
 use super::{
     Coverage, OpenReport, SeriesKey, SeriesLabels, StorageError, TargetKey, TargetRecord, keys,
@@ -23,11 +24,26 @@ pub(super) struct TargetEntry {
     pub series: BTreeMap<(String, SeriesLabels), u64>,
 }
 
+/// Every label of a series, sorted by name: `__name__`, `host`, `pid`, its target's
+/// labels and its own (a name given twice keeps the first of that order).
+pub(super) fn label_set(key: &SeriesKey, target: &TargetRecord) -> Vec<(String, String)> {
+    let mut labels = Vec::with_capacity(3 + target.labels.len() + key.labels.len());
+    labels.push(("__name__".to_owned(), key.metric.clone()));
+    labels.push(("host".to_owned(), key.target.host.clone()));
+    labels.push(("pid".to_owned(), key.target.pid.to_string()));
+    labels.extend(target.labels.iter().map(|(n, v)| (n.clone(), v.clone())));
+    labels.extend(key.labels.iter().cloned());
+    labels.sort_by(|a, b| a.0.cmp(&b.0));
+    labels.dedup_by(|b, a| a.0 == b.0);
+    labels
+}
+
 #[derive(Default)]
 pub(super) struct Index {
     series: HashMap<Arc<SeriesKey>, u64>,
     /// Every series by id.
     pub by_id: HashMap<u64, Arc<SeriesKey>>,
+    pub postings: Postings,
     pub targets: BTreeMap<TargetKey, TargetEntry>,
     pub latest: HashMap<u64, (i64, f64)>,
     marks: HashMap<String, (u64, u64)>,
@@ -104,6 +120,24 @@ impl Index {
                 .entry(key)
                 .or_insert_with_key(|k| placeholder(k, record.last_seen_ms));
             entry.last_seen_ms = entry.last_seen_ms.max(record.last_seen_ms);
+            if entry.record.labels != record.labels {
+                // Relabelled: its series move to the postings of the new labels.
+                for &id in entry.series.values() {
+                    self.postings.remove(
+                        id,
+                        entry
+                            .record
+                            .labels
+                            .iter()
+                            .map(|(n, v)| (n.as_str(), v.as_str())),
+                        false,
+                    );
+                    self.postings.add(
+                        id,
+                        record.labels.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+                    );
+                }
+            }
             entry.record = Arc::new(record);
         }
         for (key, id) in delta.series {
@@ -114,6 +148,9 @@ impl Index {
             entry
                 .series
                 .insert((key.metric.clone(), key.labels.clone()), id);
+            let labels = label_set(&key, &entry.record);
+            self.postings
+                .add(id, labels.iter().map(|(n, v)| (n.as_str(), v.as_str())));
             self.by_id.insert(id, key.clone());
             self.series.insert(key, id);
         }
@@ -138,6 +175,14 @@ impl Index {
         for key in targets {
             if let Some(entry) = self.targets.remove(key) {
                 for ((metric, labels), id) in entry.series {
+                    if let Some(series) = self.by_id.get(&id) {
+                        let all = label_set(series, &entry.record);
+                        self.postings.remove(
+                            id,
+                            all.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+                            true,
+                        );
+                    }
                     self.latest.remove(&id);
                     self.by_id.remove(&id);
                     self.series.remove(&SeriesKey {
@@ -246,6 +291,16 @@ pub(super) fn load(engine: &Engine) -> Result<(Index, OpenReport), StorageError>
         }
         Ok(())
     })?;
+    for entry in index.targets.values() {
+        for &id in entry.series.values() {
+            if let Some(series) = index.by_id.get(&id) {
+                let labels = label_set(series, &entry.record);
+                index
+                    .postings
+                    .add(id, labels.iter().map(|(n, v)| (n.as_str(), v.as_str())));
+            }
+        }
+    }
     engine.scan_prefix(CF_META, keys::HOST_STATS_PREFIX, |key, value| {
         let host = std::str::from_utf8(&key[keys::HOST_STATS_PREFIX.len()..]);
         match (host, records::decode_host_stats(value)) {

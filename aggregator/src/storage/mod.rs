@@ -86,6 +86,7 @@ pub mod diagnoses;
 mod head;
 mod index;
 mod keys;
+mod postings;
 mod query;
 pub mod records;
 mod rocks;
@@ -101,7 +102,8 @@ pub use compact::FlushStats;
 
 use tokio::sync::{mpsc, oneshot};
 
-pub use query::{Cancel, Census, OneTarget, PageToken, StacksAt};
+pub use postings::{LabelMatcher, MatchOp};
+pub use query::{Cancel, Census, LabeledSeries, OneTarget, PageToken, StacksAt};
 pub use writer::WriterGuard;
 
 use compact::{Partitioning, Partitions};
@@ -283,26 +285,6 @@ impl Selector {
         self.matchers
             .iter()
             .all(|(name, value)| Selector::holds(target, name, value))
-    }
-
-    /// Whether a series matches: each matcher holds on the target (its id or labels) or
-    /// on the series' own labels. Matchers naming a label the target lacks may thus pick
-    /// histogram buckets (`le`) or summary quantiles (`quantile`).
-    pub fn matches_series(&self, target: &TargetRecord, labels: &SeriesLabels) -> bool {
-        self.matchers.iter().all(|(name, value)| {
-            Selector::holds(target, name, value)
-                || labels.iter().any(|(n, v)| n == name && v == value)
-        })
-    }
-
-    /// Whether the matchers that concern the target (ids and its label names) hold; the
-    /// others may still hold on a series.
-    pub fn may_match(&self, target: &TargetRecord) -> bool {
-        self.matchers.iter().all(|(name, value)| {
-            let about_target =
-                matches!(name.as_str(), "host" | "pid") || target.labels.contains_key(name);
-            !about_target || Selector::holds(target, name, value)
-        })
     }
 
     fn holds(target: &TargetRecord, name: &str, value: &str) -> bool {

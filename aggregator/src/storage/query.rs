@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use goroscope_proto::v1;
 
+use super::index::label_set;
 use super::rocks::{CF_BUILDS, CF_CHUNKS, CF_STACKS};
 use super::{
-    LatestValue, Selector, SeriesData, SeriesLabels, Storage, StorageError, TargetKey,
-    TargetRecord, TargetView, chunk, keys, records,
+    LabelMatcher, LatestValue, Selector, SeriesData, SeriesLabels, Storage, StorageError,
+    TargetKey, TargetRecord, TargetView, chunk, keys, records,
 };
 
 /// Summaries looked at, at most, when searching back from a time for one of a source.
@@ -146,22 +147,18 @@ impl Storage {
         end_ms: i64,
         cancel: &Cancel,
     ) -> Result<Vec<SeriesData>, StorageError> {
-        let wanted: Vec<(u64, Arc<TargetRecord>, SeriesLabels)> = {
-            let index = self.index.read().unwrap_or_else(|e| e.into_inner());
-            let from = (metric.to_owned(), SeriesLabels::new());
-            index
-                .targets
-                .values()
-                .filter(|e| selector.may_match(&e.record))
-                .flat_map(|e| {
-                    e.series
-                        .range(from.clone()..)
-                        .take_while(|((m, _), _)| m == metric)
-                        .filter(|((_, labels), _)| selector.matches_series(&e.record, labels))
-                        .map(|((_, labels), id)| (*id, e.record.clone(), labels.clone()))
-                })
-                .collect()
-        };
+        let mut matchers = vec![LabelMatcher::equal("__name__", metric)];
+        matchers.extend(
+            selector
+                .matchers
+                .iter()
+                .map(|(n, v)| LabelMatcher::equal(n, v)),
+        );
+        let wanted: Vec<(u64, Arc<TargetRecord>, SeriesLabels)> = self
+            .matching(&matchers, i64::MIN, i64::MAX)
+            .into_iter()
+            .map(|m| (m.id, m.target, m.series.labels.clone()))
+            .collect();
         let mut total = 0usize;
         let mut out = Vec::with_capacity(wanted.len());
         for (id, target, labels) in wanted {
@@ -315,6 +312,132 @@ impl Storage {
                 Ok(false)
             })?;
         Ok(found)
+    }
+}
+
+/// A series label matchers picked.
+struct Matched {
+    id: u64,
+    series: Arc<super::SeriesKey>,
+    target: Arc<TargetRecord>,
+    labels: Vec<(String, String)>,
+}
+
+/// A series picked by label matchers, with every label and its points.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabeledSeries {
+    /// Sorted by name; `__name__` is the metric.
+    pub labels: Vec<(String, String)>,
+    pub points: Vec<(i64, f64)>,
+}
+
+impl Storage {
+    /// The ids and labels of the series every matcher holds on (a missing label has
+    /// the empty value), whose target was seen in `[start_ms, end_ms]`.
+    fn matching(&self, matchers: &[LabelMatcher], start_ms: i64, end_ms: i64) -> Vec<Matched> {
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        for id in index.postings.candidates(matchers) {
+            let Some(key) = index.by_id.get(&id) else {
+                continue;
+            };
+            let Some(target) = index.targets.get(&key.target) else {
+                continue;
+            };
+            if target.last_seen_ms < start_ms || target.record.first_seen_ms > end_ms {
+                continue;
+            }
+            let labels = label_set(key, &target.record);
+            let holds = matchers.iter().all(|m| {
+                let value = labels
+                    .iter()
+                    .find(|(n, _)| *n == m.name)
+                    .map_or("", |(_, v)| v.as_str());
+                m.matches(value)
+            });
+            if holds {
+                out.push(Matched {
+                    id,
+                    series: key.clone(),
+                    target: target.record.clone(),
+                    labels,
+                });
+            }
+        }
+        out
+    }
+
+    /// The series every matcher holds on, with their points in `[start_ms, end_ms]`.
+    /// Series whose labels are the same (a pid reused by a later process) come as one.
+    /// Blocking: call it off the async threads.
+    pub fn select(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+        cancel: &Cancel,
+    ) -> Result<Vec<LabeledSeries>, StorageError> {
+        let picked = self.matching(matchers, start_ms, end_ms);
+        let mut by_labels: BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>> = BTreeMap::new();
+        let mut total = 0usize;
+        for Matched { id, labels, .. } in picked {
+            if cancel.is_cancelled() {
+                return Err(StorageError::Cancelled);
+            }
+            let points = self.read_series(id, start_ms, end_ms, cancel)?;
+            if points.is_empty() {
+                continue;
+            }
+            total += points.len();
+            if total > self.options.max_query_samples {
+                return Err(StorageError::TooManySamples {
+                    limit: self.options.max_query_samples,
+                });
+            }
+            let merged = by_labels.entry(labels).or_default();
+            let sorted = merged.last().is_none_or(|l| l.0 < points[0].0);
+            merged.extend(points);
+            if !sorted {
+                merged.sort_by_key(|p| p.0);
+                merged.dedup_by_key(|p| p.0);
+            }
+        }
+        Ok(by_labels
+            .into_iter()
+            .map(|(labels, points)| LabeledSeries { labels, points })
+            .collect())
+    }
+
+    /// The label sets of the series every matcher holds on whose target was seen in
+    /// `[start_ms, end_ms]`, at most `limit`.
+    pub fn series_labels(
+        &self,
+        matchers: &[LabelMatcher],
+        start_ms: i64,
+        end_ms: i64,
+        limit: usize,
+    ) -> Vec<Vec<(String, String)>> {
+        let mut sets: Vec<Vec<(String, String)>> = self
+            .matching(matchers, start_ms, end_ms)
+            .into_iter()
+            .map(|m| m.labels)
+            .collect();
+        sets.sort();
+        sets.dedup();
+        sets.truncate(limit);
+        sets
+    }
+
+    /// Every label name, sorted.
+    pub fn label_names(&self) -> Vec<String> {
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        index.postings.names()
+    }
+
+    /// Every value of a label, sorted.
+    pub fn label_values(&self, name: &str) -> Vec<String> {
+        let index = self.index.read().unwrap_or_else(|e| e.into_inner());
+        index.postings.values(name)
     }
 }
 

@@ -848,3 +848,105 @@ async fn sequence_gaps_and_reported_losses_are_kept_per_host_across_a_restart() 
     let b = &hosts[1].1;
     assert_eq!((b.batches, b.gaps, b.missed), (2, 1, 2));
 }
+
+fn relabelled(mut w: IngestWrite, service: &str) -> IngestWrite {
+    w.targets[0]
+        .labels
+        .insert("service".to_string(), service.to_string());
+    w
+}
+
+#[tokio::test]
+async fn selectors_find_series_by_every_label_and_follow_relabels_restarts_and_forgetting() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = |n: &str, op: MatchOp, v: &str| LabelMatcher::new(n, op, v).unwrap();
+    let names = |got: Vec<LabeledSeries>| -> Vec<String> {
+        got.iter()
+            .map(|s| {
+                let l: BTreeMap<_, _> = s.labels.iter().cloned().collect();
+                format!(
+                    "{}:{}:{}",
+                    l["host"],
+                    l["pid"],
+                    l.get("service").map_or("", |v| v.as_str())
+                )
+            })
+            .collect()
+    };
+    {
+        let (s, _guard) = open(dir.path());
+        s.write(batch("node-a", 1, 1, 1, &[(1_000, 1.0)]))
+            .await
+            .unwrap();
+        s.write(relabelled(
+            batch("node-b", 1, 1, 2, &[(1_000, 2.0)]),
+            "api-gw",
+        ))
+        .await
+        .unwrap();
+        let all = s
+            .select(
+                &[m("__name__", MatchOp::Equal, "go_goroutines")],
+                0,
+                10_000,
+                &Cancel::new(),
+            )
+            .unwrap();
+        assert_eq!(
+            names(all.clone()),
+            vec!["node-a:1:billing", "node-b:2:api-gw"]
+        );
+        let labels: Vec<&str> = all[0].labels.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(labels, vec!["__name__", "host", "pid", "service"]);
+        let sel = |ms: &[LabelMatcher]| names(s.select(ms, 0, 10_000, &Cancel::new()).unwrap());
+        assert_eq!(
+            sel(&[m("service", MatchOp::NotEqual, "billing")]),
+            vec!["node-b:2:api-gw"]
+        );
+        assert_eq!(
+            sel(&[m("service", MatchOp::Regex, "api-.*")]),
+            vec!["node-b:2:api-gw"]
+        );
+        assert_eq!(
+            sel(&[
+                m("__name__", MatchOp::Regex, "go_.+"),
+                m("host", MatchOp::NotRegex, "node-b")
+            ]),
+            vec!["node-a:1:billing"]
+        );
+        // Outside the targets' time: nothing.
+        assert!(
+            s.select(
+                &[m("pid", MatchOp::Equal, "1")],
+                50_000,
+                60_000,
+                &Cancel::new()
+            )
+            .unwrap()
+            .is_empty()
+        );
+        // A relabelled target moves its series.
+        s.write(relabelled(
+            batch("node-a", 1, 2, 1, &[(2_000, 1.0)]),
+            "ledger",
+        ))
+        .await
+        .unwrap();
+        assert!(sel(&[m("service", MatchOp::Equal, "billing")]).is_empty());
+        assert_eq!(
+            sel(&[m("service", MatchOp::Equal, "ledger")]),
+            vec!["node-a:1:ledger"]
+        );
+        assert_eq!(s.label_values("service"), vec!["api-gw", "ledger"]);
+    }
+    let (s, _guard) = open(dir.path());
+    let sel = |ms: &[LabelMatcher]| names(s.select(ms, 0, 10_000, &Cancel::new()).unwrap());
+    assert_eq!(
+        sel(&[m("service", MatchOp::Equal, "ledger")]),
+        vec!["node-a:1:ledger"]
+    );
+    assert_eq!(s.label_names(), vec!["__name__", "host", "pid", "service"]);
+    s.forget_expired(goroscope_proto::unix_ms()).await.unwrap();
+    assert!(sel(&[m("__name__", MatchOp::Equal, "go_goroutines")]).is_empty());
+    assert!(s.label_names().is_empty());
+}
