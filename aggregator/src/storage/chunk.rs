@@ -16,3 +16,175 @@ pub fn decode(bytes: &[u8]) -> Result<Points, String> {
         _ => Err("a chunk holds one series".into()),
     }
 }
+
+/// Pre-aggregated samples of one series over one bucket of time: bucket `end` covers
+/// `(end - resolution, end]`. Staleness markers are not counted in min, max, sum and
+/// count (all 0 when the bucket holds nothing else), but are the `last` sample when
+/// they come last: a series read from rollups ends where it ended.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rollup {
+    pub end: i64,
+    /// NaN only when every sample was NaN (as Prometheus' `min_over_time` has it).
+    pub min: f64,
+    pub max: f64,
+    pub sum: f64,
+    pub count: u64,
+    pub last: f64,
+    pub last_ts: i64,
+}
+
+/// Prometheus' staleness marker: a NaN with this payload ends a series.
+pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
+
+impl Rollup {
+    fn of(end: i64, ts: i64, v: f64) -> Rollup {
+        let stale = v.to_bits() == STALE_NAN;
+        let counted = if stale { 0.0 } else { v };
+        Rollup {
+            end,
+            min: counted,
+            max: counted,
+            sum: counted,
+            count: u64::from(!stale),
+            last: v,
+            last_ts: ts,
+        }
+    }
+
+    /// Folds in another rollup of the same bucket.
+    pub fn merge(&mut self, o: &Rollup) {
+        if self.count == 0 {
+            (self.min, self.max, self.sum) = (o.min, o.max, o.sum);
+        } else if o.count > 0 {
+            if o.min < self.min || self.min.is_nan() {
+                self.min = o.min;
+            }
+            if o.max > self.max || self.max.is_nan() {
+                self.max = o.max;
+            }
+            self.sum += o.sum;
+        }
+        self.count += o.count;
+        if o.last_ts >= self.last_ts {
+            self.last = o.last;
+            self.last_ts = o.last_ts;
+        }
+    }
+}
+
+/// The end of the bucket of `resolution` holding `ts`.
+pub fn bucket_end(ts: i64, resolution: i64) -> i64 {
+    let k = ts.div_euclid(resolution);
+    if ts.rem_euclid(resolution) == 0 {
+        ts
+    } else {
+        k.saturating_add(1).saturating_mul(resolution)
+    }
+}
+
+/// The rollups of points in time order, one per bucket that holds a sample.
+pub fn rollups(points: &[(i64, f64)], resolution: i64) -> Vec<Rollup> {
+    let mut out: Vec<Rollup> = Vec::new();
+    for &(ts, v) in points {
+        let end = bucket_end(ts, resolution);
+        let one = Rollup::of(end, ts, v);
+        match out.last_mut() {
+            Some(r) if r.end == end => r.merge(&one),
+            _ => out.push(one),
+        }
+    }
+    out
+}
+
+/// Encodes rollups (in bucket order) as a chunk of columns.
+pub fn encode_rollups(rows: &[Rollup]) -> Vec<u8> {
+    let mut columns: Vec<(i64, f64)> = Vec::with_capacity(rows.len() * 6);
+    for r in rows {
+        columns.push((r.end, r.min));
+    }
+    for r in rows {
+        columns.push((r.last_ts, r.max));
+    }
+    for r in rows {
+        columns.push((r.count as i64, r.sum));
+    }
+    for r in rows {
+        columns.push((0, r.last));
+    }
+    encode(&columns)
+}
+
+pub fn decode_rollups(bytes: &[u8]) -> Result<Vec<Rollup>, String> {
+    let columns = decode(bytes)?;
+    if columns.len() % 4 != 0 {
+        return Err("a rollup chunk holds four columns".into());
+    }
+    let n = columns.len() / 4;
+    Ok((0..n)
+        .map(|i| Rollup {
+            end: columns[i].0,
+            min: columns[i].1,
+            last_ts: columns[n + i].0,
+            max: columns[n + i].1,
+            count: columns[2 * n + i].0.max(0) as u64,
+            sum: columns[2 * n + i].1,
+            last: columns[3 * n + i].1,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_left_open_and_right_closed() {
+        assert_eq!(bucket_end(60_000, 60_000), 60_000);
+        assert_eq!(bucket_end(60_001, 60_000), 120_000);
+        assert_eq!(bucket_end(-1, 60_000), 0);
+        assert_eq!(bucket_end(-60_000, 60_000), -60_000);
+    }
+
+    #[test]
+    fn rollups_fold_like_the_over_time_functions_and_round_trip() {
+        let stale = f64::from_bits(STALE_NAN);
+        let pts = [
+            (1_000, f64::NAN),
+            (30_000, 3.0),
+            (60_000, 1.0),
+            (61_000, stale),
+            (90_000, 5.0),
+            (120_000, -2.0),
+        ];
+        let r = rollups(&pts, 60_000);
+        assert_eq!(r.len(), 2);
+        // The marker at 61 s is the last of nothing: the next sample follows it.
+        assert_eq!(
+            (r[0].end, r[0].min, r[0].max, r[0].count),
+            (60_000, 1.0, 3.0, 3)
+        );
+        assert!(r[0].sum.is_nan());
+        assert_eq!((r[0].last, r[0].last_ts), (1.0, 60_000));
+        assert_eq!(
+            (r[1].min, r[1].max, r[1].sum, r[1].count, r[1].last),
+            (-2.0, 5.0, 3.0, 2, -2.0)
+        );
+        let back = decode_rollups(&encode_rollups(&r)).unwrap();
+        assert_eq!(back.len(), 2);
+        assert_eq!(back[1], r[1]);
+        // Folding two halves gives the whole.
+        let mut a = rollups(&pts[..2], 60_000)[0];
+        a.merge(&rollups(&pts[2..3], 60_000)[0]);
+        assert_eq!((a.min, a.max, a.count, a.last), (1.0, 3.0, 3, 1.0));
+        assert!(decode_rollups(&encode(&[(1, 1.0)])).is_err());
+        // A bucket ending in a staleness marker ends with it; one holding only the
+        // marker counts nothing.
+        let r = rollups(&[(10, 1.0), (20, stale)], 60_000);
+        assert_eq!(
+            (r[0].count, r[0].min, r[0].last.to_bits()),
+            (1, 1.0, STALE_NAN)
+        );
+        let r = rollups(&[(20, stale)], 60_000);
+        assert_eq!((r[0].count, r[0].sum, r[0].last_ts), (0, 0.0, 20));
+    }
+}

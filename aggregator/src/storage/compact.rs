@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::head::{Head, Points};
-use super::rocks::{CF_CHUNKS, CF_HEADLOG, CF_LATEST, CF_META, Engine, WriteSet};
+use super::rocks::{CF_CHUNKS, CF_HEADLOG, CF_LATEST, CF_META, CF_ROLLUPS, Engine, WriteSet};
 use super::{StorageError, chunk, keys, records};
 
 /// Time partitions: the partition of a timestamp and where partitions end.
@@ -98,6 +98,16 @@ impl Ctx {
                         keys::chunk_key(p, id, run[0].0, serial),
                         chunk::encode(run),
                     );
+                    for (res, resolution) in keys::ROLLUPS {
+                        let rows = chunk::rollups(run, resolution);
+                        if let Some(first) = rows.first() {
+                            set.put(
+                                CF_ROLLUPS,
+                                keys::rollup_key(res, p, id, first.end, serial),
+                                chunk::encode_rollups(&rows),
+                            );
+                        }
+                    }
                     *touched.entry(p).or_default() += run.len() as u64;
                     stats.chunks += 1;
                     stats.samples += run.len();
@@ -206,6 +216,13 @@ impl Ctx {
         let to = keys::partition_start(first_kept);
         let mut set = WriteSet::default();
         set.delete_range(CF_CHUNKS, from.to_vec(), to.to_vec());
+        for (res, _) in keys::ROLLUPS {
+            set.delete_range(
+                CF_ROLLUPS,
+                keys::rollup_partition_start(res, i64::MIN).to_vec(),
+                keys::rollup_partition_start(res, first_kept).to_vec(),
+            );
+        }
         set.delete_range(
             CF_META,
             keys::partition_samples_key(i64::MIN),
@@ -213,6 +230,13 @@ impl Ctx {
         );
         self.engine.commit(set)?;
         self.engine.delete_files_in_range(CF_CHUNKS, &from, &to)?;
+        for (res, _) in keys::ROLLUPS {
+            self.engine.delete_files_in_range(
+                CF_ROLLUPS,
+                &keys::rollup_partition_start(res, i64::MIN),
+                &keys::rollup_partition_start(res, first_kept),
+            )?;
+        }
         let mut parts = self.partitions.write().unwrap_or_else(|e| e.into_inner());
         for p in &dropped {
             parts.remove(p);

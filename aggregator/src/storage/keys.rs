@@ -77,6 +77,33 @@ pub fn split_chunk_key(key: &[u8]) -> Option<(i64, u64, i64)> {
     Some((partition, series, first))
 }
 
+/// The resolutions of rollups, by the byte that leads their keys.
+pub const ROLLUPS: [(u8, i64); 2] = [(1, 60_000), (2, 3_600_000)];
+
+/// `rollups` key: the resolution's byte, then as a `chunks` key (the first bucket's end
+/// in place of the first timestamp).
+pub fn rollup_key(res: u8, partition: i64, series: u64, first_end: i64, flush: u64) -> [u8; 33] {
+    let mut key = [0u8; 33];
+    key[0] = res;
+    key[1..].copy_from_slice(&chunk_key(partition, series, first_end, flush));
+    key
+}
+
+pub fn rollup_prefix(res: u8, partition: i64, series: u64) -> [u8; 17] {
+    let mut key = [0u8; 17];
+    key[0] = res;
+    key[1..].copy_from_slice(&chunk_prefix(partition, series));
+    key
+}
+
+/// The first `rollups` key of a resolution's partition.
+pub fn rollup_partition_start(res: u8, partition: i64) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = res;
+    key[1..].copy_from_slice(&partition_start(partition));
+    key
+}
+
 /// `latest` value: the newest compacted sample of a series, time then value.
 pub fn latest_value(ts: i64, value: f64) -> [u8; 16] {
     let mut out = [0u8; 16];

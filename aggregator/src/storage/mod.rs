@@ -24,6 +24,7 @@
 //! | `headlog` | writer shard (1 byte), group commit number (u64) | [`records::encode_headlog`]: the samples of one group commit |
 //! | `chunks`  | partition (i64), series id (u64), first timestamp (i64), flush (u64) | a chunk: the series' points in the partition ([`chunk`]) |
 //! | `latest`  | series id (u64)                       | the newest compacted sample: timestamp (i64 BE), value (f64 LE) |
+//! | `rollups` | resolution (1 byte: 1 for 1 minute, 2 for 1 hour), then as in `chunks` with the first bucket's end | [`chunk::encode_rollups`]: min, max, sum, count, last per bucket |
 //! | `builds`  | build id: the first 16 bytes of the SHA-256 of the record | [`records`] build: the wire's `BuildInfo` |
 //! | `stacks`  | target key (as in `targets`), timestamp ms (i64), source (one byte) | [`records`] stack summary, with first-seen times |
 //! | `captures` | see [`captures`] | capture info and the capture's bytes in chunks |
@@ -74,6 +75,12 @@
 //! read. Reads visit only the partitions that hold chunks and overlap the range, one
 //! seek per series and partition, and the head.
 //!
+//! Each chunk comes with the series' rollups over the same samples, at 1 minute and 1
+//! hour: per bucket `(end - resolution, end]`, the min, max, sum, count and last value
+//! (and its time), staleness markers left out. Long-range queries read them instead of
+//! the samples ([`Storage::select_rollups`]); the head's samples are rolled up as they
+//! are read, and rows of one bucket (a late sample) are folded together.
+//!
 //! Targets not seen for longer than the retention are forgotten: their records and
 //! series are deleted in one write. Partitions that ended longer than the retention ago
 //! are dropped whole: one range deletion, and their files are removed at once. Samples
@@ -102,8 +109,11 @@ pub use compact::FlushStats;
 
 use tokio::sync::{mpsc, oneshot};
 
+pub use chunk::Rollup;
 pub use postings::{LabelMatcher, MatchOp};
-pub use query::{Cancel, Census, LabeledSeries, OneTarget, PageToken, StacksAt};
+pub use query::{
+    Cancel, Census, LabeledSeries, OneTarget, PageToken, ROLLUP_RESOLUTIONS, RollupSeries, StacksAt,
+};
 pub use writer::WriterGuard;
 
 use compact::{Partitioning, Partitions};

@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use goroscope_proto::v1;
 
+use super::chunk::Rollup;
 use super::index::label_set;
-use super::rocks::{CF_BUILDS, CF_CHUNKS, CF_STACKS};
+use super::rocks::{CF_BUILDS, CF_CHUNKS, CF_ROLLUPS, CF_STACKS};
 use super::{
     LabelMatcher, LatestValue, Selector, SeriesData, SeriesLabels, Storage, StorageError,
     TargetKey, TargetRecord, TargetView, chunk, keys, records,
@@ -314,6 +315,113 @@ impl Storage {
         Ok(found)
     }
 }
+
+/// A series picked by label matchers, with every label and its rollups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RollupSeries {
+    pub labels: Vec<(String, String)>,
+    pub rollups: Vec<Rollup>,
+}
+
+impl Storage {
+    /// The rollups of series `id` at `resolution` (one of [`ROLLUP_RESOLUTIONS`]) whose
+    /// bucket ends in `[start_ms, end_ms]`: those stored by compaction, and those of the
+    /// head's samples, folded together per bucket.
+    pub(super) fn read_rollups(
+        &self,
+        id: u64,
+        resolution: i64,
+        start_ms: i64,
+        end_ms: i64,
+        cancel: &Cancel,
+    ) -> Result<Vec<Rollup>, StorageError> {
+        let Some(&(res, _)) = keys::ROLLUPS.iter().find(|(_, r)| *r == resolution) else {
+            return Ok(Vec::new());
+        };
+        if start_ms > end_ms {
+            return Ok(Vec::new());
+        }
+        let first_sample = start_ms.saturating_sub(resolution).saturating_add(1);
+        let mut buckets: BTreeMap<i64, Rollup> = BTreeMap::new();
+        let mut fold = |r: Rollup| {
+            if r.end >= start_ms && r.end <= end_ms {
+                buckets
+                    .entry(r.end)
+                    .and_modify(|b| b.merge(&r))
+                    .or_insert(r);
+            }
+        };
+        for r in chunk::rollups(&self.head.read(id, first_sample, end_ms), resolution) {
+            fold(r);
+        }
+        let partitions: Vec<i64> = self
+            .partitions
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .range(self.parts.of(first_sample)..=self.parts.of(end_ms))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in partitions {
+            if cancel.is_cancelled() {
+                return Err(StorageError::Cancelled);
+            }
+            self.engine.scan_prefix(
+                CF_ROLLUPS,
+                &keys::rollup_prefix(res, p, id),
+                |key, value| {
+                    let rows =
+                        chunk::decode_rollups(value).map_err(|reason| StorageError::Corrupt {
+                            cf: CF_ROLLUPS,
+                            reason: format!("rollups {key:02x?}: {reason}"),
+                        })?;
+                    rows.into_iter().for_each(&mut fold);
+                    Ok(())
+                },
+            )?;
+        }
+        Ok(buckets.into_values().collect())
+    }
+
+    /// The rollups at `resolution` of the series every matcher holds on, whose bucket
+    /// ends in `[start_ms, end_ms]`.
+    pub fn select_rollups(
+        &self,
+        matchers: &[LabelMatcher],
+        resolution: i64,
+        start_ms: i64,
+        end_ms: i64,
+        cancel: &Cancel,
+    ) -> Result<Vec<RollupSeries>, StorageError> {
+        let mut by_labels: BTreeMap<Vec<(String, String)>, BTreeMap<i64, Rollup>> = BTreeMap::new();
+        let mut total = 0usize;
+        for Matched { id, labels, .. } in self.matching(matchers, start_ms - resolution, end_ms) {
+            let rows = self.read_rollups(id, resolution, start_ms, end_ms, cancel)?;
+            if rows.is_empty() {
+                continue;
+            }
+            total += rows.len();
+            if total > self.options.max_query_samples {
+                return Err(StorageError::TooManySamples {
+                    limit: self.options.max_query_samples,
+                });
+            }
+            let merged = by_labels.entry(labels).or_default();
+            for r in rows {
+                merged.entry(r.end).and_modify(|b| b.merge(&r)).or_insert(r);
+            }
+        }
+        Ok(by_labels
+            .into_iter()
+            .map(|(labels, rows)| RollupSeries {
+                labels,
+                rollups: rows.into_values().collect(),
+            })
+            .collect())
+    }
+}
+
+/// The resolutions rollups are kept at, milliseconds: 1 minute and 1 hour.
+pub const ROLLUP_RESOLUTIONS: [i64; 2] = [keys::ROLLUPS[0].1, keys::ROLLUPS[1].1];
 
 /// A series label matchers picked.
 struct Matched {

@@ -24,8 +24,9 @@ pub const CF_DIAGNOSES: &str = "diagnoses";
 pub const CF_HEADLOG: &str = "headlog";
 pub const CF_CHUNKS: &str = "chunks";
 pub const CF_LATEST: &str = "latest";
+pub const CF_ROLLUPS: &str = "rollups";
 
-const ALL_CFS: [&str; 11] = [
+const ALL_CFS: [&str; 12] = [
     CF_META,
     CF_SERIES,
     CF_TARGETS,
@@ -37,6 +38,7 @@ const ALL_CFS: [&str; 11] = [
     CF_HEADLOG,
     CF_CHUNKS,
     CF_LATEST,
+    CF_ROLLUPS,
 ];
 
 enum Op {
@@ -97,7 +99,7 @@ impl Engine {
 
         let cfs = ALL_CFS.iter().map(|name| {
             let mut cf_opts = opts.clone();
-            if matches!(*name, CF_HEAD | CF_HEADLOG | CF_CHUNKS) {
+            if matches!(*name, CF_HEAD | CF_HEADLOG | CF_CHUNKS | CF_ROLLUPS) {
                 // Head keys share an 8-byte series-id prefix; a bloom filter on whole keys
                 // would not help range scans, so keep the default table options there.
                 cf_opts.set_compression_type(DBCompressionType::Lz4);

@@ -950,3 +950,44 @@ async fn selectors_find_series_by_every_label_and_follow_relabels_restarts_and_f
     assert!(sel(&[m("__name__", MatchOp::Equal, "go_goroutines")]).is_empty());
     assert!(s.label_names().is_empty());
 }
+
+#[tokio::test]
+async fn rollups_of_compacted_and_head_samples_fold_per_bucket() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _guard, _) = Storage::open(dir.path(), small_blocks(1)).unwrap();
+    // One sample every 10 s for 3 minutes: 6 per minute bucket (30 s ends one).
+    let pts: Vec<(i64, f64)> = (1..=18).map(|i| (i * 10_000, i as f64)).collect();
+    s.write(batch("node-a", 1, 1, 42, &pts[..9])).await.unwrap();
+    s.flush(true).await.unwrap();
+    // The rest stays in the head.
+    s.write(batch("node-a", 1, 2, 42, &pts[9..])).await.unwrap();
+    let m = [LabelMatcher::equal("__name__", "go_goroutines")];
+    let got = s
+        .select_rollups(&m, 60_000, 0, 180_000, &Cancel::new())
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    let rows: Vec<(i64, f64, f64, f64, u64, f64)> = got[0]
+        .rollups
+        .iter()
+        .map(|r| (r.end, r.min, r.max, r.sum, r.count, r.last))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            (60_000, 1.0, 6.0, 21.0, 6, 6.0),
+            // Straddles the flush: 7 to 9 compacted, 10 to 12 in the head.
+            (120_000, 7.0, 12.0, 57.0, 6, 12.0),
+            (180_000, 13.0, 18.0, 93.0, 6, 18.0),
+        ]
+    );
+    let hour = s
+        .select_rollups(&m, 3_600_000, 0, 3_600_000, &Cancel::new())
+        .unwrap();
+    assert_eq!(hour[0].rollups[0].count, 18);
+    assert_eq!(hour[0].rollups[0].sum, 171.0);
+    // Only buckets ending in the range.
+    let some = s
+        .select_rollups(&m, 60_000, 100_000, 150_000, &Cancel::new())
+        .unwrap();
+    assert_eq!(some[0].rollups.len(), 1);
+}
