@@ -80,7 +80,9 @@ mod tests {
         }
         assert_eq!(
             ceilings,
-            [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000, 30000]
+            [
+                100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000, 30000
+            ]
         );
         for _ in 0..100 {
             b.next(None); // no overflow however long the outage
@@ -103,7 +105,11 @@ mod tests {
             assert!(wait >= ceiling / 2 && wait <= ceiling, "{wait:?}");
             seen.insert(wait);
         }
-        assert!(seen.len() > 50, "not jittered: {} distinct waits", seen.len());
+        assert!(
+            seen.len() > 50,
+            "not jittered: {} distinct waits",
+            seen.len()
+        );
     }
 
     #[test]
@@ -122,8 +128,14 @@ mod tests {
         let p = |s: &'static str| parse_retry_after(&HeaderValue::from_static(s), now);
         assert_eq!(p("120"), Some(Duration::from_secs(120)));
         assert_eq!(p(" 0 "), Some(Duration::ZERO));
-        assert_eq!(p("99999999999999999999999"), Some(Duration::from_secs(u64::MAX)));
-        assert_eq!(p("Sun, 06 Nov 1994 08:50:07 GMT"), Some(Duration::from_secs(30)));
+        assert_eq!(
+            p("99999999999999999999999"),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(
+            p("Sun, 06 Nov 1994 08:50:07 GMT"),
+            Some(Duration::from_secs(30))
+        );
         assert_eq!(p("Sun, 06 Nov 1994 08:00:00 GMT"), Some(Duration::ZERO));
         assert_eq!(p("-5"), None);
         assert_eq!(p("1.5"), None);

@@ -11,8 +11,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{
-    AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER,
-    USER_AGENT,
+    AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT,
 };
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::client::legacy::Client as Pool;
@@ -55,7 +54,10 @@ pub struct SendError {
 enum Auth {
     None,
     Bearer(Arc<PathBuf>),
-    Basic { user: Arc<str>, password: Arc<PathBuf> },
+    Basic {
+        user: Arc<str>,
+        password: Arc<PathBuf>,
+    },
 }
 
 #[derive(Clone)]
@@ -83,7 +85,9 @@ impl Client {
         let mut roots = rustls::RootCertStore::empty();
         if let Some(path) = &config.tls_ca {
             for cert in load_certs("tls_ca", path)? {
-                roots.add(cert).map_err(|e| file_error("tls_ca", path, e.to_string()))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| file_error("tls_ca", path, e.to_string()))?;
             }
         } else if https {
             let native = rustls_native_certs::load_native_certs();
@@ -92,7 +96,9 @@ impl Client {
             }
             roots.add_parsable_certificates(native.certs);
             if roots.is_empty() {
-                tracing::warn!("no CA certificates for the remote-write receiver: set export.tls_ca");
+                tracing::warn!(
+                    "no CA certificates for the remote-write receiver: set export.tls_ca"
+                );
             }
         }
         let builder = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -123,9 +129,14 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(1)
             .build(connector);
-        let auth = match (&config.bearer_token_file, &config.basic_auth_user, &config.basic_auth_password_file) {
+        let auth = match (
+            &config.bearer_token_file,
+            &config.basic_auth_user,
+            &config.basic_auth_password_file,
+        ) {
             (Some(token), _, _) => {
-                std::fs::metadata(token).map_err(|e| file_error("bearer_token_file", token, e.to_string()))?;
+                std::fs::metadata(token)
+                    .map_err(|e| file_error("bearer_token_file", token, e.to_string()))?;
                 Auth::Bearer(Arc::new(token.clone()))
             }
             (None, Some(user), Some(password)) => {
@@ -192,7 +203,10 @@ impl Client {
                 return Ok(());
             }
             let text = String::from_utf8_lossy(&body);
-            let detail = format!("answered {status}: {}", printable(text.trim(), LOGGED_BODY_CHARS));
+            let detail = format!(
+                "answered {status}: {}",
+                printable(text.trim(), LOGGED_BODY_CHARS)
+            );
             Err(SendError {
                 retry_after,
                 ..fail(classify(status), Some(status), detail)
@@ -203,7 +217,10 @@ impl Client {
             Err(_) => Err(fail(
                 FailReason::Timeout,
                 None,
-                format!("no answer within {}", humantime::format_duration(self.timeout)),
+                format!(
+                    "no answer within {}",
+                    humantime::format_duration(self.timeout)
+                ),
             )),
         }
     }
@@ -211,14 +228,17 @@ impl Client {
     async fn authorization(&self) -> Result<Option<HeaderValue>, String> {
         let value = match &self.auth {
             Auth::None => return Ok(None),
-            Auth::Bearer(path) => format!("Bearer {}", read_secret("bearer_token_file", path).await?),
+            Auth::Bearer(path) => {
+                format!("Bearer {}", read_secret("bearer_token_file", path).await?)
+            }
             Auth::Basic { user, password } => {
                 let password = read_secret("basic_auth_password_file", password).await?;
                 format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
             }
         };
-        let mut value = HeaderValue::from_str(&value)
-            .map_err(|_| "the credentials file holds characters a header cannot carry".to_owned())?;
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            "the credentials file holds characters a header cannot carry".to_owned()
+        })?;
         value.set_sensitive(true);
         Ok(Some(value))
     }
@@ -310,7 +330,9 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 async fn read_secret(key: &str, path: &Path) -> Result<String, String> {
     let error = |reason: String| format!("export.{key} {}: {reason}", path.display());
-    let file = tokio::fs::File::open(path).await.map_err(|e| error(e.to_string()))?;
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| error(e.to_string()))?;
     let mut text = String::new();
     file.take(MAX_SECRET_BYTES)
         .read_to_string(&mut text)
@@ -350,7 +372,11 @@ fn base64(input: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
     for chunk in input.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -393,7 +419,9 @@ mod tests {
 
     #[test]
     fn shown_url_has_no_secrets() {
-        let uri: Uri = "https://user:pass@mimir:8080/api/v1/push?token=x".parse().unwrap();
+        let uri: Uri = "https://user:pass@mimir:8080/api/v1/push?token=x"
+            .parse()
+            .unwrap();
         assert_eq!(shown_url(&uri), "https://mimir:8080/api/v1/push");
     }
 

@@ -108,7 +108,13 @@ impl Config {
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
-            _ => return Err(invalid("remote_write_url", url, "not an http:// or https:// URL")),
+            _ => {
+                return Err(invalid(
+                    "remote_write_url",
+                    url,
+                    "not an http:// or https:// URL",
+                ));
+            }
         };
         if uri.host().is_none_or(str::is_empty) {
             return Err(invalid("remote_write_url", url, "has no host"));
@@ -127,7 +133,11 @@ impl Config {
             ("poll_interval", self.poll_interval),
         ] {
             if d.is_zero() {
-                return Err(invalid(key, humantime::format_duration(d).to_string(), "must be more than 0s"));
+                return Err(invalid(
+                    key,
+                    humantime::format_duration(d).to_string(),
+                    "must be more than 0s",
+                ));
             }
         }
         if self.max_backoff < self.min_backoff {
@@ -144,12 +154,20 @@ impl Config {
                 ("tls_key", self.tls_key.is_some()),
             ] {
                 if set {
-                    return Err(invalid(key, url, "set, but remote_write_url is not https://"));
+                    return Err(invalid(
+                        key,
+                        url,
+                        "set, but remote_write_url is not https://",
+                    ));
                 }
             }
         }
         if self.tls_cert.is_some() != self.tls_key.is_some() {
-            let key = if self.tls_cert.is_some() { "tls_key" } else { "tls_cert" };
+            let key = if self.tls_cert.is_some() {
+                "tls_key"
+            } else {
+                "tls_cert"
+            };
             return Err(invalid(key, "", "tls_cert and tls_key go together"));
         }
         if self.basic_auth_user.is_some() != self.basic_auth_password_file.is_some() {
@@ -162,7 +180,11 @@ impl Config {
         if let Some(user) = &self.basic_auth_user
             && (user.contains(':') || user.chars().any(char::is_control))
         {
-            return Err(invalid("basic_auth_user", user, "must not contain ':' or control characters"));
+            return Err(invalid(
+                "basic_auth_user",
+                user,
+                "must not contain ':' or control characters",
+            ));
         }
         if self.basic_auth_user.is_some() && self.bearer_token_file.is_some() {
             return Err(invalid(
@@ -185,7 +207,8 @@ mod tests {
 
     #[test]
     fn defaults_and_durations_parse() {
-        let c = parse(r#"{"remote_write_url": "http://127.0.0.1:9090/api/v1/write", "timeout": "5s"}"#);
+        let c =
+            parse(r#"{"remote_write_url": "http://127.0.0.1:9090/api/v1/write", "timeout": "5s"}"#);
         assert_eq!(c.timeout, Duration::from_secs(5));
         assert_eq!(c.max_samples_per_send, 2000);
         assert_eq!(c.min_backoff, Duration::from_millis(100));
@@ -210,8 +233,20 @@ mod tests {
             }),
             "export.remote_write_url = ftp://x/: not an http:// or https:// URL"
         );
-        assert!(err(Config { max_samples_per_send: 0, ..base() }).starts_with("export.max_samples_per_send = 0"));
-        assert!(err(Config { tls_cert: Some("c.pem".into()), ..base() }).contains("tls_key"));
+        assert!(
+            err(Config {
+                max_samples_per_send: 0,
+                ..base()
+            })
+            .starts_with("export.max_samples_per_send = 0")
+        );
+        assert!(
+            err(Config {
+                tls_cert: Some("c.pem".into()),
+                ..base()
+            })
+            .contains("tls_key")
+        );
         assert!(
             err(Config {
                 remote_write_url: Some("http://x/".into()),
@@ -229,7 +264,13 @@ mod tests {
             })
             .starts_with("export.bearer_token_file")
         );
-        assert!(err(Config { timeout: Duration::ZERO, ..base() }).starts_with("export.timeout = 0s"));
+        assert!(
+            err(Config {
+                timeout: Duration::ZERO,
+                ..base()
+            })
+            .starts_with("export.timeout = 0s")
+        );
         base().validate().unwrap();
     }
 }

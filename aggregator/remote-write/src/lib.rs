@@ -23,7 +23,7 @@ pub mod stats;
 mod testserver;
 
 pub use config::{Config, ConfigError};
-pub use prompb::{Label, Sample, TimeSeries, WriteRequest};
+pub use prompb::{Label, METRIC_NAME, Sample, TimeSeries, WriteRequest};
 pub use queue::{Entry, MemoryQueue, Pending, Queue, QueueError};
 pub use sender::{Error, Exporter, spawn};
 pub use stats::{DropReason, FailReason, Stats};

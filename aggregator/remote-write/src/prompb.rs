@@ -214,7 +214,11 @@ mod tests {
             }],
         };
         let back = decode(&encode(&request)).unwrap();
-        let bits: Vec<u64> = back.timeseries[0].samples.iter().map(|s| s.value.to_bits()).collect();
+        let bits: Vec<u64> = back.timeseries[0]
+            .samples
+            .iter()
+            .map(|s| s.value.to_bits())
+            .collect();
         let want: Vec<u64> = values.iter().map(|v| v.to_bits()).collect();
         assert_eq!(bits, want);
         assert_eq!(back, request);
@@ -252,7 +256,11 @@ mod tests {
                 .collect(),
         };
         let body = encode(&request);
-        assert!(body.len() < request.encoded_len() / 2, "{} bytes", body.len());
+        assert!(
+            body.len() < request.encoded_len() / 2,
+            "{} bytes",
+            body.len()
+        );
         assert_eq!(decode(&body).unwrap(), request);
     }
 }

@@ -213,10 +213,22 @@ mod tests {
         for _ in 0..4 {
             q.push(series(2)).unwrap();
         }
-        assert_eq!(q.pending(), Pending { entries: 4, samples: 8 });
+        assert_eq!(
+            q.pending(),
+            Pending {
+                entries: 4,
+                samples: 8
+            }
+        );
         q.ack(3).unwrap();
         assert_eq!(q.acked(), 3);
-        assert_eq!(q.pending(), Pending { entries: 1, samples: 2 });
+        assert_eq!(
+            q.pending(),
+            Pending {
+                entries: 1,
+                samples: 2
+            }
+        );
         assert_eq!(q.read(0, 100).unwrap()[0].id, 4);
         q.ack(1).unwrap(); // an older ack moves nothing back
         assert_eq!(q.acked(), 3);

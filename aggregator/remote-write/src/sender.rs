@@ -71,7 +71,10 @@ pub fn spawn(config: &Config, queue: Arc<dyn Queue>) -> Result<Exporter, Error> 
         backoff: Backoff::new(config.min_backoff, config.max_backoff),
         cancel: cancel.clone(),
     };
-    tracing::info!(url = sender.client.url(), "exporting samples over Prometheus remote-write");
+    tracing::info!(
+        url = sender.client.url(),
+        "exporting samples over Prometheus remote-write"
+    );
     let task = runtime.spawn(sender.run());
     Ok(Exporter {
         shared,
@@ -169,7 +172,9 @@ impl Sender {
             }
             let (batches, invalid) = pack(entries, self.max_samples);
             if invalid > 0 {
-                self.shared.stats.dropped(DropReason::InvalidLabels, invalid);
+                self.shared
+                    .stats
+                    .dropped(DropReason::InvalidLabels, invalid);
             }
             for batch in batches {
                 let through = batch.through;
@@ -236,7 +241,11 @@ impl Sender {
                     self.shared.stats.sent(batch.samples);
                     self.backoff.reset();
                     if failures > 0 {
-                        tracing::info!(url = self.client.url(), failures, "remote-write receiver accepts samples again");
+                        tracing::info!(
+                            url = self.client.url(),
+                            failures,
+                            "remote-write receiver accepts samples again"
+                        );
                     }
                     return Flow::Continue;
                 }
@@ -245,7 +254,9 @@ impl Sender {
             self.shared.stats.failed(e.reason);
             if !e.reason.retried() {
                 self.refused(&batch_summary(batch.samples, batch.through), &e);
-                self.shared.stats.dropped(DropReason::Refused, batch.samples);
+                self.shared
+                    .stats
+                    .dropped(DropReason::Refused, batch.samples);
                 self.backoff.reset();
                 return Flow::Continue;
             }
@@ -360,14 +371,18 @@ pub(crate) fn normalize(mut labels: Vec<Label>) -> Option<Vec<Label>> {
 /// `[a-zA-Z_][a-zA-Z0-9_]*`
 fn valid_label_name(name: &str) -> bool {
     let mut bytes = name.bytes();
-    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// `[a-zA-Z_:][a-zA-Z0-9_:]*`
 fn valid_metric_name(name: &str) -> bool {
     let mut bytes = name.bytes();
-    bytes.next().is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b':')
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_' || b == b':')
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
 }
 

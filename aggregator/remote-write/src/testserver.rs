@@ -121,7 +121,12 @@ impl Server {
 
     async fn answer(&self, request: Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
         let headers = request.headers().clone();
-        let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let body = request
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
         let reply = {
             let next = self.script.lock().unwrap().pop_front();
             next.unwrap_or_else(|| self.otherwise.lock().unwrap().clone())

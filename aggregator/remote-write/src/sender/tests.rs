@@ -2,10 +2,10 @@ use std::time::Instant;
 
 use super::*;
 use crate::client::{MAX_RESPONSE_BYTES, USER_AGENT_VALUE};
+use crate::prompb::Sample;
 use crate::queue::MemoryQueue;
 use crate::stats::FailReason;
 use crate::testserver::{Reply, Server};
-use crate::prompb::Sample;
 
 fn config(url: String) -> Config {
     Config {
@@ -44,7 +44,13 @@ fn accepted_samples(server: &Server) -> Vec<(String, i64, u64)> {
     let mut out = Vec::new();
     for request in server.accepted() {
         for ts in request.timeseries {
-            let name = ts.labels.iter().find(|l| l.name == METRIC_NAME).unwrap().value.clone();
+            let name = ts
+                .labels
+                .iter()
+                .find(|l| l.name == METRIC_NAME)
+                .unwrap()
+                .value
+                .clone();
             for s in ts.samples {
                 out.push((name.clone(), s.timestamp, s.value.to_bits()));
             }
@@ -56,7 +62,13 @@ fn accepted_samples(server: &Server) -> Vec<(String, i64, u64)> {
 fn expected_samples(all: &[TimeSeries]) -> Vec<(String, i64, u64)> {
     let mut out = Vec::new();
     for ts in all {
-        let name = ts.labels.iter().find(|l| l.name == METRIC_NAME).unwrap().value.clone();
+        let name = ts
+            .labels
+            .iter()
+            .find(|l| l.name == METRIC_NAME)
+            .unwrap()
+            .value
+            .clone();
         for s in &ts.samples {
             out.push((name.clone(), s.timestamp, s.value.to_bits()));
         }
@@ -76,11 +88,21 @@ async fn delivers_every_entry_in_order_in_requests_of_at_most_max_samples() {
     }
     let exporter = spawn(&config(server.url()), queue.clone()).unwrap();
     exporter.wake();
-    eventually("the queue to drain", || exporter.lag() == Pending::default()).await;
+    eventually("the queue to drain", || {
+        exporter.lag() == Pending::default()
+    })
+    .await;
     assert_eq!(queue.acked(), 5);
     assert_eq!(accepted_samples(&server), expected_samples(&all));
     for r in server.received() {
-        let samples: usize = r.request.as_ref().unwrap().timeseries.iter().map(|t| t.samples.len()).sum();
+        let samples: usize = r
+            .request
+            .as_ref()
+            .unwrap()
+            .timeseries
+            .iter()
+            .map(|t| t.samples.len())
+            .sum();
         assert!(samples <= 10, "{samples} samples in one request");
         assert_eq!(r.headers["content-encoding"], "snappy");
         assert_eq!(r.headers["content-type"], "application/x-protobuf");
@@ -121,13 +143,26 @@ async fn retries_5xx_429_and_retryable_4xx_with_the_same_body_and_acks_only_afte
     let exporter = spawn(&config(server.url()), queue.clone()).unwrap();
     eventually("the 429 to be answered", || server.received().len() >= 3).await;
     assert_eq!(queue.acked(), 0, "acked before the receiver accepted");
-    assert_eq!(exporter.lag(), Pending { entries: 1, samples: 5 });
+    assert_eq!(
+        exporter.lag(),
+        Pending {
+            entries: 1,
+            samples: 5
+        }
+    );
     eventually("delivery", || queue.acked() == 1).await;
     // The 429 asked for a second; backoff alone would have waited far less.
-    assert!(started.elapsed() >= Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     let received = server.received();
     assert_eq!(received.len(), 6);
-    assert!(received.windows(2).all(|w| w[0].body == w[1].body), "the same request each time");
+    assert!(
+        received.windows(2).all(|w| w[0].body == w[1].body),
+        "the same request each time"
+    );
     let stats = exporter.stats();
     assert_eq!(stats.requests_failed(FailReason::Status5xx), 2);
     assert_eq!(stats.requests_failed(FailReason::Status429), 1);
@@ -152,9 +187,16 @@ async fn a_permanent_refusal_drops_that_request_only_and_moves_on() {
         queue.push(vec![s.clone()]).unwrap();
     }
     let exporter = spawn(&config(server.url()), queue.clone()).unwrap();
-    eventually("the queue to drain", || exporter.lag() == Pending::default()).await;
+    eventually("the queue to drain", || {
+        exporter.lag() == Pending::default()
+    })
+    .await;
     assert_eq!(queue.acked(), 3);
-    assert_eq!(server.received().len(), 3, "the refused request is not sent again");
+    assert_eq!(
+        server.received().len(),
+        3,
+        "the refused request is not sent again"
+    );
     assert_eq!(accepted_samples(&server), expected_samples(&[a, c]));
     let stats = exporter.stats();
     assert_eq!(stats.samples_dropped(DropReason::Refused), 10);
@@ -169,12 +211,24 @@ async fn a_huge_error_body_is_read_only_up_to_the_limit() {
     let huge = "x".repeat(4 * 1024 * 1024);
     server.otherwise(Reply::status(400).body(huge));
     let client = Client::new(&config(server.url())).unwrap();
-    let e = client.send(prompb::encode(&WriteRequest::default())).await.unwrap_err();
+    let e = client
+        .send(prompb::encode(&WriteRequest::default()))
+        .await
+        .unwrap_err();
     assert_eq!(e.reason, FailReason::Status4xx);
-    assert!(e.detail.starts_with("answered 400 Bad Request: xxx"), "{}", e.detail);
+    assert!(
+        e.detail.starts_with("answered 400 Bad Request: xxx"),
+        "{}",
+        e.detail
+    );
     // Cut to 256 characters, and saying how much of what was read was left out.
     assert!(e.detail.len() < 400, "{} bytes", e.detail.len());
-    assert!(e.detail.ends_with(&format!("(+{} bytes)", MAX_RESPONSE_BYTES - 256)), "{}", &e.detail[250..]);
+    assert!(
+        e.detail
+            .ends_with(&format!("(+{} bytes)", MAX_RESPONSE_BYTES - 256)),
+        "{}",
+        &e.detail[250..]
+    );
 }
 
 #[tokio::test]
@@ -206,13 +260,29 @@ async fn a_slow_receiver_times_out_and_the_request_is_sent_again() {
 #[tokio::test]
 async fn an_unreachable_receiver_is_retried_and_nothing_is_acked() {
     // A port nobody listens on: bind, note it, close.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let queue = Arc::new(MemoryQueue::new(usize::MAX, 100));
     queue.push(vec![series("m", 0, 3)]).unwrap();
-    let exporter = spawn(&config(format!("http://{addr}/api/v1/write")), queue.clone()).unwrap();
-    eventually("retries", || exporter.stats().requests_failed(FailReason::Network) >= 3).await;
+    let exporter = spawn(
+        &config(format!("http://{addr}/api/v1/write")),
+        queue.clone(),
+    )
+    .unwrap();
+    eventually("retries", || {
+        exporter.stats().requests_failed(FailReason::Network) >= 3
+    })
+    .await;
     assert_eq!(queue.acked(), 0);
-    assert_eq!(exporter.lag(), Pending { entries: 1, samples: 3 });
+    assert_eq!(
+        exporter.lag(),
+        Pending {
+            entries: 1,
+            samples: 3
+        }
+    );
     assert!(exporter.stats().retries() >= 2);
     assert_eq!(exporter.stats().samples_sent(), 0);
 }
@@ -228,7 +298,13 @@ async fn shutdown_abandons_a_request_in_flight_and_leaves_it_queued() {
     exporter.shutdown(Duration::from_millis(100)).await;
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(queue.acked(), 0);
-    assert_eq!(queue.pending(), Pending { entries: 1, samples: 3 });
+    assert_eq!(
+        queue.pending(),
+        Pending {
+            entries: 1,
+            samples: 3
+        }
+    );
 
     // The next sender (after a restart) sends it.
     let exporter = spawn(&config(server.url()), queue.clone()).unwrap();
@@ -257,7 +333,10 @@ async fn resumes_after_what_the_queue_persisted_as_acked() {
     queue.ack(1).unwrap();
     let _exporter = spawn(&config(server.url()), queue.clone()).unwrap();
     eventually("delivery", || queue.acked() == 2).await;
-    assert_eq!(accepted_samples(&server), expected_samples(&[series("new", 0, 3)]));
+    assert_eq!(
+        accepted_samples(&server),
+        expected_samples(&[series("new", 0, 3)])
+    );
 }
 
 #[tokio::test]
@@ -281,7 +360,11 @@ async fn credentials_are_read_from_their_files_for_each_request() {
     queue.push(vec![series("m", 1, 1)]).unwrap();
     exporter.wake();
     eventually("delivery", || queue.acked() == 2).await;
-    let auth: Vec<_> = server.received().iter().map(|r| r.headers["authorization"].clone()).collect();
+    let auth: Vec<_> = server
+        .received()
+        .iter()
+        .map(|r| r.headers["authorization"].clone())
+        .collect();
     assert_eq!(auth, ["Bearer s3cret", "Bearer renewed"]);
     drop(exporter);
 
@@ -294,13 +377,22 @@ async fn credentials_are_read_from_their_files_for_each_request() {
         ..config(server.url())
     })
     .unwrap();
-    client.send(prompb::encode(&WriteRequest::default())).await.unwrap();
+    client
+        .send(prompb::encode(&WriteRequest::default()))
+        .await
+        .unwrap();
     // base64("goroscope:open sesame")
-    assert_eq!(server.received()[0].headers["authorization"], "Basic Z29yb3Njb3BlOm9wZW4gc2VzYW1l");
+    assert_eq!(
+        server.received()[0].headers["authorization"],
+        "Basic Z29yb3Njb3BlOm9wZW4gc2VzYW1l"
+    );
 
     // An unreadable token file is retried, and its content never reaches the error.
     std::fs::write(&password, "").unwrap();
-    let e = client.send(prompb::encode(&WriteRequest::default())).await.unwrap_err();
+    let e = client
+        .send(prompb::encode(&WriteRequest::default()))
+        .await
+        .unwrap_err();
     assert_eq!(e.reason, FailReason::Credentials);
     assert!(e.to_string().contains("basic_auth_password_file"), "{e}");
 }
@@ -308,16 +400,37 @@ async fn credentials_are_read_from_their_files_for_each_request() {
 #[test]
 fn pack_splits_long_series_and_acks_only_completed_entries() {
     let entries = vec![
-        Entry { id: 1, series: vec![series("a", 0, 4)] },
-        Entry { id: 2, series: vec![series("b", 0, 9), series("c", 0, 2)] },
-        Entry { id: 3, series: vec![] },
-        Entry { id: 4, series: vec![series("d", 0, 5)] },
+        Entry {
+            id: 1,
+            series: vec![series("a", 0, 4)],
+        },
+        Entry {
+            id: 2,
+            series: vec![series("b", 0, 9), series("c", 0, 2)],
+        },
+        Entry {
+            id: 3,
+            series: vec![],
+        },
+        Entry {
+            id: 4,
+            series: vec![series("d", 0, 5)],
+        },
     ];
     let (batches, invalid) = pack(entries, 5);
     assert_eq!(invalid, 0);
     let shape: Vec<(usize, Option<u64>)> = batches.iter().map(|b| (b.samples, b.through)).collect();
     // a4+b1 | b5 | b3+c2 (completes 2, then 3) | d5 (completes 4)
-    assert_eq!(shape, [(5, Some(1)), (5, None), (5, None), (5, Some(3)), (0, Some(4))]);
+    assert_eq!(
+        shape,
+        [
+            (5, Some(1)),
+            (5, None),
+            (5, None),
+            (5, Some(3)),
+            (0, Some(4))
+        ]
+    );
     assert!(batches.iter().all(|b| b.samples <= 5));
     let b_samples: Vec<i64> = batches
         .iter()
@@ -330,15 +443,32 @@ fn pack_splits_long_series_and_acks_only_completed_entries() {
 
 #[test]
 fn normalize_sorts_drops_empty_values_and_refuses_what_receivers_refuse() {
-    let l = |pairs: &[(&str, &str)]| pairs.iter().map(|(n, v)| Label::new(*n, *v)).collect::<Vec<_>>();
+    let l = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(n, v)| Label::new(*n, *v))
+            .collect::<Vec<_>>()
+    };
     assert_eq!(
-        normalize(l(&[("pid", "42"), ("host", "h1"), ("empty", ""), ("__name__", "go:gc_total")])),
-        Some(l(&[("__name__", "go:gc_total"), ("host", "h1"), ("pid", "42")]))
+        normalize(l(&[
+            ("pid", "42"),
+            ("host", "h1"),
+            ("empty", ""),
+            ("__name__", "go:gc_total")
+        ])),
+        Some(l(&[
+            ("__name__", "go:gc_total"),
+            ("host", "h1"),
+            ("pid", "42")
+        ]))
     );
     assert_eq!(normalize(l(&[("job", "x")])), None, "no __name__");
     assert_eq!(normalize(l(&[("__name__", "1bad")])), None);
     assert_eq!(normalize(l(&[("__name__", "m"), ("bad-name", "x")])), None);
-    assert_eq!(normalize(l(&[("__name__", "m"), ("a", "1"), ("a", "2")])), None);
+    assert_eq!(
+        normalize(l(&[("__name__", "m"), ("a", "1"), ("a", "2")])),
+        None
+    );
     assert_eq!(normalize(l(&[("__name__", "m"), ("ünï", "x")])), None);
 }
 
@@ -348,11 +478,23 @@ async fn series_with_invalid_labels_are_dropped_alone() {
     let queue = Arc::new(MemoryQueue::new(usize::MAX, 100));
     let bad = TimeSeries {
         labels: vec![Label::new("__name__", "m"), Label::new("bad-label", "x")],
-        samples: vec![Sample { value: 1.0, timestamp: 1 }; 4],
+        samples: vec![
+            Sample {
+                value: 1.0,
+                timestamp: 1
+            };
+            4
+        ],
     };
     queue.push(vec![bad, series("good", 0, 3)]).unwrap();
     let exporter = spawn(&config(server.url()), queue.clone()).unwrap();
     eventually("delivery", || queue.acked() == 1).await;
-    assert_eq!(exporter.stats().samples_dropped(DropReason::InvalidLabels), 4);
-    assert_eq!(accepted_samples(&server), expected_samples(&[series("good", 0, 3)]));
+    assert_eq!(
+        exporter.stats().samples_dropped(DropReason::InvalidLabels),
+        4
+    );
+    assert_eq!(
+        accepted_samples(&server),
+        expected_samples(&[series("good", 0, 3)])
+    );
 }
