@@ -2,10 +2,11 @@
 //! `tls_ca` or the system's roots, with a client certificate for mTLS receivers. The
 //! whole exchange, connection and TLS handshake included, is bounded by `timeout`; at
 //! most 64 KiB of an answer is read. Credentials are read from their files for every
-//! request, so renewed ones are used, and never reach a log or an error.
+//! request, so renewed ones are used, and never reach a log or an error; renewed TLS
+//! files are used from the next request on.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -60,9 +61,14 @@ enum Auth {
     },
 }
 
+type HttpsPool = Pool<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
 #[derive(Clone)]
 pub struct Client {
-    pool: Pool<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
+    tls: Arc<TlsFiles>,
+    /// The pool over the TLS settings as last read, and the files' modification times
+    /// then: when one changes (a renewed certificate), a new pool is built.
+    pool: Arc<Mutex<(HttpsPool, Stamps)>>,
     uri: Uri,
     /// The URL as logged: no user information, no query.
     shown: Arc<str>,
@@ -70,26 +76,42 @@ pub struct Client {
     auth: Auth,
 }
 
-impl Client {
-    /// Reads the CA and client certificate files; call from startup (it reads files
-    /// synchronously). `config` must have passed [`Config::validate`].
-    pub fn new(config: &Config) -> Result<Client, ConfigError> {
-        config.validate()?;
-        let url = config.remote_write_url.as_deref().unwrap_or_default();
-        let uri: Uri = url.parse().map_err(|_| ConfigError::Invalid {
-            key: "remote_write_url",
-            value: url.to_owned(),
-            reason: "not a URL",
-        })?;
-        let https = uri.scheme_str() == Some("https");
+type Stamps = Vec<Option<SystemTime>>;
+
+/// The TLS settings' files, read at start and again when they change.
+struct TlsFiles {
+    https: bool,
+    ca: Option<PathBuf>,
+    cert_and_key: Option<(PathBuf, PathBuf)>,
+}
+
+impl TlsFiles {
+    fn paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = self.ca.iter().cloned().collect();
+        if let Some((cert, key)) = &self.cert_and_key {
+            paths.push(cert.clone());
+            paths.push(key.clone());
+        }
+        paths
+    }
+
+    fn stamps(&self) -> Stamps {
+        self.paths()
+            .iter()
+            .map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+            .collect()
+    }
+
+    /// A pool over the files as they are now (blocking file reads).
+    fn pool(&self) -> Result<HttpsPool, ConfigError> {
         let mut roots = rustls::RootCertStore::empty();
-        if let Some(path) = &config.tls_ca {
+        if let Some(path) = &self.ca {
             for cert in load_certs("tls_ca", path)? {
                 roots
                     .add(cert)
                     .map_err(|e| file_error("tls_ca", path, e.to_string()))?;
             }
-        } else if https {
+        } else if self.https {
             let native = rustls_native_certs::load_native_certs();
             for e in &native.errors {
                 tracing::warn!(error = %e, "reading the system's CA certificates failed");
@@ -107,8 +129,8 @@ impl Client {
         .with_safe_default_protocol_versions()
         .map_err(|e| file_error("tls_ca", Path::new(""), e.to_string()))?
         .with_root_certificates(roots);
-        let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => {
+        let tls = match &self.cert_and_key {
+            Some((cert, key)) => {
                 let chain = load_certs("tls_cert", cert)?;
                 let pem = read_file("tls_key", key)?;
                 let key_der = PrivateKeyDer::from_pem_slice(&pem)
@@ -117,18 +139,39 @@ impl Client {
                     .with_client_auth_cert(chain, key_der)
                     .map_err(|e| file_error("tls_key", key, e.to_string()))?
             }
-            _ => builder.with_no_client_auth(),
+            None => builder.with_no_client_auth(),
         };
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .build();
-        let pool = Pool::builder(TokioExecutor::new())
+        Ok(Pool::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(1)
-            .build(connector);
+            .build(connector))
+    }
+}
+
+impl Client {
+    /// Reads the CA and client certificate files; call from startup (it reads files
+    /// synchronously). Checks `config` with [`Config::validate`] first.
+    pub fn new(config: &Config) -> Result<Client, ConfigError> {
+        config.validate()?;
+        let url = config.remote_write_url.as_deref().unwrap_or_default();
+        let uri: Uri = url.parse().map_err(|_| ConfigError::Invalid {
+            key: "remote_write_url",
+            value: url.to_owned(),
+            reason: "not a URL",
+        })?;
+        let tls = TlsFiles {
+            https: uri.scheme_str() == Some("https"),
+            ca: config.tls_ca.clone(),
+            cert_and_key: config.tls_cert.clone().zip(config.tls_key.clone()),
+        };
+        let stamps = tls.stamps();
+        let pool = tls.pool()?;
         let auth = match (
             &config.bearer_token_file,
             &config.basic_auth_user,
@@ -150,7 +193,8 @@ impl Client {
             _ => Auth::None,
         };
         Ok(Client {
-            pool,
+            tls: Arc::new(tls),
+            pool: Arc::new(Mutex::new((pool, stamps))),
             shown: shown_url(&uri).into(),
             uri,
             timeout: config.timeout,
@@ -186,9 +230,9 @@ impl Client {
             Ok(None) => {}
             Err(detail) => return Err(fail(FailReason::Credentials, None, detail)),
         }
+        let pool = self.current_pool().await;
         let exchange = async {
-            let response = self
-                .pool
+            let response = pool
                 .request(request)
                 .await
                 .map_err(|e| fail(FailReason::Network, None, error_chain(&e)))?;
@@ -223,6 +267,45 @@ impl Client {
                 ),
             )),
         }
+    }
+
+    /// The pool, rebuilt first if a TLS file changed since it was built. A file that
+    /// cannot be read or parsed keeps the pool as it is, with a warning, until it is
+    /// fixed. Costs a `stat` of each TLS file per request.
+    async fn current_pool(&self) -> HttpsPool {
+        if self.tls.ca.is_none() && self.tls.cert_and_key.is_none() {
+            return self.lock_pool().0.clone();
+        }
+        let tls = self.tls.clone();
+        let Ok(stamps) = tokio::task::spawn_blocking(move || tls.stamps()).await else {
+            return self.lock_pool().0.clone();
+        };
+        {
+            let current = self.lock_pool();
+            if current.1 == stamps {
+                return current.0.clone();
+            }
+        }
+        let tls = self.tls.clone();
+        let rebuilt = tokio::task::spawn_blocking(move || tls.pool()).await;
+        let mut current = self.lock_pool();
+        match rebuilt {
+            Ok(Ok(pool)) => {
+                tracing::info!(files = ?self.tls.paths(), "TLS files changed, using them");
+                *current = (pool, stamps);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "TLS files changed but cannot be used, keeping the previous ones");
+                // Not tried again until the files change again.
+                current.1 = stamps;
+            }
+            Err(_) => {}
+        }
+        current.0.clone()
+    }
+
+    fn lock_pool(&self) -> std::sync::MutexGuard<'_, (HttpsPool, Stamps)> {
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     async fn authorization(&self) -> Result<Option<HeaderValue>, String> {

@@ -121,35 +121,36 @@ async fn samples_reach_a_receiver_that_requires_a_client_certificate() {
     let prometheus = Prometheus::start(dir.path(), free_port(), Some(&certs)).await;
     let sent = fleet_series("goroscope_export_mtls", 3, 200, 5000);
 
-    // Without a client certificate the handshake fails, and nothing is acked.
+    // The aggregator's certificate files, as a renewal tool would keep them; at first
+    // holding a certificate of a CA the receiver does not trust.
+    let cert = dir.path().join("aggregator.pem");
+    let key = dir.path().join("aggregator-key.pem");
+    std::fs::copy(&certs.rogue, &cert).unwrap();
+    std::fs::copy(&certs.rogue_key, &key).unwrap();
     let queue = Arc::new(MemoryQueue::new(usize::MAX, 10_000));
-    let anonymous = spawn(
-        &Config {
-            tls_ca: Some(certs.ca.clone()),
-            ..config(prometheus.write_url())
-        },
-        queue.clone(),
-    )
-    .unwrap();
-    queue.push(entries(&sent, 200).remove(0)).unwrap();
-    anonymous.wake();
-    eventually("a refused handshake", Duration::from_secs(10), || {
-        anonymous.stats().requests_failed(FailReason::Network) >= 1
-    })
-    .await;
-    assert_eq!(queue.acked(), 0);
-    anonymous.shutdown(Duration::ZERO).await;
-
+    for entry in entries(&sent, 50) {
+        queue.push(entry).unwrap();
+    }
     let exporter = spawn(
         &Config {
             tls_ca: Some(certs.ca.clone()),
-            tls_cert: Some(certs.client.clone()),
-            tls_key: Some(certs.client_key.clone()),
+            tls_cert: Some(cert.clone()),
+            tls_key: Some(key.clone()),
             ..config(prometheus.write_url())
         },
         queue.clone(),
     )
     .unwrap();
+    eventually("refused handshakes", Duration::from_secs(10), || {
+        exporter.stats().requests_failed(FailReason::Network) >= 2
+    })
+    .await;
+    assert_eq!(queue.acked(), 0);
+    assert_eq!(exporter.stats().samples_sent(), 0);
+
+    // Renewed with a certificate of the receiver's CA: used from the next request on.
+    std::fs::copy(&certs.client_key, &key).unwrap();
+    std::fs::copy(&certs.client, &cert).unwrap();
     eventually("the queue to drain", Duration::from_secs(30), || {
         exporter.lag() == Pending::default()
     })

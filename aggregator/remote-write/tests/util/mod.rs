@@ -56,6 +56,9 @@ pub struct Certs {
     pub server_key: PathBuf,
     pub client: PathBuf,
     pub client_key: PathBuf,
+    /// A client certificate of another CA, which the receiver refuses.
+    pub rogue: PathBuf,
+    pub rogue_key: PathBuf,
 }
 
 impl Certs {
@@ -75,13 +78,26 @@ impl Certs {
             .unwrap()
             .signed_by(&client_key, &ca)
             .unwrap();
+        let mut other_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        other_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let other_ca =
+            CertifiedIssuer::self_signed(other_params, KeyPair::generate().unwrap()).unwrap();
+        let rogue_key = KeyPair::generate().unwrap();
+        let rogue = CertificateParams::new(vec!["aggregator.goroscope".to_owned()])
+            .unwrap()
+            .signed_by(&rogue_key, &other_ca)
+            .unwrap();
         let certs = Certs {
             ca: dir.join("ca.pem"),
             server: dir.join("server.pem"),
             server_key: dir.join("server-key.pem"),
             client: dir.join("client.pem"),
             client_key: dir.join("client-key.pem"),
+            rogue: dir.join("rogue.pem"),
+            rogue_key: dir.join("rogue-key.pem"),
         };
+        std::fs::write(&certs.rogue, rogue.pem()).unwrap();
+        std::fs::write(&certs.rogue_key, rogue_key.serialize_pem()).unwrap();
         std::fs::write(&certs.ca, ca.pem()).unwrap();
         std::fs::write(&certs.server, server.pem()).unwrap();
         std::fs::write(&certs.server_key, server_key.serialize_pem()).unwrap();
