@@ -153,7 +153,17 @@ impl Sender {
                 return;
             }
             let entries = match self.read(cursor).await {
-                Ok(entries) => entries,
+                // Only what is after the cursor, in order, whatever the queue returned:
+                // the cursor never moves back.
+                Ok(mut entries) => {
+                    let mut last = cursor;
+                    entries.retain(|e| {
+                        let keep = e.id > last;
+                        last = last.max(e.id);
+                        keep
+                    });
+                    entries
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the export queue failed");
                     if let Flow::Stop = self.sleep(self.poll_interval).await {

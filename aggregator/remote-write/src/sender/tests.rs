@@ -498,3 +498,53 @@ async fn series_with_invalid_labels_are_dropped_alone() {
         expected_samples(&[series("good", 0, 3)])
     );
 }
+
+/// A queue that records the threads it is called on.
+struct Recording {
+    inner: MemoryQueue,
+    threads: std::sync::Mutex<Vec<std::thread::ThreadId>>,
+}
+
+impl Queue for Recording {
+    fn read(&self, after: u64, max: usize) -> Result<Vec<Entry>, crate::QueueError> {
+        self.threads
+            .lock()
+            .unwrap()
+            .push(std::thread::current().id());
+        std::thread::sleep(Duration::from_millis(20)); // blocking I/O
+        self.inner.read(after, max)
+    }
+    fn ack(&self, through: u64) -> Result<(), crate::QueueError> {
+        self.threads
+            .lock()
+            .unwrap()
+            .push(std::thread::current().id());
+        self.inner.ack(through)
+    }
+    fn acked(&self) -> u64 {
+        self.inner.acked()
+    }
+    fn pending(&self) -> Pending {
+        self.inner.pending()
+    }
+}
+
+#[tokio::test]
+async fn queue_reads_and_acks_run_off_the_async_threads() {
+    let server = Server::start(vec![]).await;
+    let queue = Arc::new(Recording {
+        inner: MemoryQueue::new(usize::MAX, 100),
+        threads: Default::default(),
+    });
+    queue.inner.push(vec![series("m", 0, 3)]).unwrap();
+    let _exporter = spawn(&config(server.url()), queue.clone()).unwrap();
+    eventually("delivery", || queue.acked() == 1).await;
+    let threads = queue.threads.lock().unwrap().clone();
+    assert!(threads.len() >= 2);
+    // This test's runtime runs its tasks, the sender included, on this thread only.
+    let here = std::thread::current().id();
+    assert!(
+        threads.iter().all(|t| *t != here),
+        "queue called on the runtime's thread"
+    );
+}
