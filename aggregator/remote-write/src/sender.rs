@@ -70,6 +70,7 @@ pub fn spawn(config: &Config, queue: Arc<dyn Queue>) -> Result<Exporter, Error> 
         poll_interval: config.poll_interval,
         backoff: Backoff::new(config.min_backoff, config.max_backoff),
         cancel: cancel.clone(),
+        recovering: true,
     };
     tracing::info!(
         url = sender.client.url(),
@@ -128,6 +129,12 @@ struct Sender {
     poll_interval: Duration,
     backoff: Backoff,
     cancel: CancellationToken,
+    /// Until the first request accepted after the start, each entry goes in a request
+    /// of its own. The previous sender may have stopped after the receiver stored a
+    /// request but before the ack persisted; those entries come again, and a strict
+    /// receiver (Prometheus) refuses a whole request for one repeated sample as out of
+    /// order. Alone, a repeated entry costs only itself: refused, yet already stored.
+    recovering: bool,
 }
 
 /// One request's worth of the queue: its series, and the last entry it completes
@@ -180,7 +187,7 @@ impl Sender {
                 }
                 continue;
             }
-            let (batches, invalid) = pack(entries, self.max_samples);
+            let (batches, invalid) = pack(entries, self.max_samples, self.recovering);
             if invalid > 0 {
                 self.shared
                     .stats
@@ -250,6 +257,7 @@ impl Sender {
                 Ok(()) => {
                     self.shared.stats.sent(batch.samples);
                     self.backoff.reset();
+                    self.recovering = false;
                     if failures > 0 {
                         tracing::info!(
                             url = self.client.url(),
@@ -327,21 +335,42 @@ fn round_ms(d: Duration) -> Duration {
     Duration::from_millis(d.as_millis() as u64)
 }
 
-/// Splits `entries` into requests of at most `max_samples` samples (a long series is
-/// split across requests), normalising each series on the way; returns the requests
-/// and the samples of series left out for their labels.
-pub(crate) fn pack(entries: Vec<Entry>, max_samples: usize) -> (Vec<Batch>, usize) {
+/// Splits `entries` into requests of at most `max_samples` samples, normalising each
+/// series on the way; returns the requests and the samples of series left out for
+/// their labels.
+///
+/// An entry goes whole into one request when it fits; one larger than `max_samples`
+/// starts a request of its own and is cut every `max_samples` samples from its start.
+/// Requests thus begin where entries (or those fixed cuts) begin, whichever read they
+/// came from, so that after a restart the entries a receiver may already hold can be
+/// sent again without sharing a request with new ones (`one_entry_each`, see
+/// [`Sender::recovering`]).
+pub(crate) fn pack(
+    entries: Vec<Entry>,
+    max_samples: usize,
+    one_entry_each: bool,
+) -> (Vec<Batch>, usize) {
     let mut batches = Vec::new();
     let mut current = Batch::default();
     let mut invalid = 0;
     for entry in entries {
-        for series in entry.series {
-            let Some(labels) = normalize(series.labels) else {
-                invalid += series.samples.len();
-                continue;
-            };
-            let mut samples = series.samples.as_slice();
+        let mut series = Vec::with_capacity(entry.series.len());
+        for s in entry.series {
+            match normalize(s.labels) {
+                Some(labels) => series.push((labels, s.samples)),
+                None => invalid += s.samples.len(),
+            }
+        }
+        let size: usize = series.iter().map(|(_, samples)| samples.len()).sum();
+        if !current.series.is_empty() && current.samples + size > max_samples {
+            batches.push(std::mem::take(&mut current));
+        }
+        for (labels, samples) in series {
+            let mut samples = samples.as_slice();
             while !samples.is_empty() {
+                if current.samples == max_samples {
+                    batches.push(std::mem::take(&mut current));
+                }
                 let take = samples.len().min(max_samples - current.samples);
                 current.series.push(TimeSeries {
                     labels: labels.clone(),
@@ -349,12 +378,12 @@ pub(crate) fn pack(entries: Vec<Entry>, max_samples: usize) -> (Vec<Batch>, usiz
                 });
                 current.samples += take;
                 samples = &samples[take..];
-                if current.samples == max_samples {
-                    batches.push(std::mem::take(&mut current));
-                }
             }
         }
         current.through = Some(entry.id);
+        if one_entry_each {
+            batches.push(std::mem::take(&mut current));
+        }
     }
     if current.through.is_some() || !current.series.is_empty() {
         batches.push(current);

@@ -1,13 +1,17 @@
 //! The exporter against the real thing: Debian's Prometheus 2.42 with its remote-write
 //! receiver on loopback. Every sample must be stored exactly once with its value bit for
-//! bit, through an outage (SIGKILL and restart) and over mTLS.
+//! bit, through an outage (SIGKILL and restart), a restart of the exporter before its
+//! acks persisted, and over mTLS.
 
 mod util;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
 
-use goroscope_remote_write::{Config, FailReason, MemoryQueue, Pending, Queue, spawn};
+use goroscope_remote_write::{
+    Config, DropReason, Entry, FailReason, MemoryQueue, Pending, Queue, QueueError, spawn,
+};
 use util::{
     Certs, Prometheus, assert_stored_exactly, entries, eventually, fleet_series, free_port,
 };
@@ -108,9 +112,9 @@ async fn an_outage_loses_nothing_and_duplicates_nothing() {
     // sent again (its samples are older than what the series holds): counted as
     // dropped, yet stored. Nothing else is dropped.
     assert!(
-        stats.samples_dropped(goroscope_remote_write::DropReason::Refused) <= 500,
+        stats.samples_dropped(DropReason::Refused) <= 500,
         "{} dropped",
-        stats.samples_dropped(goroscope_remote_write::DropReason::Refused)
+        stats.samples_dropped(DropReason::Refused)
     );
 }
 
@@ -158,4 +162,70 @@ async fn samples_reach_a_receiver_that_requires_a_client_certificate() {
     assert_eq!(exporter.stats().samples_sent(), 600);
     let stored = prometheus.raw_samples("goroscope_export_mtls").await;
     assert_stored_exactly(&stored, &sent);
+}
+
+/// A queue whose acks are lost while `forget` is set: an aggregator that stopped after
+/// the receiver stored its requests but before the acks were written.
+struct LosesAcks {
+    inner: MemoryQueue,
+    forget: AtomicBool,
+}
+
+impl Queue for LosesAcks {
+    fn read(&self, after: u64, max: usize) -> Result<Vec<Entry>, QueueError> {
+        self.inner.read(after, max)
+    }
+    fn ack(&self, through: u64) -> Result<(), QueueError> {
+        if self.forget.load(Relaxed) {
+            return Ok(());
+        }
+        self.inner.ack(through)
+    }
+    fn acked(&self) -> u64 {
+        self.inner.acked()
+    }
+    fn pending(&self) -> Pending {
+        self.inner.pending()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_before_the_acks_persisted_loses_no_new_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let prometheus = Prometheus::start(dir.path(), free_port(), None).await;
+    let sent = fleet_series("goroscope_export_restart", 4, 300, 5000);
+    let all = entries(&sent, 10); // 30 entries of 40 samples
+    let (first, later) = all.split_at(5);
+    let queue = Arc::new(LosesAcks {
+        inner: MemoryQueue::new(usize::MAX, 10_000),
+        forget: AtomicBool::new(true),
+    });
+    for entry in first {
+        queue.inner.push(entry.clone()).unwrap();
+    }
+    // 200 samples: one request, stored by Prometheus, its ack lost.
+    let before = spawn(&config(prometheus.write_url()), queue.clone()).unwrap();
+    eventually("delivery", Duration::from_secs(10), || {
+        before.stats().samples_sent() == 200
+    })
+    .await;
+    before.shutdown(Duration::from_secs(1)).await;
+    assert_eq!(queue.acked(), 0);
+
+    // The next start sends those entries again, now followed by new ones. Sent in one
+    // request with them, the new samples would be refused with the repeated ones.
+    queue.forget.store(false, Relaxed);
+    for entry in later {
+        queue.inner.push(entry.clone()).unwrap();
+    }
+    let after = spawn(&config(prometheus.write_url()), queue.clone()).unwrap();
+    eventually("the queue to drain", Duration::from_secs(30), || {
+        after.lag() == Pending::default()
+    })
+    .await;
+    let stored = prometheus.raw_samples("goroscope_export_restart").await;
+    assert_stored_exactly(&stored, &sent);
+    assert_eq!(after.stats().samples_sent(), 1000);
+    // The repeated entries, refused as out of order, though stored.
+    assert_eq!(after.stats().samples_dropped(DropReason::Refused), 200);
 }

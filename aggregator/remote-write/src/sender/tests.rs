@@ -116,7 +116,8 @@ async fn delivers_every_entry_in_order_in_requests_of_at_most_max_samples() {
         }
     }
     assert_eq!(exporter.stats().samples_sent(), 46);
-    // One read is packed at a time: [3] | [25] as 10+10+5 | [1] | [10] | [7].
+    // One entry a request until the first success, then one read at a time, whole
+    // entries: [3] | [25] as 10+10+5 | [1] | [10] | [7].
     assert_eq!(exporter.stats().requests_sent(), 7);
     assert!(exporter.stats().last_success_unix_ms().is_some());
 
@@ -417,18 +418,33 @@ fn pack_splits_long_series_and_acks_only_completed_entries() {
             series: vec![series("d", 0, 5)],
         },
     ];
-    let (batches, invalid) = pack(entries, 5);
+    let (batches, invalid) = pack(entries.clone(), 5, false);
     assert_eq!(invalid, 0);
     let shape: Vec<(usize, Option<u64>)> = batches.iter().map(|b| (b.samples, b.through)).collect();
-    // a4+b1 | b5 | b3+c2 (completes 2, then 3) | d5 (completes 4)
+    // a4 | b5 | b4+c1 | c1 (completes 2 and 3) | d5 (completes 4): entry 2 does not
+    // fit after a4, so it starts a request, and is cut every 5 samples.
     assert_eq!(
         shape,
         [
-            (5, Some(1)),
+            (4, Some(1)),
             (5, None),
             (5, None),
-            (5, Some(3)),
-            (0, Some(4))
+            (1, Some(3)),
+            (5, Some(4))
+        ]
+    );
+    // One entry a request: the same cuts inside entry 2.
+    let (alone, _) = pack(entries, 5, true);
+    let shape: Vec<(usize, Option<u64>)> = alone.iter().map(|b| (b.samples, b.through)).collect();
+    assert_eq!(
+        shape,
+        [
+            (4, Some(1)),
+            (5, None),
+            (5, None),
+            (1, Some(2)),
+            (0, Some(3)),
+            (5, Some(4))
         ]
     );
     assert!(batches.iter().all(|b| b.samples <= 5));
