@@ -116,6 +116,14 @@ impl Config {
                 ));
             }
         };
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            // The value is not repeated: it holds a password.
+            return Err(invalid(
+                "remote_write_url",
+                "(not shown)",
+                "holds user information: use basic_auth_user and basic_auth_password_file",
+            ));
+        }
         if uri.host().is_none_or(str::is_empty) {
             return Err(invalid("remote_write_url", url, "has no host"));
         }
@@ -233,6 +241,12 @@ mod tests {
             }),
             "export.remote_write_url = ftp://x/: not an http:// or https:// URL"
         );
+        let secret = err(Config {
+            remote_write_url: Some("https://u:hunter2@mimir/api/v1/push".into()),
+            ..base()
+        });
+        assert!(secret.contains("basic_auth_user"), "{secret}");
+        assert!(!secret.contains("hunter2"), "{secret}");
         assert!(
             err(Config {
                 max_samples_per_send: 0,

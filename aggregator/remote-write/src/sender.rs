@@ -279,11 +279,14 @@ impl Sender {
                 return Flow::Continue;
             }
             let wait = self.backoff.next(e.retry_after);
-            if failures == 0 {
+            // Warned at the first failure, then every 20th (about every ten minutes at
+            // the longest backoff), so that a long outage stays visible but quiet.
+            if failures.is_multiple_of(20) {
                 tracing::warn!(
                     url = %e.url,
                     reason = e.reason.as_str(),
                     samples = batch.samples,
+                    failures = failures + 1,
                     retry_in = %humantime::format_duration(round_ms(wait)),
                     error = %e.detail,
                     "remote-write request failed, sending it again until it is accepted"
