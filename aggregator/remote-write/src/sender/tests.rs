@@ -564,3 +564,29 @@ async fn queue_reads_and_acks_run_off_the_async_threads() {
         "queue called on the runtime's thread"
     );
 }
+
+#[tokio::test]
+async fn new_entries_are_found_by_a_wake_or_by_the_next_poll() {
+    let server = Server::start(vec![]).await;
+    let queue = Arc::new(MemoryQueue::new(usize::MAX, 100));
+    // Polling once an hour: only a wake can find the entry in time.
+    let exporter = spawn(
+        &Config {
+            poll_interval: Duration::from_secs(3600),
+            ..config(server.url())
+        },
+        queue.clone(),
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await; // the sender waits, queue empty
+    queue.push(vec![series("m", 0, 1)]).unwrap();
+    exporter.wake();
+    eventually("delivery after a wake", || queue.acked() == 1).await;
+    drop(exporter);
+
+    // No wake: the 50 ms poll finds it.
+    let _exporter = spawn(&config(server.url()), queue.clone()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    queue.push(vec![series("m", 1, 1)]).unwrap();
+    eventually("delivery at a poll", || queue.acked() == 2).await;
+}
