@@ -2,8 +2,8 @@
 # Installs what building and testing goroscope needs on a Debian machine: clang and
 # libclang (the rocksdb crate's bindings), protoc (the gRPC contract), Prometheus and
 # node_exporter (third-party Go programs the end-to-end tests watch), Alertmanager (the
-# notification tests post to it), iproute2 (the tests' network namespaces) and systemd
-# (systemd-analyze checks the units in deploy/).
+# notification tests post to it), iproute2 (the tests' network namespaces), systemd
+# (systemd-analyze checks the units in deploy/) and curl (the HTTP API tests ask with it).
 # Rust and Go must already be there (rustup; Go 1.26 or newer). Safe to run again: it
 # installs only what is missing.
 set -euo pipefail
@@ -14,6 +14,7 @@ ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/x86_64-linux-
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
 [ -x /usr/bin/prometheus-node-exporter ] || need+=(prometheus-node-exporter)

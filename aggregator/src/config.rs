@@ -26,12 +26,18 @@ pub struct AggregatorConfig {
     /// Plain-HTTP address of the aggregator's own `/metrics` and `/healthz`; off when
     /// unset.
     pub metrics_listen: Option<SocketAddr>,
+    /// HTTPS address of the Prometheus HTTP API (docs/query.md), for Grafana and other
+    /// Prometheus clients with an operator certificate; off when unset.
+    pub http_listen: Option<SocketAddr>,
     pub tls: TlsSettings,
     pub limits: Limits,
     pub storage: StorageConfig,
     pub captures: CaptureConfig,
     pub detection: DetectionConfig,
     pub notify: NotifyConfig,
+    /// Remote-write export of every stored sample (docs/export.md); off unless
+    /// `export.remote_write_url` is set.
+    pub export: goroscope_remote_write::Config,
 }
 
 /// Detection: how the detectors look at each target, and when an anomaly opens and
@@ -315,12 +321,14 @@ impl Default for AggregatorConfig {
             data_dir: PathBuf::from("goroscope-data"),
             log: "info".into(),
             metrics_listen: None,
+            http_listen: None,
             tls: TlsSettings::default(),
             limits: Limits::default(),
             storage: StorageConfig::default(),
             captures: CaptureConfig::default(),
             detection: DetectionConfig::default(),
             notify: NotifyConfig::default(),
+            export: goroscope_remote_write::Config::default(),
         }
     }
 }
@@ -538,6 +546,12 @@ impl AggregatorConfig {
             return Err(invalid("data_dir", "\"\"", "must name a directory"));
         }
         self.notify.validate()?;
+        self.export.validate().map_err(|e| match e {
+            goroscope_remote_write::ConfigError::Invalid { key, value, reason } => {
+                invalid(&format!("export.{key}"), value, reason)
+            }
+            other => goroscope_daemon::settings::SettingsError::Other(other.to_string()),
+        })?;
         Ok(())
     }
 
@@ -560,6 +574,7 @@ mod tests {
             config.metrics_listen,
             Some("127.0.0.1:9464".parse().unwrap())
         );
+        assert_eq!(config.http_listen, Some("127.0.0.1:9443".parse().unwrap()));
         assert_eq!(config.storage, StorageConfig::default());
     }
 

@@ -11,7 +11,9 @@
 
 pub mod config;
 pub mod detect;
+pub mod expr;
 pub mod grpc;
+pub mod http_api;
 pub mod metrics;
 pub mod notify;
 pub mod storage;
@@ -56,6 +58,8 @@ pub async fn run(
         flush_grace: config.storage.flush_grace,
         head_max_bytes: config.storage.head_max_bytes,
         writers: config.storage.writers,
+        export: config.export.enabled(),
+        export_max_bytes: config.export.queue_max_bytes,
         ..StorageOptions::default()
     };
     let (storage, writer, report) =
@@ -75,6 +79,28 @@ pub async fn run(
     );
     let metrics = Arc::new(Metrics::new());
     metrics.watch_storage(storage.clone());
+    // One exporter per writer shard: a series' samples leave in order.
+    let mut exporters = Vec::new();
+    for queue in storage.export_queues() {
+        let exporter = goroscope_remote_write::spawn(&config.export, queue.clone())
+            .context("start the remote-write export")?;
+        exporters.push((exporter, queue));
+    }
+    if !exporters.is_empty() {
+        tracing::info!(
+            queues = exporters.len(),
+            "exporting every stored sample over remote write"
+        );
+        metrics.watch_exporters(
+            exporters
+                .iter()
+                .map(|(e, q)| metrics::ExportSource {
+                    stats: e.stats().clone(),
+                    queue: q.clone(),
+                })
+                .collect(),
+        );
+    }
     {
         let metrics = metrics.clone();
         goroscope_daemon::watch_certificate_expiry(tls.subscribe(), files, move |f, at| {
@@ -92,6 +118,10 @@ pub async fn run(
         on_listening,
     )
     .await;
+    // Exporters get the grace to finish what they are sending (the rest stays queued).
+    for (exporter, _) in exporters {
+        exporter.shutdown(grace).await;
+    }
     // The writer is joined before the database can be torn down.
     drop(storage);
     tokio::task::spawn_blocking(move || writer.stop())
@@ -124,6 +154,17 @@ async fn serve_all(
         tokio::spawn(goroscope_daemon::http::serve(
             listener,
             metrics.clone(),
+            tasks.clone(),
+        ));
+    }
+    if let Some(http_addr) = config.http_listen {
+        let listener = http_api::bind(http_addr).await?;
+        tracing::info!(addr = %listener.local_addr().unwrap_or(http_addr), "prometheus http api listening");
+        tokio::spawn(http_api::serve(
+            listener,
+            tls_rx.clone(),
+            storage.clone(),
+            config.limits.query_timeout,
             tasks.clone(),
         ));
     }

@@ -43,6 +43,33 @@ pub struct Metrics {
     /// The detector's counters, and what of them was already added to ours.
     detector: std::sync::OnceLock<std::sync::Arc<DetectorStats>>,
     detector_seen: std::sync::Mutex<[u64; 3]>,
+    head_bytes: Gauge,
+    samples_stored: Gauge,
+    disk_bytes: Gauge,
+    export: Export,
+}
+
+/// The remote-write exporters' counters, read when scraped.
+#[derive(Default)]
+struct Export {
+    sent: Counter,
+    dropped: Family<Labels, Counter>,
+    failed: Family<Labels, Counter>,
+    retries: Counter,
+    pending_samples: Gauge,
+    pending_entries: Gauge,
+    queue_bytes: Gauge,
+    last_success: Gauge,
+    sources: std::sync::OnceLock<Vec<ExportSource>>,
+    /// What of each exporter's counters was already added: sent, retries, then the drop
+    /// reasons and the failure reasons.
+    seen: std::sync::Mutex<Vec<Vec<u64>>>,
+}
+
+/// One exporter: its counters and its queue.
+pub struct ExportSource {
+    pub stats: std::sync::Arc<goroscope_remote_write::Stats>,
+    pub queue: std::sync::Arc<crate::storage::ExportQueue>,
 }
 
 impl Default for Metrics {
@@ -80,6 +107,10 @@ impl Metrics {
             detector_targets: Gauge::default(),
             detector: std::sync::OnceLock::new(),
             detector_seen: std::sync::Mutex::new([0; 3]),
+            head_bytes: Gauge::default(),
+            samples_stored: Gauge::default(),
+            disk_bytes: Gauge::default(),
+            export: Export::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -188,7 +219,115 @@ impl Metrics {
             "Incident notifications, by sink (webhook, alertmanager) and result (sent, failed, dropped)",
             m.notifications.clone(),
         );
+        r.register(
+            "goroscope_aggregator_head_bytes",
+            "Memory the storage head (samples not yet compacted) holds, estimated",
+            m.head_bytes.clone(),
+        );
+        r.register(
+            "goroscope_aggregator_samples_stored",
+            "Samples stored: compacted into chunks plus those in the head",
+            m.samples_stored.clone(),
+        );
+        r.register(
+            "goroscope_aggregator_disk_bytes",
+            "Bytes of the database's files on disk",
+            m.disk_bytes.clone(),
+        );
+        let e = &m.export;
+        r.register(
+            "goroscope_export_samples_sent",
+            "Samples the remote-write receiver accepted",
+            e.sent.clone(),
+        );
+        r.register(
+            "goroscope_export_samples_dropped",
+            "Samples given up on, by reason (refused, invalid_labels)",
+            e.dropped.clone(),
+        );
+        r.register(
+            "goroscope_export_requests_failed",
+            "Failed remote-write requests, retried or not, by reason",
+            e.failed.clone(),
+        );
+        r.register(
+            "goroscope_export_retries",
+            "Remote-write requests sent again after a failure",
+            e.retries.clone(),
+        );
+        r.register(
+            "goroscope_export_pending_samples",
+            "Samples queued for export, not delivered yet",
+            e.pending_samples.clone(),
+        );
+        r.register(
+            "goroscope_export_pending_entries",
+            "Queue entries (group commits) not delivered yet",
+            e.pending_entries.clone(),
+        );
+        r.register(
+            "goroscope_export_queue_bytes",
+            "Bytes the export queue holds",
+            e.queue_bytes.clone(),
+        );
+        r.register(
+            "goroscope_export_last_success_timestamp_seconds",
+            "When a remote-write request last succeeded, Unix seconds",
+            e.last_success.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Gives the metrics the exporters whose counters they report.
+    pub fn watch_exporters(&self, sources: Vec<ExportSource>) {
+        let _ = self.export.sources.set(sources);
+    }
+
+    fn read_export(&self) {
+        use goroscope_remote_write::Queue;
+        use goroscope_remote_write::stats::{DropReason, FailReason};
+        let e = &self.export;
+        let Some(sources) = e.sources.get() else {
+            return;
+        };
+        let mut seen = e.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.resize(sources.len(), Vec::new());
+        let (mut pending_samples, mut pending_entries, mut bytes, mut last) = (0, 0, 0, 0);
+        for (src, seen) in sources.iter().zip(seen.iter_mut()) {
+            let s = &src.stats;
+            let mut now = vec![s.samples_sent(), s.retries()];
+            now.extend(DropReason::ALL.iter().map(|r| s.samples_dropped(*r)));
+            now.extend(FailReason::ALL.iter().map(|r| s.requests_failed(*r)));
+            seen.resize(now.len(), 0);
+            let delta: Vec<u64> = now
+                .iter()
+                .zip(seen.iter())
+                .map(|(n, o)| n.saturating_sub(*o))
+                .collect();
+            e.sent.inc_by(delta[0]);
+            e.retries.inc_by(delta[1]);
+            for (i, r) in DropReason::ALL.iter().enumerate() {
+                e.dropped
+                    .get_or_create(&vec![("reason", r.as_str().to_owned())])
+                    .inc_by(delta[2 + i]);
+            }
+            let base = 2 + DropReason::ALL.len();
+            for (i, r) in FailReason::ALL.iter().enumerate() {
+                e.failed
+                    .get_or_create(&vec![("reason", r.as_str().to_owned())])
+                    .inc_by(delta[base + i]);
+            }
+            *seen = now;
+            let p = src.queue.pending();
+            pending_samples += p.samples;
+            pending_entries += p.entries;
+            bytes += src.queue.bytes();
+            last = last.max(s.last_success_unix_ms().unwrap_or(0));
+        }
+        e.pending_samples.set(pending_samples as i64);
+        e.pending_entries.set(pending_entries as i64);
+        e.queue_bytes.set(bytes as i64);
+        e.last_success.set((last / 1000) as i64);
     }
 
     /// Gives the metrics the detector whose counters they report.
@@ -339,8 +478,14 @@ impl goroscope_daemon::http::Exposition for Metrics {
             let (targets, series) = storage.sizes();
             self.targets.set(targets as i64);
             self.series.set(series as i64);
+            let (head, disk) = storage.usage();
+            self.head_bytes.set(head as i64);
+            self.disk_bytes.set(disk as i64);
+            let (compacted, in_head) = storage.samples_stored();
+            self.samples_stored.set((compacted + in_head) as i64);
         }
         self.read_detector();
+        self.read_export();
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::warn!(error = %e, "encoding metrics failed");

@@ -926,6 +926,13 @@ mod tests {
         ) -> Result<Response<v1::StatusResponse>, Status> {
             Err(Status::unimplemented("status"))
         }
+
+        async fn evaluate(
+            &self,
+            _: Request<v1::EvaluateRequest>,
+        ) -> Result<Response<v1::EvaluateResponse>, Status> {
+            Err(Status::unimplemented("evaluate"))
+        }
     }
 
     #[tokio::test]

@@ -13,6 +13,7 @@ mod certs;
 mod client;
 mod diagnose;
 mod explain;
+mod expr;
 mod inspect;
 mod render;
 mod status;
@@ -72,6 +73,8 @@ struct ConnArgs {
 enum Output {
     Table,
     Json,
+    /// Comma-separated values (`goroscope query` only).
+    Csv,
 }
 
 #[derive(Subcommand, Debug)]
@@ -85,9 +88,13 @@ enum Command {
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         since: Duration,
     },
-    /// Show the samples of one metric (see docs/metrics.md), per target.
+    /// Evaluate a PromQL expression over a time range (a range query), or show the
+    /// samples of one metric per target when EXPR is a bare metric name (see
+    /// docs/metrics.md and docs/query.md).
     Query {
-        /// Metric name, for example go_goroutines.
+        /// A PromQL expression, for example
+        /// `process_resident_memory_bytes - go_memstats_heap_inuse_bytes`, or a metric name.
+        #[arg(value_name = "EXPR")]
         metric: String,
         /// Only targets matching: PID, HOST:PID or LABEL=VALUE (repeat to narrow).
         #[arg(long, short = 't')]
@@ -98,6 +105,13 @@ enum Command {
         /// End of the range, as an age; 0 is now.
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         until: Duration,
+        /// Time between two evaluations of EXPR [default: about 250 points over the
+        /// range, at least 1s].
+        #[arg(long, value_parser = humantime::parse_duration)]
+        step: Option<Duration>,
+        /// Evaluate EXPR once, at --until (an instant query).
+        #[arg(long, conflicts_with = "step")]
+        instant: bool,
     },
     /// Show one target's goroutines grouped by stack signature: the newest summary, the
     /// one at a time, or how they changed between two times.
@@ -271,6 +285,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.output == Output::Csv && !matches!(cli.command, Command::Query { .. }) {
+        return Err(UsageError("-o csv is for goroscope query; use -o json".into()).into());
+    }
     match cli.command {
         Command::Certs { command } => run_certs(command, cli.output),
         Command::Targets { target, since } => {
@@ -301,10 +318,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             target,
             since,
             until,
+            step,
+            instant,
         } => {
             let settings = connect_settings(&cli.conn)?;
             let matchers = parse_targets(&target)?;
-            if until >= since {
+            if until >= since && !instant {
                 return Err(UsageError(format!(
                     "--until {} must be more recent than --since {}",
                     humantime::format_duration(until),
@@ -313,6 +332,37 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .into());
             }
             let now = goroscope_proto::unix_ms();
+            if !expr::is_metric_name(&metric) || step.is_some() || instant {
+                if !target.is_empty() {
+                    return Err(UsageError(
+                        "--target narrows a bare metric name; in an expression, use label \
+                         matchers: go_goroutines{service=\"api\"}"
+                            .into(),
+                    )
+                    .into());
+                }
+                let (start_ms, end_ms) = (ms_before(now, since), ms_before(now, until));
+                let step_ms = match (instant, step) {
+                    (true, _) => 0,
+                    (false, Some(step)) if step.as_millis() > 0 => step.as_millis() as i64,
+                    (false, Some(_)) => {
+                        return Err(UsageError("--step must be positive".into()).into());
+                    }
+                    (false, None) => expr::auto_step_ms(end_ms - start_ms),
+                };
+                let mut client = client::connect(&settings).await?;
+                let response = client
+                    .evaluate(v1::EvaluateRequest {
+                        query: metric,
+                        start_ms,
+                        end_ms,
+                        step_ms,
+                    })
+                    .await
+                    .map_err(|s| client::status_error(&settings.addr, s))?
+                    .into_inner();
+                return expr::print(&response, cli.output);
+            }
             let mut client = client::connect(&settings).await?;
             let response = client
                 .query_range(v1::QueryRangeRequest {
@@ -668,6 +718,31 @@ fn print_series(metric: &str, series: &[v1::Series], output: Output) -> anyhow::
             "{}",
             serde_json::to_string_pretty(&json!({ "series": items }))?
         )?;
+        return Ok(());
+    }
+    if output == Output::Csv {
+        writeln!(out, "timestamp_ms,host,pid,service,series,value")?;
+        for s in series {
+            let id = s.target.clone().unwrap_or_default();
+            let name = render::series_name("", &s.series_labels);
+            for p in &s.samples {
+                let v = if p.value.is_finite() {
+                    p.value.to_string()
+                } else {
+                    render::non_finite(p.value).to_owned()
+                };
+                let quote = expr::csv_field;
+                writeln!(
+                    out,
+                    "{},{},{},{},{},{v}",
+                    p.timestamp_ms,
+                    quote(&id.host),
+                    id.pid,
+                    quote(label(&s.labels, "service")),
+                    quote(&name),
+                )?;
+            }
+        }
         return Ok(());
     }
     if series.iter().all(|s| s.samples.is_empty()) {

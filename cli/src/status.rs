@@ -14,7 +14,7 @@ pub fn print(s: &v1::StatusResponse, output: Output) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     match output {
         Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&to_json(s))?)?,
-        Output::Table => write!(out, "{}", text(s, goroscope_proto::unix_ms()))?,
+        Output::Table | Output::Csv => write!(out, "{}", text(s, goroscope_proto::unix_ms()))?,
     }
     Ok(())
 }

@@ -9,6 +9,7 @@ mod discovery;
 mod edges;
 mod fleet;
 mod metrics;
+mod promql;
 mod spool;
 mod stacks;
 mod storage;

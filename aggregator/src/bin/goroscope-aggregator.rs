@@ -24,6 +24,10 @@ struct Args {
     /// (metrics_listen), for example 127.0.0.1:9464.
     #[arg(long)]
     metrics_listen: Option<String>,
+    /// HTTPS address of the Prometheus HTTP API, overriding the settings (http_listen),
+    /// for example 0.0.0.0:9443.
+    #[arg(long)]
+    http_listen: Option<String>,
     #[command(flatten)]
     tls: goroscope_daemon::TlsFlags,
     /// Log filter, overriding the settings (for example "info,goroscope_aggregator=debug").
@@ -43,6 +47,7 @@ fn main() -> ExitCode {
             args.data_dir.as_ref().map(|d| d.display().to_string()),
         ),
         ("metrics_listen", args.metrics_listen.clone()),
+        ("http_listen", args.http_listen.clone()),
         ("log", args.log.clone()),
     ]
     .into_iter()

@@ -9,9 +9,11 @@ use goroscope_proto::v1::{self, query_server::Query};
 use tonic::{Request, Response, Status};
 
 use super::{Shared, authorize};
+use crate::expr::When;
 use crate::storage::{
     Cancel, OneTarget, PageToken, Selector, SeriesLabels, Storage, TargetRecord, TargetView,
 };
+use goroscope_promql::QueryValue;
 
 /// Time a client has to take each chunk of a capture it fetches.
 const GET_CAPTURE_SEND: Duration = Duration::from_secs(60);
@@ -601,6 +603,40 @@ impl Query for QueryService {
         Ok(Response::new(v1::IncidentsResponse { incidents }))
     }
 
+    async fn evaluate(
+        &self,
+        request: Request<v1::EvaluateRequest>,
+    ) -> Result<Response<v1::EvaluateResponse>, Status> {
+        authorize(&self.shared, "query", &request, Role::Operator)?;
+        let req = request.into_inner();
+        let when = if req.step_ms > 0 {
+            if req.start_ms > req.end_ms {
+                return Err(Status::invalid_argument(format!(
+                    "start_ms {} is after end_ms {}",
+                    req.start_ms, req.end_ms
+                )));
+            }
+            When::Range {
+                start_ms: req.start_ms,
+                end_ms: req.end_ms,
+                step_ms: req.step_ms,
+            }
+        } else {
+            When::Instant(req.end_ms)
+        };
+        let value = self
+            .blocking(move |s, cancel| {
+                crate::expr::evaluate(&s, cancel, &req.query, when, crate::expr::limits(&s))
+                    .map_err(|e| match e.error_type() {
+                        "bad_data" => Status::invalid_argument(e.to_string()),
+                        "canceled" => Status::cancelled(e.to_string()),
+                        _ => Status::failed_precondition(e.to_string()),
+                    })
+            })
+            .await?;
+        Ok(Response::new(evaluate_response(value)))
+    }
+
     async fn status(
         &self,
         request: Request<v1::StatusRequest>,
@@ -804,6 +840,56 @@ fn limit_or_default(limit: u32) -> usize {
     match limit {
         0 => DEFAULT_LIST,
         n => (n as usize).min(MAX_LIST),
+    }
+}
+
+fn result_series(labels: goroscope_promql::Labels, samples: Vec<(i64, f64)>) -> v1::ResultSeries {
+    v1::ResultSeries {
+        labels: labels
+            .0
+            .into_iter()
+            .map(|(name, value)| v1::Label { name, value })
+            .collect(),
+        samples: samples
+            .into_iter()
+            .map(|(timestamp_ms, value)| v1::Sample {
+                timestamp_ms,
+                value,
+            })
+            .collect(),
+    }
+}
+
+fn evaluate_response(value: QueryValue) -> v1::EvaluateResponse {
+    match value {
+        QueryValue::Scalar { t_ms, value } => v1::EvaluateResponse {
+            result_type: "scalar".into(),
+            scalar: value,
+            time_ms: t_ms,
+            ..Default::default()
+        },
+        QueryValue::String { t_ms, value } => v1::EvaluateResponse {
+            result_type: "string".into(),
+            string: value,
+            time_ms: t_ms,
+            ..Default::default()
+        },
+        QueryValue::Vector(samples) => v1::EvaluateResponse {
+            result_type: "vector".into(),
+            series: samples
+                .into_iter()
+                .map(|s| result_series(s.labels, vec![(s.t_ms, s.value)]))
+                .collect(),
+            ..Default::default()
+        },
+        QueryValue::Matrix(series) => v1::EvaluateResponse {
+            result_type: "matrix".into(),
+            series: series
+                .into_iter()
+                .map(|s| result_series(s.labels, s.samples))
+                .collect(),
+            ..Default::default()
+        },
     }
 }
 

@@ -25,7 +25,8 @@ pub(super) struct TargetEntry {
 }
 
 /// Every label of a series, sorted by name: `__name__`, `host`, `pid`, its target's
-/// labels and its own (a name given twice keeps the first of that order).
+/// labels and its own (a name given twice keeps the first of that order). A label with
+/// an empty value is no label, as in Prometheus.
 pub(super) fn label_set(key: &SeriesKey, target: &TargetRecord) -> Vec<(String, String)> {
     let mut labels = Vec::with_capacity(3 + target.labels.len() + key.labels.len());
     labels.push(("__name__".to_owned(), key.metric.clone()));
@@ -33,6 +34,7 @@ pub(super) fn label_set(key: &SeriesKey, target: &TargetRecord) -> Vec<(String, 
     labels.push(("pid".to_owned(), key.target.pid.to_string()));
     labels.extend(target.labels.iter().map(|(n, v)| (n.clone(), v.clone())));
     labels.extend(key.labels.iter().cloned());
+    labels.retain(|(_, v)| !v.is_empty());
     labels.sort_by(|a, b| a.0.cmp(&b.0));
     labels.dedup_by(|b, a| a.0 == b.0);
     labels

@@ -90,6 +90,7 @@ pub mod captures;
 mod chunk;
 mod compact;
 pub mod diagnoses;
+mod export;
 mod head;
 mod index;
 mod keys;
@@ -106,6 +107,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 pub use compact::FlushStats;
+pub use export::ExportQueue;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -338,6 +340,10 @@ pub struct StorageOptions {
     /// Writer threads of a new database (0: one per core); an existing one keeps its
     /// own number.
     pub writers: usize,
+    /// Queue every acknowledged sample for export ([`Storage::export_queues`]), and hold
+    /// ingest back while a shard's queue holds more than `export_max_bytes`.
+    pub export: bool,
+    pub export_max_bytes: u64,
 }
 
 impl Default for StorageOptions {
@@ -352,6 +358,8 @@ impl Default for StorageOptions {
             head_max_bytes: 512 << 20,
             flush_check: Duration::from_secs(10),
             writers: 0,
+            export: false,
+            export_max_bytes: 256 << 20,
         }
     }
 }
@@ -376,6 +384,7 @@ pub struct Storage {
     writers: Arc<[mpsc::Sender<writer::Msg>]>,
     compactor: std::sync::mpsc::SyncSender<compact::Request>,
     rate: Arc<writer::IngestRate>,
+    export: Option<Arc<[Arc<export::ExportShard>]>>,
     failed: Arc<writer::Failure>,
     options: Arc<StorageOptions>,
 }
@@ -434,6 +443,11 @@ impl Storage {
             failed: failed.clone(),
             series_ids: Arc::new(AtomicU64::new(next_series.max(1))),
             rate: Arc::new(writer::IngestRate::default()),
+            export: if options.export {
+                Some(export::load(&engine, shards)?.into())
+            } else {
+                None
+            },
         };
         let (txs, guard) = writer::start(
             &shared,
@@ -451,6 +465,7 @@ impl Storage {
                 writers: txs.into(),
                 compactor: compactor_tx,
                 rate: shared.rate.clone(),
+                export: shared.export.clone(),
                 failed,
                 options: Arc::new(options),
             },
@@ -465,6 +480,19 @@ impl Storage {
         // The channel is bounded: when the writer falls behind, the session waits here
         // and stops reading its stream (backpressure), holding no thread.
         let shard = shard_of(&write.host, self.writers.len());
+        if let Some(export) = &self.export {
+            // Back-pressure: while the shard's export queue is over its bound (the
+            // remote is down or slow), the session waits and stops reading its stream;
+            // the collector keeps the data in its spool.
+            let queue = &export[shard];
+            while queue.bytes() > self.options.export_max_bytes {
+                let room = queue.room.notified();
+                if queue.bytes() <= self.options.export_max_bytes {
+                    break;
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(1), room).await;
+            }
+        }
         self.writers[shard]
             .send(writer::Msg::Write(Box::new(writer::WriteRequest {
                 write,
@@ -534,6 +562,25 @@ impl Storage {
         (self.head.bytes(), self.engine.disk_bytes())
     }
 
+    /// One export queue per writer shard, when export is on.
+    pub fn export_queues(&self) -> Vec<Arc<ExportQueue>> {
+        let Some(export) = &self.export else {
+            return Vec::new();
+        };
+        export
+            .iter()
+            .enumerate()
+            .map(|(shard, state)| {
+                Arc::new(ExportQueue {
+                    shard: shard as u8,
+                    engine: self.engine.clone(),
+                    index: self.index.clone(),
+                    state: state.clone(),
+                })
+            })
+            .collect()
+    }
+
     /// Samples stored per second over the last minute.
     pub fn ingest_rate(&self) -> f64 {
         self.rate.per_second(goroscope_proto::unix_ms())
@@ -548,6 +595,11 @@ impl Storage {
             .values()
             .sum();
         (compacted, self.head.points() as u64)
+    }
+
+    /// Samples one query may read, at most.
+    pub fn max_query_samples(&self) -> usize {
+        self.options.max_query_samples
     }
 
     pub fn retention(&self) -> Duration {

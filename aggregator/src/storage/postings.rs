@@ -8,67 +8,7 @@
 
 use std::collections::HashMap;
 
-/// How a matcher compares a label's value (a missing label has the empty value).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MatchOp {
-    Equal,
-    NotEqual,
-    Regex,
-    NotRegex,
-}
-
-/// One label matcher of a selector, its regular expression compiled (fully anchored,
-/// as Prometheus does).
-#[derive(Debug, Clone)]
-pub struct LabelMatcher {
-    pub name: String,
-    pub op: MatchOp,
-    pub value: String,
-    regex: Option<regex::Regex>,
-}
-
-/// Regular expressions are bounded in size: a selector cannot make the aggregator
-/// compile a huge automaton.
-const MAX_REGEX_BYTES: usize = 1 << 20;
-
-impl LabelMatcher {
-    pub fn new(name: &str, op: MatchOp, value: &str) -> Result<LabelMatcher, String> {
-        let regex = match op {
-            MatchOp::Regex | MatchOp::NotRegex => Some(
-                regex::RegexBuilder::new(&format!("^(?s:{value})$"))
-                    .size_limit(MAX_REGEX_BYTES)
-                    .build()
-                    .map_err(|e| format!("bad regular expression for {name}: {e}"))?,
-            ),
-            _ => None,
-        };
-        Ok(LabelMatcher {
-            name: name.to_owned(),
-            op,
-            value: value.to_owned(),
-            regex,
-        })
-    }
-
-    pub fn equal(name: &str, value: &str) -> LabelMatcher {
-        LabelMatcher {
-            name: name.to_owned(),
-            op: MatchOp::Equal,
-            value: value.to_owned(),
-            regex: None,
-        }
-    }
-
-    /// Whether a label value (empty when the label is missing) satisfies the matcher.
-    pub fn matches(&self, value: &str) -> bool {
-        match self.op {
-            MatchOp::Equal => value == self.value,
-            MatchOp::NotEqual => value != self.value,
-            MatchOp::Regex => self.regex.as_ref().is_some_and(|r| r.is_match(value)),
-            MatchOp::NotRegex => !self.regex.as_ref().is_some_and(|r| r.is_match(value)),
-        }
-    }
-}
+pub use goroscope_promql::{MatchOp, Matcher as LabelMatcher};
 
 #[derive(Default)]
 pub(super) struct Postings {
@@ -291,6 +231,7 @@ mod tests {
 
     #[test]
     fn a_bad_or_huge_regex_is_an_error_not_a_panic() {
+        // The engine's matchers are the storage's: their bound holds here too.
         assert!(LabelMatcher::new("a", MatchOp::Regex, "(").is_err());
         assert!(LabelMatcher::new("a", MatchOp::Regex, "x{100000}{100000}").is_err());
     }

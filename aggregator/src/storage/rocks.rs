@@ -25,8 +25,9 @@ pub const CF_HEADLOG: &str = "headlog";
 pub const CF_CHUNKS: &str = "chunks";
 pub const CF_LATEST: &str = "latest";
 pub const CF_ROLLUPS: &str = "rollups";
+pub const CF_EXPORT: &str = "export";
 
-const ALL_CFS: [&str; 12] = [
+const ALL_CFS: [&str; 13] = [
     CF_META,
     CF_SERIES,
     CF_TARGETS,
@@ -39,6 +40,7 @@ const ALL_CFS: [&str; 12] = [
     CF_CHUNKS,
     CF_LATEST,
     CF_ROLLUPS,
+    CF_EXPORT,
 ];
 
 enum Op {
@@ -99,7 +101,10 @@ impl Engine {
 
         let cfs = ALL_CFS.iter().map(|name| {
             let mut cf_opts = opts.clone();
-            if matches!(*name, CF_HEAD | CF_HEADLOG | CF_CHUNKS | CF_ROLLUPS) {
+            if matches!(
+                *name,
+                CF_HEAD | CF_HEADLOG | CF_CHUNKS | CF_ROLLUPS | CF_EXPORT
+            ) {
                 // Head keys share an 8-byte series-id prefix; a bloom filter on whole keys
                 // would not help range scans, so keep the default table options there.
                 cf_opts.set_compression_type(DBCompressionType::Lz4);
@@ -159,6 +164,32 @@ impl Engine {
                 break;
             }
             f(&key, &value)?;
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with the keys and values in `[from, to)` of a column family, in key
+    /// order, until it returns false.
+    pub fn scan_range_while(
+        &self,
+        cf: &str,
+        from: &[u8],
+        to: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, StorageError>,
+    ) -> Result<(), StorageError> {
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_upper_bound(to.to_vec());
+        let iter = self.db.iterator_cf_opt(
+            self.cf(cf)?,
+            opts,
+            IteratorMode::From(from, Direction::Forward),
+        );
+        for item in iter {
+            let (key, value) =
+                item.map_err(|e| StorageError::Engine(format!("scan {cf}: {}", e.into_string())))?;
+            if !f(&key, &value)? {
+                break;
+            }
         }
         Ok(())
     }

@@ -20,7 +20,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::head::Head;
 use super::index::{Delta, FirstSeen, Index, signature_hash};
 use super::rocks::{
-    CF_BUILDS, CF_HEADLOG, CF_LATEST, CF_META, CF_SERIES, CF_STACKS, CF_TARGETS, Engine, WriteSet,
+    CF_BUILDS, CF_EXPORT, CF_HEADLOG, CF_LATEST, CF_META, CF_SERIES, CF_STACKS, CF_TARGETS, Engine,
+    WriteSet,
 };
 use super::{
     Coverage, IngestWrite, StorageError, TargetKey, TargetRecord, WriteOutcome, keys, records,
@@ -155,6 +156,8 @@ pub(super) struct Shared {
     /// The next series id: shards take ids from one counter.
     pub series_ids: Arc<AtomicU64>,
     pub rate: Arc<IngestRate>,
+    /// Each shard's export queue, when export is on.
+    pub export: Option<Arc<[Arc<super::export::ExportShard>]>>,
 }
 
 /// Starts one writer thread per shard; `next_commits[s]` is the number of shard `s`'s
@@ -197,6 +200,7 @@ fn start_one(
         head: shared.head.clone(),
         series_ids: shared.series_ids.clone(),
         rate: shared.rate.clone(),
+        export: shared.export.as_ref().map(|e| e[shard].clone()),
         shard,
         next_commit,
         stopping,
@@ -222,6 +226,7 @@ struct Writer {
     head: Arc<Head>,
     series_ids: Arc<AtomicU64>,
     rate: Arc<IngestRate>,
+    export: Option<Arc<super::export::ExportShard>>,
     shard: usize,
     /// The number of this shard's next group commit (its headlog key).
     next_commit: u64,
@@ -293,12 +298,15 @@ impl Writer {
             (id, group[i].write.samples[j].points.as_slice())
         };
         let commit = self.next_commit;
+        let mut exported = None;
         if !samples.is_empty() {
-            set.put(
-                CF_HEADLOG,
-                keys::headlog_key(self.shard as u8, commit),
-                records::encode_headlog(samples.iter().map(points)),
-            );
+            let record = records::encode_headlog(samples.iter().map(points));
+            let key = keys::headlog_key(self.shard as u8, commit);
+            if self.export.is_some() {
+                exported = Some(record.len() as u64);
+                set.put(CF_EXPORT, key, record.clone());
+            }
+            set.put(CF_HEADLOG, key, record);
         }
         let result = if set.is_empty() {
             Ok(())
@@ -310,6 +318,9 @@ impl Writer {
                 if !samples.is_empty() {
                     let n: usize = samples.iter().map(|s| points(s).1.len()).sum();
                     self.rate.add(goroscope_proto::unix_ms(), n as u64);
+                    if let (Some(export), Some(bytes)) = (&self.export, exported) {
+                        export.queued(commit, n as u64, bytes);
+                    }
                     self.next_commit += 1;
                     self.head
                         .append(self.shard, commit, samples.iter().map(points));
