@@ -29,7 +29,7 @@ impl HeadChunk {
     /// [`MAX_SAMPLES`]) refuses the sample, and the caller starts the next chunk.
     pub fn push(&mut self, t: i64, v: f64) -> Result<(), ChunkError> {
         if self.state.len() >= MAX_SAMPLES {
-            return Err(ChunkError::TooManySamples(MAX_SAMPLES as u64 + 1));
+            return Err(ChunkError::HeadFull);
         }
         self.state.write(&mut self.body, t, &[v]);
         Ok(())

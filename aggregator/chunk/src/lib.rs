@@ -15,8 +15,8 @@
 //! | `0x11` | columns | Gorilla |
 //! | `0x12` | columns | pco     |
 //!
-//! Decoding never panics and allocates at most what [`MAX_SAMPLES`] samples of
-//! [`MAX_COLUMNS`] columns take, whatever the bytes claim.
+//! Decoding never panics and allocates at most [`MAX_NUMBERS`] numbers (16 MiB),
+//! whatever the bytes claim; a Gorilla body must also be long enough for its count.
 #![forbid(unsafe_code)]
 
 mod bits;
@@ -32,6 +32,10 @@ pub const MAX_SAMPLES: usize = 1 << 20;
 
 /// The most value columns of one column chunk.
 pub const MAX_COLUMNS: usize = 16;
+
+/// The most numbers (timestamps and values) of one chunk: a series chunk of
+/// [`MAX_SAMPLES`] holds this many, a column chunk of 5 columns 349,525 samples.
+pub const MAX_NUMBERS: usize = 2 * MAX_SAMPLES;
 
 /// The codec that [`encode`] and [`encode_columns`] use (docs/chunks.md, "Choice").
 pub const DEFAULT_CODEC: Codec = Codec::Pco;
@@ -104,8 +108,12 @@ pub enum ChunkError {
     NotColumns(u8),
     #[error("chunk header truncated")]
     TruncatedHeader,
+    #[error("head chunk full: it holds {MAX_SAMPLES} samples")]
+    HeadFull,
     #[error("chunk claims {0} samples, more than {MAX_SAMPLES}")]
     TooManySamples(u64),
+    #[error("chunk claims {samples} samples of {columns} columns, more than {MAX_NUMBERS} numbers")]
+    TooManyNumbers { samples: usize, columns: u8 },
     #[error("chunk claims {0} columns, expected 1 to {MAX_COLUMNS}")]
     BadColumnCount(u8),
     #[error("chunk claims {samples} samples but its body has only {bytes} bytes")]
@@ -144,7 +152,7 @@ pub fn encode_with(codec: Codec, ts: &[i64], values: &[f64]) -> Vec<u8> {
 ///
 /// # Panics
 /// If a column's length differs from `ts`', there are no columns or more than
-/// [`MAX_COLUMNS`], or more than [`MAX_SAMPLES`] samples.
+/// [`MAX_COLUMNS`], or more than [`MAX_NUMBERS`] timestamps and values together.
 pub fn encode_columns(ts: &[i64], cols: &[&[f64]]) -> Vec<u8> {
     encode_columns_with(DEFAULT_CODEC, ts, cols)
 }
@@ -219,6 +227,12 @@ pub fn decode_columns(bytes: &[u8]) -> Result<Columns, ChunkError> {
     let (&ncols, body) = rest.split_first().ok_or(ChunkError::TruncatedHeader)?;
     if !(1..=MAX_COLUMNS).contains(&usize::from(ncols)) {
         return Err(ChunkError::BadColumnCount(ncols));
+    }
+    if n * (1 + usize::from(ncols)) > MAX_NUMBERS {
+        return Err(ChunkError::TooManyNumbers {
+            samples: n,
+            columns: ncols,
+        });
     }
     let (timestamps, columns) = decode_body(codec, body, n, usize::from(ncols))?;
     Ok(Columns {

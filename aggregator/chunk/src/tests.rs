@@ -247,6 +247,17 @@ fn head_chunk_grows_and_reads_back() {
 }
 
 #[test]
+fn head_chunk_refuses_samples_past_max() {
+    let mut head = HeadChunk::new();
+    for i in 0..MAX_SAMPLES as i64 {
+        head.push(i * 10_000, 1.0).unwrap();
+    }
+    assert_eq!(head.push(0, 1.0), Err(ChunkError::HeadFull));
+    assert_eq!(head.len(), MAX_SAMPLES);
+    assert_eq!(decode(&head.bytes()).unwrap().values.len(), MAX_SAMPLES);
+}
+
+#[test]
 fn gorilla_regular_series_costs_about_two_bits_a_sample() {
     let ts: Vec<i64> = (0..720).map(|i| 1_795_657_349_329 + i * 10_000).collect();
     let values = vec![3.0; 720];
@@ -289,7 +300,11 @@ fn any_series() -> impl Strategy<Value = (Vec<i64>, Vec<f64>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+    // 512 cases by default; PROPTEST_CASES=N for a longer run.
+    #![proptest_config(ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(512),
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn arbitrary_series_round_trip((ts, values) in any_series()) {
