@@ -212,6 +212,30 @@ fn a_header_claiming_too_many_samples_is_refused_before_allocating() {
 }
 
 #[test]
+fn a_chunk_whose_count_was_changed_decodes_within_bounds_or_fails() {
+    // A constant pco column costs no bits a number, so a changed count can decode to
+    // more samples than were written; the cap bounds what that costs.
+    let ts: Vec<i64> = (0..50).map(|i| i * 10_000).collect();
+    let constant = vec![1.0; 50];
+    let varied: Vec<f64> = (0..50).map(|i| f64::from(i) * 1.5).collect();
+    for codec in Codec::ALL {
+        for values in [&constant, &varied] {
+            let bytes = encode_with(codec, &ts, values);
+            let (_, body) = read_count(&bytes[1..]).unwrap();
+            for n in [0, 1, 49, 51, 1000, MAX_SAMPLES as u64] {
+                let mut changed = vec![bytes[0]];
+                write_varint(&mut changed, n);
+                changed.extend_from_slice(body);
+                if let Ok(chunk) = decode(&changed) {
+                    assert_eq!(chunk.timestamps.len() as u64, n);
+                    assert_eq!(chunk.values.len() as u64, n);
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn every_truncation_of_a_chunk_is_an_error() {
     let values = awkward_values();
     let ts = awkward_timestamps(values.len());
