@@ -1,20 +1,22 @@
-//! The encoding of a chunk: the compressed points of one series in one partition.
+//! Chunks: the compressed points of one series in one partition, and its rollups, in
+//! the formats of `goroscope_chunk` (pco; docs/chunks.md says why and what it costs).
 
 use super::head::Points;
-use super::records;
 
-/// Encodes points in time order.
+/// Points one chunk holds at most; a longer run of a partition is cut into several.
+pub const MAX_POINTS: usize = 1 << 16;
+
+/// Encodes points in time order (at most [`MAX_POINTS`]).
 pub fn encode(points: &[(i64, f64)]) -> Vec<u8> {
-    records::encode_headlog([(0u64, points)].into_iter())
+    let ts: Vec<i64> = points.iter().map(|p| p.0).collect();
+    let values: Vec<f64> = points.iter().map(|p| p.1).collect();
+    goroscope_chunk::encode(&ts, &values)
 }
 
 /// Decodes a chunk; an error says why it cannot be read.
 pub fn decode(bytes: &[u8]) -> Result<Points, String> {
-    let mut series = records::decode_headlog(bytes).map_err(|e| e.to_string())?;
-    match series.pop() {
-        Some((_, points)) if series.is_empty() => Ok(points),
-        _ => Err("a chunk holds one series".into()),
-    }
+    let c = goroscope_chunk::decode(bytes).map_err(|e| e.to_string())?;
+    Ok(c.timestamps.into_iter().zip(c.values).collect())
 }
 
 /// Pre-aggregated samples of one series over one bucket of time: bucket `end` covers
@@ -96,39 +98,43 @@ pub fn rollups(points: &[(i64, f64)], resolution: i64) -> Vec<Rollup> {
     out
 }
 
-/// Encodes rollups (in bucket order) as a chunk of columns.
+/// Encodes rollups (in bucket order) as a column chunk: over the bucket ends, the
+/// columns min, max, sum, count, last and the last sample's time (counts and times are
+/// whole numbers well within a double's 53 bits).
 pub fn encode_rollups(rows: &[Rollup]) -> Vec<u8> {
-    let mut columns: Vec<(i64, f64)> = Vec::with_capacity(rows.len() * 6);
-    for r in rows {
-        columns.push((r.end, r.min));
-    }
-    for r in rows {
-        columns.push((r.last_ts, r.max));
-    }
-    for r in rows {
-        columns.push((r.count as i64, r.sum));
-    }
-    for r in rows {
-        columns.push((0, r.last));
-    }
-    encode(&columns)
+    let ends: Vec<i64> = rows.iter().map(|r| r.end).collect();
+    let col = |f: fn(&Rollup) -> f64| rows.iter().map(f).collect::<Vec<f64>>();
+    let cols = [
+        col(|r| r.min),
+        col(|r| r.max),
+        col(|r| r.sum),
+        col(|r| r.count as f64),
+        col(|r| r.last),
+        col(|r| r.last_ts as f64),
+    ];
+    let refs: Vec<&[f64]> = cols.iter().map(Vec::as_slice).collect();
+    goroscope_chunk::encode_columns(&ends, &refs)
 }
 
 pub fn decode_rollups(bytes: &[u8]) -> Result<Vec<Rollup>, String> {
-    let columns = decode(bytes)?;
-    if columns.len() % 4 != 0 {
-        return Err("a rollup chunk holds four columns".into());
-    }
-    let n = columns.len() / 4;
-    Ok((0..n)
-        .map(|i| Rollup {
-            end: columns[i].0,
-            min: columns[i].1,
-            last_ts: columns[n + i].0,
-            max: columns[n + i].1,
-            count: columns[2 * n + i].0.max(0) as u64,
-            sum: columns[2 * n + i].1,
-            last: columns[3 * n + i].1,
+    let c = goroscope_chunk::decode_columns(bytes).map_err(|e| e.to_string())?;
+    let [min, max, sum, count, last, last_ts] = c.columns.as_slice() else {
+        return Err(format!(
+            "a rollup chunk holds 6 columns, not {}",
+            c.columns.len()
+        ));
+    };
+    Ok(c.timestamps
+        .iter()
+        .enumerate()
+        .map(|(i, &end)| Rollup {
+            end,
+            min: min[i],
+            max: max[i],
+            sum: sum[i],
+            count: count[i].max(0.0) as u64,
+            last: last[i],
+            last_ts: last_ts[i] as i64,
         })
         .collect())
 }
@@ -177,6 +183,7 @@ mod tests {
         a.merge(&rollups(&pts[2..3], 60_000)[0]);
         assert_eq!((a.min, a.max, a.count, a.last), (1.0, 3.0, 3, 1.0));
         assert!(decode_rollups(&encode(&[(1, 1.0)])).is_err());
+        assert!(decode(&encode_rollups(&r)).is_err());
         // A bucket ending in a staleness marker ends with it; one holding only the
         // marker counts nothing.
         let r = rollups(&[(10, 1.0), (20, stale)], 60_000);

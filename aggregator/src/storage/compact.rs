@@ -90,7 +90,10 @@ impl Ctx {
         let mut stats = FlushStats::default();
         for (&id, points) in frozen.series.iter() {
             let mut newest = None;
-            for run in points.chunk_by(|a, b| self.parts.of(a.0) == self.parts.of(b.0)) {
+            let runs = points
+                .chunk_by(|a, b| self.parts.of(a.0) == self.parts.of(b.0))
+                .flat_map(|run| run.chunks(chunk::MAX_POINTS));
+            for run in runs {
                 let p = self.parts.of(run[0].0);
                 if all || self.parts.end(p) <= cut {
                     set.put(
