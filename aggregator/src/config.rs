@@ -192,6 +192,9 @@ pub struct StorageConfig {
     pub head_max_bytes: usize,
     /// Writer threads (a new database only); 0 for one per core.
     pub writers: usize,
+    /// Free bytes the database's disk must keep; below it batches are refused with
+    /// UNAVAILABLE (collectors keep them and send them again) until there is room.
+    pub min_free_bytes: u64,
 }
 
 /// Where incident changes are announced (docs/notifications.md): a JSON webhook,
@@ -363,6 +366,7 @@ impl Default for StorageConfig {
             flush_grace: Duration::from_secs(5 * 60),
             head_max_bytes: 512 << 20,
             writers: 0,
+            min_free_bytes: 256 << 20,
         }
     }
 }

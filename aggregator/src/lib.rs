@@ -60,6 +60,7 @@ pub async fn run(
         writers: config.storage.writers,
         export: config.export.enabled(),
         export_max_bytes: config.export.queue_max_bytes,
+        min_free_bytes: config.storage.min_free_bytes,
         ..StorageOptions::default()
     };
     let (storage, writer, report) =

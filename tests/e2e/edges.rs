@@ -837,7 +837,13 @@ fn a_full_disk_stops_the_aggregator_instead_of_refusing_forever() {
         }
     }
     let _unmount = Unmount(db.clone());
-    let mut agg = Aggregator::start_with(&certs, &db, 0, "[storage]\nsync_writes = true\n");
+    // No free-space margin: the write itself fails.
+    let mut agg = Aggregator::start_with(
+        &certs,
+        &db,
+        0,
+        "[storage]\nsync_writes = true\nmin_free_bytes = 0\n",
+    );
     let url = agg.url();
     let rt = raw::runtime();
     let now = goroscope_proto::unix_ms();
@@ -872,6 +878,95 @@ fn a_full_disk_stops_the_aggregator_instead_of_refusing_forever() {
     assert!(!status.success(), "{status:?}");
     let out = agg.proc.output();
     assert!(out.contains("storage writer stopped"), "{out}");
+}
+
+/// Under its free-space margin (storage.min_free_bytes) the aggregator refuses batches
+/// with UNAVAILABLE instead of acknowledging them, stays up, and takes them again once
+/// there is room: every batch acknowledged, before and after, is stored.
+#[test]
+fn a_nearly_full_disk_refuses_batches_until_there_is_room_again() {
+    let certs = Certs::new(&["edge-room"]);
+    let data = tempfile::tempdir().unwrap();
+    let db = data.path().join("db");
+    std::fs::create_dir_all(&db).unwrap();
+    let mount = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64m", "tmpfs"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(mount.status.success(), "mount a tmpfs (needs root)");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(db.clone());
+    // Something else on the disk takes most of it.
+    let filler = db.join("filler");
+    std::fs::write(&filler, vec![1u8; 24 << 20]).unwrap();
+    let agg = Aggregator::start_with(
+        &certs,
+        &db.join("data"),
+        0,
+        "[storage]\nmin_free_bytes = 25165824\n",
+    );
+    let url = agg.url();
+    let rt = raw::runtime();
+    let now = goroscope_proto::unix_ms();
+    let big = "x".repeat(1000);
+    let names: Vec<String> = (0..30).map(|i| format!("note_{i}")).collect();
+    let labels: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), big.as_str())).collect();
+    let batch = |seq: u64| v1::Batch {
+        seq,
+        targets: vec![upsert(seq as u32, "edge-room", seq as u32, &labels)],
+        series: vec![decl(seq as u32, seq as u32, "go_goroutines")],
+        samples: vec![sample(seq as u32, now - 1000 + seq as i64, seq as f64)],
+        ..Default::default()
+    };
+    let (acked, refused) = rt.block_on(async {
+        let mut s = RawIngest::open(&certs, &url, "edge-room", 1).await;
+        for seq in 1..=5_000u64 {
+            match s.send(batch(seq)).await {
+                Ok(ack) => assert_eq!(ack.seq, seq),
+                Err(status) => return (seq - 1, status),
+            }
+        }
+        panic!("the margin was never reached");
+    });
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("min_free_bytes"), "{refused:?}");
+    assert!(acked > 10, "{acked} batches before the margin");
+    // Still refused while there is no room; the aggregator stays up.
+    let again = rt.block_on(async {
+        let mut s = RawIngest::open(&certs, &url, "edge-room", 1).await;
+        assert_eq!(
+            s.welcome.last_acked_seq, acked,
+            "nothing refused was marked stored"
+        );
+        s.send(batch(acked + 1)).await
+    });
+    assert_eq!(again.unwrap_err().code(), tonic::Code::Unavailable);
+    // Room again: the same batches go through.
+    std::fs::remove_file(&filler).unwrap();
+    let more = acked + 20;
+    eventually(Duration::from_secs(20), "batches taken again", || {
+        rt.block_on(async {
+            let mut s = RawIngest::try_open(&certs, &url, "edge-room", 1)
+                .await
+                .ok()?;
+            let from = s.welcome.last_acked_seq + 1;
+            for seq in from..=more {
+                s.send(batch(seq)).await.ok()?;
+            }
+            Some(())
+        })
+    });
+    let stored = goroscope_json(&certs, &url, &["status"]);
+    assert_eq!(stored["collectors"][0]["batches"], more, "{stored}");
+    let targets = goroscope_json(&certs, &url, &["targets", "--since", "0s"]);
+    assert_eq!(targets["targets"].as_array().unwrap().len() as u64, more);
+    drop(agg);
 }
 
 /// A connection that opens TLS with a valid certificate and then says nothing is closed

@@ -47,7 +47,9 @@ impl From<StorageError> for tonic::Status {
     fn from(e: StorageError) -> tonic::Status {
         match e {
             StorageError::TooManySamples { .. } => tonic::Status::resource_exhausted(e.to_string()),
-            StorageError::WriterGone => tonic::Status::unavailable(e.to_string()),
+            StorageError::WriterGone | StorageError::DiskFull { .. } => {
+                tonic::Status::unavailable(e.to_string())
+            }
             StorageError::Cancelled => tonic::Status::cancelled(e.to_string()),
             StorageError::Open { .. } | StorageError::Engine(_) | StorageError::Corrupt { .. } => {
                 tonic::Status::internal(e.to_string())

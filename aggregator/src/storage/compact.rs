@@ -43,6 +43,9 @@ impl Partitioning {
 pub(super) type Partitions = Arc<RwLock<BTreeMap<i64, u64>>>;
 
 pub(super) struct Ctx {
+    /// The database's directory, and its disk's free bytes as last read.
+    pub dir: std::path::PathBuf,
+    pub disk_free: Arc<std::sync::atomic::AtomicU64>,
     pub engine: Arc<Engine>,
     pub head: Arc<Head>,
     pub partitions: Partitions,
@@ -141,6 +144,11 @@ impl Ctx {
             None => vec![shard as u8 + 1],
         };
         set.delete_range(CF_HEADLOG, keys::headlog_key(shard as u8, 0).to_vec(), end);
+        set.put(
+            CF_META,
+            keys::flushed_key(shard as u8),
+            frozen.through.to_be_bytes().to_vec(),
+        );
         let counts: Vec<(i64, u64)> = {
             let parts = self.partitions.read().unwrap_or_else(|e| e.into_inner());
             touched
@@ -299,10 +307,32 @@ impl Drop for Compactor {
     }
 }
 
+/// Bytes free for an unprivileged writer on the disk holding `dir` (u64::MAX when it
+/// cannot be read: the check then never refuses).
+pub(super) fn free_bytes(dir: &std::path::Path) -> u64 {
+    match rustix::fs::statvfs(dir) {
+        Ok(s) => s.f_bavail.saturating_mul(s.f_frsize),
+        Err(_) => u64::MAX,
+    }
+}
+
+/// How often the disk's free space is read.
+const DISK_CHECK: Duration = Duration::from_secs(1);
+
 fn run(ctx: Ctx, rx: Receiver<Request>, check_every: Duration) {
     let mut errors = 0u64;
+    let mut last_flush = std::time::Instant::now();
     loop {
-        match rx.recv_timeout(check_every) {
+        ctx.disk_free
+            .store(free_bytes(&ctx.dir), std::sync::atomic::Ordering::Relaxed);
+        let request = rx.recv_timeout(DISK_CHECK.min(check_every));
+        if matches!(request, Err(RecvTimeoutError::Timeout)) && last_flush.elapsed() < check_every {
+            continue;
+        }
+        if matches!(request, Err(RecvTimeoutError::Timeout)) {
+            last_flush = std::time::Instant::now();
+        }
+        match request {
             Ok(Request::Stop) | Err(RecvTimeoutError::Disconnected) => return,
             Ok(Request::Flush { all, reply }) => {
                 let _ = reply.send(ctx.flush_due(goroscope_proto::unix_ms(), all));

@@ -134,6 +134,15 @@ pub fn split_partition_samples_key(key: &[u8]) -> Option<i64> {
     Some(unordered_i64(u64::from_be_bytes(rest.try_into().ok()?)))
 }
 
+/// `meta` key of the last group commit of a writer shard that a flush took from the
+/// headlog: group commit numbers never go back, even once the headlog is empty (the
+/// export queue keeps records under the same numbers).
+pub fn flushed_key(shard: u8) -> Vec<u8> {
+    let mut key = b"flushed/".to_vec();
+    key.push(shard);
+    key
+}
+
 /// `meta` key of the time partition length the database was created with.
 pub const BLOCK_KEY: &[u8] = b"block_ms";
 /// `meta` key of the number of writer shards the database was created with.

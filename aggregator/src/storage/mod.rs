@@ -137,6 +137,11 @@ pub enum StorageError {
     TooManySamples { limit: usize },
     #[error("query cancelled")]
     Cancelled,
+    #[error(
+        "the disk holding the database has {free} bytes free, less than storage.min_free_bytes \
+         ({min}): batches are not acknowledged until there is room again"
+    )]
+    DiskFull { free: u64, min: u64 },
 }
 
 /// One Go process, as the storage knows it.
@@ -344,6 +349,9 @@ pub struct StorageOptions {
     /// ingest back while a shard's queue holds more than `export_max_bytes`.
     pub export: bool,
     pub export_max_bytes: u64,
+    /// Free bytes the database's disk must keep: below it, writes are refused (and not
+    /// acknowledged) until there is room again, before RocksDB itself runs out.
+    pub min_free_bytes: u64,
 }
 
 impl Default for StorageOptions {
@@ -360,6 +368,7 @@ impl Default for StorageOptions {
             writers: 0,
             export: false,
             export_max_bytes: 256 << 20,
+            min_free_bytes: 256 << 20,
         }
     }
 }
@@ -384,6 +393,10 @@ pub struct Storage {
     writers: Arc<[mpsc::Sender<writer::Msg>]>,
     compactor: std::sync::mpsc::SyncSender<compact::Request>,
     rate: Arc<writer::IngestRate>,
+    /// Free bytes on the database's disk, as the compaction thread last read them.
+    disk_free: Arc<std::sync::atomic::AtomicU64>,
+    /// When a refusal for want of disk was last logged, Unix ms.
+    disk_full_logged: Arc<std::sync::atomic::AtomicI64>,
     export: Option<Arc<[Arc<export::ExportShard>]>>,
     failed: Arc<writer::Failure>,
     options: Arc<StorageOptions>,
@@ -420,8 +433,11 @@ impl Storage {
         let next_commits = replay_head(&engine, &head, &index, shards, &mut report)?;
         let parts = Partitioning { block_ms };
         let partitions: Partitions = Arc::new(RwLock::new(load_partitions(&engine)?));
+        let disk_free = Arc::new(std::sync::atomic::AtomicU64::new(compact::free_bytes(dir)));
         let (compactor, compactor_tx) = compact::Compactor::start(
             compact::Ctx {
+                dir: dir.to_owned(),
+                disk_free: disk_free.clone(),
                 engine: engine.clone(),
                 head: head.clone(),
                 partitions: partitions.clone(),
@@ -465,6 +481,8 @@ impl Storage {
                 writers: txs.into(),
                 compactor: compactor_tx,
                 rate: shared.rate.clone(),
+                disk_free,
+                disk_full_logged: Arc::default(),
                 export: shared.export.clone(),
                 failed,
                 options: Arc::new(options),
@@ -479,6 +497,26 @@ impl Storage {
         let (reply, rx) = oneshot::channel();
         // The channel is bounded: when the writer falls behind, the session waits here
         // and stops reading its stream (backpressure), holding no thread.
+        let free = self.disk_free.load(std::sync::atomic::Ordering::Relaxed);
+        if free < self.options.min_free_bytes {
+            let now = goroscope_proto::unix_ms();
+            let last = self
+                .disk_full_logged
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if now.saturating_sub(last) >= 60_000 {
+                self.disk_full_logged
+                    .store(now, std::sync::atomic::Ordering::Relaxed);
+                tracing::error!(
+                    free,
+                    min_free_bytes = self.options.min_free_bytes,
+                    "the database's disk is nearly full: refusing batches until there is room"
+                );
+            }
+            return Err(StorageError::DiskFull {
+                free,
+                min: self.options.min_free_bytes,
+            });
+        }
         let shard = shard_of(&write.host, self.writers.len());
         if let Some(export) = &self.export {
             // Back-pressure: while the shard's export queue is over its bound (the
@@ -752,6 +790,22 @@ fn replay_head(
         next[shard] = next[shard].max(commit.saturating_add(1));
         Ok(())
     })?;
+    // Numbers never go back: past what a flush took, and past what the export queue
+    // still holds.
+    for (shard, n) in next.iter_mut().enumerate() {
+        if let Some(v) = engine.get(rocks::CF_META, &keys::flushed_key(shard as u8))?
+            && let Ok(b) = <[u8; 8]>::try_from(v.as_slice())
+        {
+            *n = (*n).max(u64::from_be_bytes(b).saturating_add(1));
+        }
+        let (from, to) = (keys::headlog_key(shard as u8, 0), [shard as u8 + 1]);
+        engine.scan_range_rev(rocks::CF_EXPORT, &from, &to, 1, |key, _| {
+            if let Some((_, c)) = keys::split_headlog_key(key) {
+                *n = (*n).max(c.saturating_add(1));
+            }
+            Ok(false)
+        })?;
+    }
     Ok(next)
 }
 

@@ -991,3 +991,93 @@ async fn rollups_of_compacted_and_head_samples_fold_per_bucket() {
         .unwrap();
     assert_eq!(some[0].rollups.len(), 1);
 }
+
+#[tokio::test]
+async fn a_disk_under_its_free_space_margin_refuses_writes_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StorageOptions {
+        min_free_bytes: u64::MAX,
+        ..StorageOptions::default()
+    };
+    let (s, _guard, _) = Storage::open(dir.path(), opts).unwrap();
+    let err = s
+        .write(batch("node-a", 1, 1, 42, &[(1_000, 1.0)]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::DiskFull { .. }), "{err}");
+    assert!(err.to_string().contains("storage.min_free_bytes"), "{err}");
+    assert_eq!(
+        s.last_seq("node-a", 1),
+        0,
+        "nothing acknowledged, nothing marked"
+    );
+    assert!(all(&s).is_empty());
+}
+
+#[tokio::test]
+async fn export_queues_keep_their_order_across_flushes_and_restarts() {
+    use goroscope_remote_write::Queue;
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || StorageOptions {
+        export: true,
+        ..small_blocks(1)
+    };
+    let read_all = |q: &ExportQueue, after: u64| -> Vec<(u64, Vec<i64>)> {
+        q.read(after, 1_000_000)
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                (
+                    e.id,
+                    e.series
+                        .iter()
+                        .flat_map(|s| s.samples.iter().map(|x| x.timestamp))
+                        .collect(),
+                )
+            })
+            .collect()
+    };
+    {
+        let (s, _guard, _) = Storage::open(dir.path(), opts()).unwrap();
+        s.write(batch("node-a", 1, 1, 42, &[(1_000, 1.0)]))
+            .await
+            .unwrap();
+        s.write(batch("node-a", 1, 2, 42, &[(2_000, 2.0)]))
+            .await
+            .unwrap();
+        let q = s.export_queues().remove(0);
+        let got = read_all(&q, 0);
+        assert_eq!(got, vec![(1, vec![1_000]), (2, vec![2_000])]);
+        let e = &q.read(0, 10).unwrap()[0];
+        let labels: Vec<(&str, &str)> = e.series[0]
+            .labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        assert_eq!(
+            labels,
+            vec![
+                ("__name__", "go_goroutines"),
+                ("host", "node-a"),
+                ("pid", "42"),
+                ("service", "billing")
+            ]
+        );
+        q.ack(1).unwrap();
+        assert_eq!(q.pending().entries, 1);
+        // Compaction empties the headlog; the queue keeps what was not delivered.
+        s.flush(true).await.unwrap();
+    }
+    let (s, _guard, _) = Storage::open(dir.path(), opts()).unwrap();
+    let q = s.export_queues().remove(0);
+    assert_eq!(q.acked(), 1);
+    assert_eq!(q.pending().entries, 1);
+    s.write(batch("node-a", 1, 3, 42, &[(3_000, 3.0)]))
+        .await
+        .unwrap();
+    // The new record comes after the old ones, never under a number used before.
+    assert_eq!(
+        read_all(&q, q.acked()),
+        vec![(2, vec![2_000]), (3, vec![3_000])]
+    );
+}
