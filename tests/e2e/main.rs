@@ -6,6 +6,7 @@ mod captures;
 mod cgroup;
 mod detection;
 mod discovery;
+mod durability;
 mod edges;
 mod fleet;
 mod metrics;
