@@ -307,7 +307,7 @@ impl Latest {
                 .latest
                 .iter()
                 .filter(|m| m.labels.is_empty())
-                .map(|m| (m.metric.clone(), m.value))
+                .map(|m| (m.metric.clone(), m.value()))
                 .collect(),
         )
     }
@@ -696,7 +696,7 @@ pub async fn fetch(
 fn counter_per_min(samples: &[v1::Sample]) -> Option<f64> {
     let (first, last) = (samples.first()?, samples.last()?);
     let minutes = (last.timestamp_ms - first.timestamp_ms) as f64 / 60_000.0;
-    let increase = last.value - first.value;
+    let increase = last.value() - first.value();
     (minutes >= 1.0 && increase >= 0.0 && increase.is_finite()).then(|| increase / minutes)
 }
 
@@ -969,7 +969,7 @@ mod tests {
     fn gc_rate_needs_a_minute_and_no_reset() {
         let s = |t: i64, v: f64| v1::Sample {
             timestamp_ms: t,
-            value: v,
+            value: Some(v),
         };
         assert_eq!(counter_per_min(&[s(0, 10.0), s(120_000, 70.0)]), Some(30.0));
         assert_eq!(counter_per_min(&[s(0, 10.0), s(30_000, 70.0)]), None);
@@ -994,7 +994,7 @@ mod tests {
     fn inputs() -> Inputs {
         let metric = |name: &str, value: f64| v1::MetricValue {
             metric: name.into(),
-            value,
+            value: Some(value),
             timestamp_ms: 1_795_000_000_000,
             labels: Vec::new(),
         };
@@ -1082,7 +1082,7 @@ mod tests {
         let mut i = inputs();
         i.target.latest.push(v1::MetricValue {
             metric: "go_sched_gomaxprocs_threads".into(),
-            value: 1.0,
+            value: Some(1.0),
             timestamp_ms: now,
             labels: Vec::new(),
         });

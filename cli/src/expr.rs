@@ -46,7 +46,7 @@ pub fn to_json(r: &v1::EvaluateResponse) -> Value {
     match r.result_type.as_str() {
         "scalar" => {
             out["time_ms"] = json!(r.time_ms);
-            out["value"] = render::json_value(r.scalar);
+            out["value"] = render::json_value(r.scalar());
         }
         "string" => {
             out["time_ms"] = json!(r.time_ms);
@@ -59,7 +59,7 @@ pub fn to_json(r: &v1::EvaluateResponse) -> Value {
                 .map(|s| {
                     json!({
                         "labels": s.labels.iter().map(|l| (l.name.clone(), json!(l.value))).collect::<serde_json::Map<_, _>>(),
-                        "samples": s.samples.iter().map(|p| json!([p.timestamp_ms, render::json_value(p.value)])).collect::<Vec<_>>(),
+                        "samples": s.samples.iter().map(|p| json!([p.timestamp_ms, render::json_value(p.value())])).collect::<Vec<_>>(),
                     })
                 })
                 .collect();
@@ -81,13 +81,17 @@ pub fn csv_field(s: &str) -> String {
 pub fn to_csv(r: &v1::EvaluateResponse) -> String {
     let mut out = String::from("series,timestamp_ms,value\n");
     match r.result_type.as_str() {
-        "scalar" => out.push_str(&format!(",{},{}\n", r.time_ms, number(r.scalar))),
+        "scalar" => out.push_str(&format!(",{},{}\n", r.time_ms, number(r.scalar()))),
         "string" => out.push_str(&format!(",{},{}\n", r.time_ms, csv_field(&r.string))),
         _ => {
             for s in &r.series {
                 let name = csv_field(&series_name(&s.labels));
                 for p in &s.samples {
-                    out.push_str(&format!("{name},{},{}\n", p.timestamp_ms, number(p.value)));
+                    out.push_str(&format!(
+                        "{name},{},{}\n",
+                        p.timestamp_ms,
+                        number(p.value())
+                    ));
                 }
             }
         }
@@ -109,7 +113,7 @@ pub fn print(r: &v1::EvaluateResponse, output: Output) -> anyhow::Result<()> {
         Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(&to_json(r))?)?,
         Output::Csv => write!(out, "{}", to_csv(r))?,
         Output::Table => match r.result_type.as_str() {
-            "scalar" => writeln!(out, "{}", render::number(r.scalar))?,
+            "scalar" => writeln!(out, "{}", render::number(r.scalar()))?,
             "string" => writeln!(out, "{}", escape(&r.string))?,
             _ if r.series.is_empty() => writeln!(out, "no series")?,
             _ => {
@@ -120,7 +124,7 @@ pub fn print(r: &v1::EvaluateResponse, output: Output) -> anyhow::Result<()> {
                         table.row(vec![
                             render::timestamp(p.timestamp_ms),
                             name.clone(),
-                            render::number(p.value),
+                            render::number(p.value()),
                         ]);
                     }
                 }
@@ -168,11 +172,11 @@ mod tests {
                 samples: vec![
                     v1::Sample {
                         timestamp_ms: 1000,
-                        value: 1.5,
+                        value: Some(1.5),
                     },
                     v1::Sample {
                         timestamp_ms: 2000,
-                        value: f64::NAN,
+                        value: Some(f64::NAN),
                     },
                 ],
             }],
@@ -187,7 +191,7 @@ mod tests {
         );
         let s = v1::EvaluateResponse {
             result_type: "scalar".into(),
-            scalar: 2.0,
+            scalar: Some(2.0),
             time_ms: 5,
             ..Default::default()
         };

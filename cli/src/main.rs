@@ -630,7 +630,7 @@ fn print_targets(targets: &[v1::TargetInfo], output: Output) -> anyhow::Result<(
                     "first_seen_ms": t.first_seen_ms,
                     "last_seen_ms": t.last_seen_ms,
                     "exited": t.exited,
-                    "latest": t.latest.iter().map(|m| (render::series_name(&m.metric, &m.labels), render::json_value(m.value))).collect::<serde_json::Map<_, _>>(),
+                    "latest": t.latest.iter().map(|m| (render::series_name(&m.metric, &m.labels), render::json_value(m.value()))).collect::<serde_json::Map<_, _>>(),
                 })
             })
             .collect();
@@ -659,7 +659,7 @@ fn targets_table(targets: &[v1::TargetInfo], now: i64) -> String {
         t.latest
             .iter()
             .find(|m| m.metric == metric && m.labels.is_empty())
-            .map(|m| m.value)
+            .map(|m| m.value())
     };
     let mut table = Table::new(&[
         ("HOST", false),
@@ -709,7 +709,7 @@ fn print_series(metric: &str, series: &[v1::Series], output: Output) -> anyhow::
                     "target": {"host": id.host, "pid": id.pid, "start_ticks": id.start_ticks},
                     "labels": s.labels.iter().map(|l| (l.name.clone(), json!(l.value))).collect::<serde_json::Map<_, _>>(),
                     "series_labels": s.series_labels.iter().map(|l| (l.name.clone(), json!(l.value))).collect::<serde_json::Map<_, _>>(),
-                    "samples": s.samples.iter().map(|p| json!([p.timestamp_ms, render::json_value(p.value)])).collect::<Vec<_>>(),
+                    "samples": s.samples.iter().map(|p| json!([p.timestamp_ms, render::json_value(p.value())])).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -726,10 +726,10 @@ fn print_series(metric: &str, series: &[v1::Series], output: Output) -> anyhow::
             let id = s.target.clone().unwrap_or_default();
             let name = render::series_name("", &s.series_labels);
             for p in &s.samples {
-                let v = if p.value.is_finite() {
-                    p.value.to_string()
+                let v = if p.value().is_finite() {
+                    p.value().to_string()
                 } else {
-                    render::non_finite(p.value).to_owned()
+                    render::non_finite(p.value()).to_owned()
                 };
                 let quote = expr::csv_field;
                 writeln!(
@@ -780,7 +780,7 @@ fn series_table(series: &[v1::Series]) -> String {
             if labelled {
                 row.push(name.clone());
             }
-            row.push(render::number(p.value));
+            row.push(render::number(p.value()));
             table.row(row);
         }
     }
@@ -887,7 +887,7 @@ mod tests {
                 .iter()
                 .map(|(metric, value)| v1::MetricValue {
                     metric: (*metric).into(),
-                    value: *value,
+                    value: Some(*value),
                     timestamp_ms: last_seen_ms,
                     labels: Vec::new(),
                 })
@@ -986,11 +986,11 @@ mod tests {
             samples: vec![
                 v1::Sample {
                     timestamp_ms: 0,
-                    value: 1.5,
+                    value: Some(1.5),
                 },
                 v1::Sample {
                     timestamp_ms: i64::MAX,
-                    value: f64::NAN,
+                    value: Some(f64::NAN),
                 },
             ],
         }];

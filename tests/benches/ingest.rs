@@ -63,8 +63,12 @@ fn main() {
     let mut tasks = Vec::new();
     for (i, host) in hosts.iter().enumerate() {
         let (certs, url, host) = (certs.clone(), url.clone(), host.clone());
-        let (acked, failed, stop, connected) =
-            (acked.clone(), failed.clone(), stop.clone(), connected.clone());
+        let (acked, failed, stop, connected) = (
+            acked.clone(),
+            failed.clone(),
+            stop.clone(),
+            connected.clone(),
+        );
         tasks.push(rt.spawn(async move {
             // Spread the connections and the batches over the interval.
             tokio::time::sleep(interval.mul_f64(i as f64 / collectors as f64)).await;
@@ -91,7 +95,9 @@ fn main() {
                         vec![]
                     },
                     series: if seq == 1 {
-                        (0..series).map(|r| decl(r, 1, &format!("load_metric_{r}"))).collect()
+                        (0..series)
+                            .map(|r| decl(r, 1, &format!("load_metric_{r}")))
+                            .collect()
                     } else {
                         vec![]
                     },
@@ -107,7 +113,11 @@ fn main() {
                                 prev = t;
                                 // Counters for even series, gauges for odd ones.
                                 let k = seq as f64 * points as f64 + p as f64;
-                                values.push(if r % 2 == 0 { k * 4096.0 } else { (k * 0.1).sin() * 1e6 });
+                                values.push(if r % 2 == 0 {
+                                    k * 4096.0
+                                } else {
+                                    (k * 0.1).sin() * 1e6
+                                });
                             }
                             v1::SeriesSamples {
                                 series_ref: r,

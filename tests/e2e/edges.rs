@@ -67,7 +67,7 @@ fn a_nan_sample_is_stored_exactly_and_the_aggregator_starts_again() {
     let points: Vec<(i64, f64)> = got.series[0]
         .samples
         .iter()
-        .map(|s| (s.timestamp_ms, s.value))
+        .map(|s| (s.timestamp_ms, s.value()))
         .collect();
     assert_eq!(bits(&points), bits(&odd));
     // The CLI writes them as Prometheus does.

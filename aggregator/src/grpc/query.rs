@@ -149,7 +149,7 @@ impl From<TargetView> for v1::TargetInfo {
                 .map(|l| v1::MetricValue {
                     labels: series_labels(&l.labels),
                     metric: l.metric,
-                    value: l.value,
+                    value: Some(l.value),
                     timestamp_ms: l.timestamp_ms,
                 })
                 .collect(),
@@ -221,7 +221,7 @@ impl Query for QueryService {
                         .into_iter()
                         .map(|(timestamp_ms, value)| v1::Sample {
                             timestamp_ms,
-                            value,
+                            value: Some(value),
                         })
                         .collect(),
                     series_labels: series_labels(&sd.labels),
@@ -854,7 +854,7 @@ fn result_series(labels: goroscope_promql::Labels, samples: Vec<(i64, f64)>) -> 
             .into_iter()
             .map(|(timestamp_ms, value)| v1::Sample {
                 timestamp_ms,
-                value,
+                value: Some(value),
             })
             .collect(),
     }
@@ -864,7 +864,7 @@ fn evaluate_response(value: QueryValue) -> v1::EvaluateResponse {
     match value {
         QueryValue::Scalar { t_ms, value } => v1::EvaluateResponse {
             result_type: "scalar".into(),
-            scalar: value,
+            scalar: Some(value),
             time_ms: t_ms,
             ..Default::default()
         },
