@@ -345,7 +345,8 @@ async fn run_query(
     }
 }
 
-/// `match[]` selectors and the `start`/`end` range (default: everything).
+/// `match[]` selectors and the `start`/`end` range (default: everything). Listings
+/// name the series with a sample at or after `start`; `end` is checked, not used.
 fn selectors_and_range(
     params: &[(String, String)],
 ) -> Result<(Vec<Vec<goroscope_promql::Matcher>>, i64, i64), QueryError> {
@@ -366,7 +367,7 @@ fn selectors_and_range(
 
 /// `/api/v1/series` (label sets) or `/api/v1/labels` (their names).
 async fn series(ctx: &Ctx, params: &[(String, String)], sets: bool) -> Response<Full<Bytes>> {
-    let (selectors, start, end) = match selectors_and_range(params) {
+    let (selectors, start, _end) = match selectors_and_range(params) {
         Ok(s) => s,
         Err(e) => return query_error(&e),
     };
@@ -384,7 +385,7 @@ async fn series(ctx: &Ctx, params: &[(String, String)], sets: bool) -> Response<
         }
         let mut all: Vec<Vec<(String, String)>> = Vec::new();
         for s in &selectors {
-            all.extend(storage.series_labels(s, start, end, MAX_SERIES));
+            all.extend(storage.series_labels(s, start, MAX_SERIES));
         }
         all.sort();
         all.dedup();
@@ -422,7 +423,7 @@ async fn label_values(
     params: &[(String, String)],
     name: String,
 ) -> Result<Vec<String>, Response<Full<Bytes>>> {
-    let (selectors, start, end) = selectors_and_range(params).map_err(|e| query_error(&e))?;
+    let (selectors, start, _end) = selectors_and_range(params).map_err(|e| query_error(&e))?;
     let storage = ctx.storage.clone();
     blocking(ctx.query_timeout, move |_| {
         if selectors.is_empty() {
@@ -430,7 +431,7 @@ async fn label_values(
         }
         let mut values: Vec<String> = selectors
             .iter()
-            .flat_map(|s| storage.series_labels(s, start, end, MAX_SERIES))
+            .flat_map(|s| storage.series_labels(s, start, MAX_SERIES))
             .filter_map(|l| l.into_iter().find(|(n, _)| *n == name).map(|(_, v)| v))
             .collect();
         values.sort();

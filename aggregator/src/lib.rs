@@ -85,6 +85,7 @@ pub async fn run(
     for queue in storage.export_queues() {
         let exporter = goroscope_remote_write::spawn(&config.export, queue.clone())
             .context("start the remote-write export")?;
+        queue.on_queued(exporter.waker());
         exporters.push((exporter, queue));
     }
     if !exporters.is_empty() {

@@ -32,7 +32,7 @@ impl Prometheus {
         p
     }
 
-    /// Starts it on its directory and port (again, after a kill).
+    /// Starts it on its directory and port (again, after a stop).
     fn restart(&mut self) {
         let config = self.dir.join("prometheus.yml");
         std::fs::write(&config, "global:\n  scrape_interval: 1m\n").unwrap();
@@ -55,9 +55,12 @@ impl Prometheus {
         });
     }
 
-    fn kill(&mut self) {
+    /// Stops it (SIGTERM: Prometheus acknowledges a remote write before its WAL page
+    /// reaches the file, so a SIGKILL can lose what it acknowledged last; the outage is
+    /// the receiver's absence, not its own durability).
+    fn stop(&mut self) {
         if let Some(mut p) = self.proc.take() {
-            p.kill();
+            p.terminate();
         }
     }
 
@@ -215,8 +218,8 @@ fn promql_answers_match_prometheus_on_the_same_samples_and_export_survives_an_ou
             .then_some(())
     });
 
-    // The receiver dies; samples keep coming and wait in the export queue.
-    prom.kill();
+    // The receiver goes away; samples keep coming and wait in the export queue.
+    prom.stop();
     std::thread::sleep(Duration::from_secs(10));
     assert!(
         export_pending(metrics_port).unwrap() > 0.0,

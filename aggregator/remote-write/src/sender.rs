@@ -91,6 +91,13 @@ impl Exporter {
         self.shared.wake.notify_one();
     }
 
+    /// [`Exporter::wake`] as a function another thread can keep (the queue's writer
+    /// calls it after each append).
+    pub fn waker(&self) -> impl Fn() + Send + Sync + 'static {
+        let shared = self.shared.clone();
+        move || shared.wake.notify_one()
+    }
+
     /// What was written to the queue and not delivered yet: the aggregator slows
     /// ingest when this is over its bound.
     pub fn lag(&self) -> Pending {

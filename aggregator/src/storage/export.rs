@@ -29,6 +29,8 @@ pub(super) struct ExportShard {
     bytes: AtomicU64,
     /// Wakes ingest waiting for room.
     pub room: tokio::sync::Notify,
+    /// Wakes the exporter when a record was queued.
+    waker: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl ExportShard {
@@ -39,6 +41,9 @@ impl ExportShard {
             .unwrap_or_else(|e| e.into_inner())
             .push_back((commit, samples, bytes));
         self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(wake) = self.waker.get() {
+            wake();
+        }
     }
 
     pub fn bytes(&self) -> u64 {
@@ -89,6 +94,11 @@ pub(super) fn load(
 }
 
 impl ExportQueue {
+    /// Has `wake` called whenever a record is queued (the exporter's waker).
+    pub fn on_queued(&self, wake: impl Fn() + Send + Sync + 'static) {
+        let _ = self.state.waker.set(Box::new(wake));
+    }
+
     /// Bytes the queue holds.
     pub fn bytes(&self) -> u64 {
         self.state.bytes()

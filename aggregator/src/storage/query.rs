@@ -161,7 +161,7 @@ impl Storage {
                 .map(|(n, v)| LabelMatcher::equal(n, v)),
         );
         let wanted: Vec<(u64, Arc<TargetRecord>, SeriesLabels)> = self
-            .matching(&matchers, i64::MIN, i64::MAX)
+            .matching(&matchers, i64::MIN)
             .into_iter()
             .map(|m| (m.id, m.target, m.series.labels.clone()))
             .collect();
@@ -399,7 +399,7 @@ impl Storage {
     ) -> Result<Vec<RollupSeries>, StorageError> {
         let mut by_labels: BTreeMap<Vec<(String, String)>, BTreeMap<i64, Rollup>> = BTreeMap::new();
         let mut total = 0usize;
-        for Matched { id, labels, .. } in self.matching(matchers, start_ms - resolution, end_ms) {
+        for Matched { id, labels, .. } in self.matching(matchers, start_ms - resolution) {
             let rows = self.read_rollups(id, resolution, start_ms, end_ms, cancel)?;
             if rows.is_empty() {
                 continue;
@@ -446,8 +446,8 @@ pub struct LabeledSeries {
 
 impl Storage {
     /// The ids and labels of the series every matcher holds on (a missing label has
-    /// the empty value), whose target was seen in `[start_ms, end_ms]`.
-    fn matching(&self, matchers: &[LabelMatcher], start_ms: i64, end_ms: i64) -> Vec<Matched> {
+    /// the empty value), whose target's newest sample is at or after `start_ms`.
+    fn matching(&self, matchers: &[LabelMatcher], start_ms: i64) -> Vec<Matched> {
         let index = self.index.read().unwrap_or_else(|e| e.into_inner());
         let mut out = Vec::new();
         for id in index.postings.candidates(matchers) {
@@ -457,7 +457,9 @@ impl Storage {
             let Some(target) = index.targets.get(&key.target) else {
                 continue;
             };
-            if target.last_seen_ms < start_ms || target.record.first_seen_ms > end_ms {
+            // Only the newest sample bounds a series: a target's first batch may carry
+            // samples older than when it was first seen (a collector's spool).
+            if target.last_seen_ms < start_ms {
                 continue;
             }
             let labels = label_set(key, &target.record);
@@ -490,7 +492,7 @@ impl Storage {
         end_ms: i64,
         cancel: &Cancel,
     ) -> Result<Vec<LabeledSeries>, StorageError> {
-        let picked = self.matching(matchers, start_ms, end_ms);
+        let picked = self.matching(matchers, start_ms);
         let mut by_labels: BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>> = BTreeMap::new();
         let mut total = 0usize;
         for Matched { id, labels, .. } in picked {
@@ -521,17 +523,16 @@ impl Storage {
             .collect())
     }
 
-    /// The label sets of the series every matcher holds on whose target was seen in
-    /// `[start_ms, end_ms]`, at most `limit`.
+    /// The label sets of the series every matcher holds on whose target has a sample at
+    /// or after `start_ms`, at most `limit`.
     pub fn series_labels(
         &self,
         matchers: &[LabelMatcher],
         start_ms: i64,
-        end_ms: i64,
         limit: usize,
     ) -> Vec<Vec<(String, String)>> {
         let mut sets: Vec<Vec<(String, String)>> = self
-            .matching(matchers, start_ms, end_ms)
+            .matching(matchers, start_ms)
             .into_iter()
             .map(|m| m.labels)
             .collect();

@@ -1081,3 +1081,19 @@ async fn export_queues_keep_their_order_across_flushes_and_restarts() {
         vec![(2, vec![2_000]), (3, vec![3_000])]
     );
 }
+
+#[tokio::test]
+async fn a_first_batch_of_old_samples_is_found_by_time() {
+    // A collector's spool delivers samples older than when the aggregator first saw
+    // the target: a selector over their time still finds them.
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _guard) = open(dir.path());
+    let mut w = batch("node-a", 1, 1, 42, &[(100, 1.0), (200, 2.0)]);
+    w.received_ms = 1_000_000;
+    s.write(w).await.unwrap();
+    let m = [LabelMatcher::equal("__name__", "go_goroutines")];
+    let got = s.select(&m, 0, 300, &Cancel::new()).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].points, vec![(100, 1.0), (200, 2.0)]);
+    assert_eq!(s.series_labels(&m, 0, 10).len(), 1);
+}
