@@ -466,6 +466,23 @@ impl Certs {
         self.path("ca.pem")
     }
 
+    /// curl's arguments to reach `https://localhost:PORT` with the leaf `stem` (e.g.
+    /// "operator-alice") as the client: the CA, the certificate and key, and localhost
+    /// resolved to loopback.
+    pub fn curl_args(&self, stem: &str, port: u16) -> Vec<String> {
+        let (cert, key) = self.leaf(stem);
+        vec![
+            "--cacert".into(),
+            self.ca().display().to_string(),
+            "--cert".into(),
+            cert.display().to_string(),
+            "--key".into(),
+            key.display().to_string(),
+            "--resolve".into(),
+            format!("localhost:{port}:127.0.0.1"),
+        ]
+    }
+
     /// (cert, key) of a leaf by stem, e.g. "operator-alice".
     pub fn leaf(&self, stem: &str) -> (PathBuf, PathBuf) {
         (

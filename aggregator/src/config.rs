@@ -188,7 +188,7 @@ pub struct StorageConfig {
     #[serde(with = "humantime_serde")]
     pub flush_grace: Duration,
     /// Memory the head (samples not yet compacted) may hold before it is compacted
-    /// early, bytes.
+    /// early, bytes; at twice it, ingest waits for compaction.
     pub head_max_bytes: usize,
     /// Writer threads (a new database only); 0 for one per core.
     pub writers: usize,
@@ -360,7 +360,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             sync_writes: true,
-            max_query_samples: 1_000_000,
+            max_query_samples: 10_000_000,
             retention: Duration::from_secs(15 * 24 * 3600),
             block: Duration::from_secs(2 * 3600),
             flush_grace: Duration::from_secs(5 * 60),

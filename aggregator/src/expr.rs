@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use goroscope_promql::{
-    Error, Labels, Limits, Matcher, QueryOptions, QueryValue, RollupBucket, RollupSeries, Series,
-    Source, SourceError,
+    Error, Labels, Limits, Matcher, QueryOptions, QueryValue, RollupSeries, Series, Source,
+    SourceError,
 };
 
 use crate::storage::{Cancel, ROLLUP_RESOLUTIONS, Storage, StorageError};
@@ -57,33 +57,23 @@ impl Source for StorageSource<'_> {
         }
         // Buckets whose interval lies within (start, end]: their ends are in
         // (start, end].
+        let start_ms = start_ms.saturating_add(1);
+        if !self
+            .storage
+            .rollups_pay(matchers, resolution_ms, start_ms, end_ms, self.cancel)
+            .map_err(source_error)?
+        {
+            return Ok(None);
+        }
         let rows = self
             .storage
-            .select_rollups(
-                matchers,
-                resolution_ms,
-                start_ms.saturating_add(1),
-                end_ms,
-                self.cancel,
-            )
+            .select_rollups(matchers, resolution_ms, start_ms, end_ms, self.cancel)
             .map_err(source_error)?;
         Ok(Some(
             rows.into_iter()
                 .map(|s| RollupSeries {
                     labels: Labels(s.labels),
-                    buckets: s
-                        .rollups
-                        .into_iter()
-                        .map(|r| RollupBucket {
-                            end_ms: r.end,
-                            min: r.min,
-                            max: r.max,
-                            sum: r.sum,
-                            count: r.count,
-                            last: r.last,
-                            last_ms: r.last_ts,
-                        })
-                        .collect(),
+                    buckets: s.rollups,
                 })
                 .collect(),
         ))

@@ -189,71 +189,21 @@ pub async fn list_all_targets(
 mod tests {
     use std::sync::{Arc, Mutex};
 
-    use goroscope_proto::v1::query_server::{Query, QueryServer};
-    use tonic::transport::Server;
-    use tonic::transport::server::TcpIncoming;
-    use tonic::{Request, Response, Status};
+    use tonic::Status;
 
     use super::*;
 
     /// Answers `ListTargets` a page at a time: page `n` holds target `h<n>` and points to
     /// `p<n+1>`, up to `pages` pages (never ending without a bound); `stuck` answers every
-    /// token with itself.
-    #[derive(Clone)]
-    struct Pages {
+    /// token with itself. Returns the client and the tokens asked for.
+    async fn serve(
         pages: Option<usize>,
         stuck: bool,
-        asked: Arc<Mutex<Vec<String>>>,
-    }
-
-    #[tonic::async_trait]
-    impl Query for Pages {
-        type CaptureStream =
-            tokio_stream::wrappers::ReceiverStream<Result<v1::CaptureProgress, Status>>;
-        type GetCaptureStream =
-            tokio_stream::wrappers::ReceiverStream<Result<v1::CaptureData, Status>>;
-
-        async fn stacks(
-            &self,
-            _: Request<v1::StacksRequest>,
-        ) -> Result<Response<v1::StacksResponse>, Status> {
-            Err(Status::unimplemented("stacks"))
-        }
-
-        async fn describe_target(
-            &self,
-            _: Request<v1::DescribeTargetRequest>,
-        ) -> Result<Response<v1::DescribeTargetResponse>, Status> {
-            Err(Status::unimplemented("describe_target"))
-        }
-
-        async fn capture(
-            &self,
-            _: Request<v1::CaptureRequest>,
-        ) -> Result<Response<Self::CaptureStream>, Status> {
-            Err(Status::unimplemented("capture"))
-        }
-
-        async fn list_captures(
-            &self,
-            _: Request<v1::ListCapturesRequest>,
-        ) -> Result<Response<v1::ListCapturesResponse>, Status> {
-            Err(Status::unimplemented("list_captures"))
-        }
-
-        async fn get_capture(
-            &self,
-            _: Request<v1::GetCaptureRequest>,
-        ) -> Result<Response<Self::GetCaptureStream>, Status> {
-            Err(Status::unimplemented("get_capture"))
-        }
-
-        async fn list_targets(
-            &self,
-            request: Request<v1::ListTargetsRequest>,
-        ) -> Result<Response<v1::ListTargetsResponse>, Status> {
-            let request = request.into_inner();
-            self.asked.lock().unwrap().push(request.page_token.clone());
+    ) -> (QueryClient<Channel>, Arc<Mutex<Vec<String>>>) {
+        let asked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = asked.clone();
+        let list_targets = move |request: v1::ListTargetsRequest| {
+            log.lock().unwrap().push(request.page_token.clone());
             let n: usize = match request.page_token.as_str() {
                 "" => 0,
                 token => token
@@ -261,14 +211,14 @@ mod tests {
                     .and_then(|n| n.parse().ok())
                     .ok_or_else(|| Status::invalid_argument(token))?,
             };
-            let next = if self.stuck && n > 0 {
+            let next = if stuck && n > 0 {
                 request.page_token.clone()
-            } else if self.pages.is_some_and(|pages| n + 1 >= pages) {
+            } else if pages.is_some_and(|pages| n + 1 >= pages) {
                 String::new()
             } else {
                 format!("p{}", n + 1)
             };
-            Ok(Response::new(v1::ListTargetsResponse {
+            Ok(v1::ListTargetsResponse {
                 targets: vec![v1::TargetInfo {
                     id: Some(v1::TargetId {
                         host: format!("h{n}"),
@@ -277,74 +227,14 @@ mod tests {
                     ..Default::default()
                 }],
                 next_page_token: next,
-            }))
-        }
-
-        async fn query_range(
-            &self,
-            _: Request<v1::QueryRangeRequest>,
-        ) -> Result<Response<v1::QueryRangeResponse>, Status> {
-            Err(Status::unimplemented("not in this test"))
-        }
-
-        async fn anomalies(
-            &self,
-            _: Request<v1::AnomaliesRequest>,
-        ) -> Result<Response<v1::AnomaliesResponse>, Status> {
-            Err(Status::unimplemented("anomalies"))
-        }
-
-        async fn incidents(
-            &self,
-            _: Request<v1::IncidentsRequest>,
-        ) -> Result<Response<v1::IncidentsResponse>, Status> {
-            Err(Status::unimplemented("incidents"))
-        }
-
-        async fn get_incident(
-            &self,
-            _: Request<v1::GetIncidentRequest>,
-        ) -> Result<Response<v1::Incident>, Status> {
-            Err(Status::unimplemented("get_incident"))
-        }
-
-        async fn status(
-            &self,
-            _: Request<v1::StatusRequest>,
-        ) -> Result<Response<v1::StatusResponse>, Status> {
-            Err(Status::unimplemented("status"))
-        }
-
-        async fn evaluate(
-            &self,
-            _: Request<v1::EvaluateRequest>,
-        ) -> Result<Response<v1::EvaluateResponse>, Status> {
-            Err(Status::unimplemented("evaluate"))
-        }
-    }
-
-    async fn serve(pages: Pages) -> QueryClient<Channel> {
-        let incoming = TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = incoming.local_addr().unwrap();
-        tokio::spawn(
-            Server::builder()
-                .add_service(QueryServer::new(pages))
-                .serve_with_incoming(incoming),
-        );
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        QueryClient::new(channel)
-    }
-
-    fn pages(pages: Option<usize>, stuck: bool) -> Pages {
-        Pages {
-            pages,
-            stuck,
-            asked: Arc::default(),
-        }
+            })
+        };
+        let client = crate::stub::serve(crate::stub::Stub {
+            list_targets: Some(Box::new(list_targets)),
+            ..Default::default()
+        })
+        .await;
+        (client, asked)
     }
 
     fn hosts(targets: &[v1::TargetInfo]) -> Vec<String> {
@@ -356,8 +246,7 @@ mod tests {
 
     #[tokio::test]
     async fn targets_follow_every_page() {
-        let server = pages(Some(3), false);
-        let mut client = serve(server.clone()).await;
+        let (mut client, asked) = serve(Some(3), false).await;
         let request = v1::ListTargetsRequest {
             seen_since_ms: 42,
             ..Default::default()
@@ -366,7 +255,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(hosts(&targets), ["h0", "h1", "h2"]);
-        assert_eq!(*server.asked.lock().unwrap(), ["", "p1", "p2"]);
+        assert_eq!(*asked.lock().unwrap(), ["", "p1", "p2"]);
 
         // Exactly as many pages as allowed is no error.
         let targets = list_all_targets(&mut client, "test", Default::default(), 3)
@@ -377,7 +266,7 @@ mod tests {
 
     #[tokio::test]
     async fn targets_stop_after_the_page_bound() {
-        let mut client = serve(pages(None, false)).await;
+        let (mut client, _) = serve(None, false).await;
         let err = list_all_targets(&mut client, "test", Default::default(), 5)
             .await
             .unwrap_err();
@@ -387,7 +276,7 @@ mod tests {
              stopped following next_page_token"
         );
 
-        let mut client = serve(pages(None, true)).await;
+        let (mut client, _) = serve(None, true).await;
         let err = list_all_targets(&mut client, "test", Default::default(), 5)
             .await
             .unwrap_err();

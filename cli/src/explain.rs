@@ -715,8 +715,6 @@ pub fn query_failed(what: &str, status: &tonic::Status) -> String {
 
 #[cfg(test)]
 mod tests {
-    use tonic::{Request, Response, Status};
-
     use super::*;
 
     fn figures() -> MemoryFigures {
@@ -833,124 +831,25 @@ mod tests {
         assert_eq!(rss_breakdown(&MemoryFigures::default()), None);
     }
 
-    /// An aggregator that knows one target and its settings, and answers every other
-    /// query `unimplemented`, as one without detection does.
-    struct OneTarget;
-
-    #[tonic::async_trait]
-    impl v1::query_server::Query for OneTarget {
-        type CaptureStream =
-            tokio_stream::wrappers::ReceiverStream<Result<v1::CaptureProgress, Status>>;
-        type GetCaptureStream =
-            tokio_stream::wrappers::ReceiverStream<Result<v1::CaptureData, Status>>;
-
-        async fn list_targets(
-            &self,
-            _: Request<v1::ListTargetsRequest>,
-        ) -> Result<Response<v1::ListTargetsResponse>, Status> {
-            Ok(Response::new(v1::ListTargetsResponse {
-                targets: vec![inputs().target],
-                next_page_token: String::new(),
-            }))
-        }
-
-        async fn describe_target(
-            &self,
-            _: Request<v1::DescribeTargetRequest>,
-        ) -> Result<Response<v1::DescribeTargetResponse>, Status> {
-            Ok(Response::new(v1::DescribeTargetResponse {
-                runtime_env: inputs().runtime_env.unwrap(),
-                ..Default::default()
-            }))
-        }
-
-        async fn query_range(
-            &self,
-            _: Request<v1::QueryRangeRequest>,
-        ) -> Result<Response<v1::QueryRangeResponse>, Status> {
-            Err(Status::unimplemented("query_range"))
-        }
-
-        async fn stacks(
-            &self,
-            _: Request<v1::StacksRequest>,
-        ) -> Result<Response<v1::StacksResponse>, Status> {
-            Err(Status::unimplemented("stacks"))
-        }
-
-        async fn capture(
-            &self,
-            _: Request<v1::CaptureRequest>,
-        ) -> Result<Response<Self::CaptureStream>, Status> {
-            Err(Status::unimplemented("capture"))
-        }
-
-        async fn list_captures(
-            &self,
-            _: Request<v1::ListCapturesRequest>,
-        ) -> Result<Response<v1::ListCapturesResponse>, Status> {
-            Err(Status::unimplemented("list_captures"))
-        }
-
-        async fn get_capture(
-            &self,
-            _: Request<v1::GetCaptureRequest>,
-        ) -> Result<Response<Self::GetCaptureStream>, Status> {
-            Err(Status::unimplemented("get_capture"))
-        }
-
-        async fn anomalies(
-            &self,
-            _: Request<v1::AnomaliesRequest>,
-        ) -> Result<Response<v1::AnomaliesResponse>, Status> {
-            Err(Status::unimplemented("anomalies"))
-        }
-
-        async fn incidents(
-            &self,
-            _: Request<v1::IncidentsRequest>,
-        ) -> Result<Response<v1::IncidentsResponse>, Status> {
-            Err(Status::unimplemented("incidents"))
-        }
-
-        async fn get_incident(
-            &self,
-            _: Request<v1::GetIncidentRequest>,
-        ) -> Result<Response<v1::Incident>, Status> {
-            Err(Status::unimplemented("get_incident"))
-        }
-
-        async fn status(
-            &self,
-            _: Request<v1::StatusRequest>,
-        ) -> Result<Response<v1::StatusResponse>, Status> {
-            Err(Status::unimplemented("status"))
-        }
-
-        async fn evaluate(
-            &self,
-            _: Request<v1::EvaluateRequest>,
-        ) -> Result<Response<v1::EvaluateResponse>, Status> {
-            Err(Status::unimplemented("evaluate"))
-        }
-    }
-
     #[tokio::test]
     async fn explain_survives_an_aggregator_without_detection() {
-        let incoming =
-            tonic::transport::server::TcpIncoming::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let addr = incoming.local_addr().unwrap();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(v1::query_server::QueryServer::new(OneTarget))
-                .serve_with_incoming(incoming),
-        );
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut client = QueryClient::new(channel);
+        // An aggregator that knows one target and its settings, and answers every other
+        // query `unimplemented`, as one without detection does.
+        let mut client = crate::stub::serve(crate::stub::Stub {
+            list_targets: Some(Box::new(|_| {
+                Ok(v1::ListTargetsResponse {
+                    targets: vec![inputs().target],
+                    next_page_token: String::new(),
+                })
+            })),
+            describe_target: Some(Box::new(|_| {
+                Ok(v1::DescribeTargetResponse {
+                    runtime_env: inputs().runtime_env.unwrap(),
+                    ..Default::default()
+                })
+            })),
+        })
+        .await;
         let got = fetch(&mut client, "test", Vec::new()).await.unwrap();
         assert_eq!(got.target.id, inputs().target.id);
         assert_eq!(got.runtime_env, inputs().runtime_env);

@@ -19,9 +19,31 @@ pub fn is_metric_name(q: &str) -> bool {
 }
 
 /// A step for a range of `range_ms`: about 250 points, at least a second, in whole
-/// seconds.
+/// seconds; from a minute up, in whole minutes.
 pub fn auto_step_ms(range_ms: i64) -> i64 {
-    ((range_ms / 250).max(1000) / 1000) * 1000
+    let step = ((range_ms / 250).max(1000) / 1000) * 1000;
+    if step >= 60_000 {
+        (step + 59_999) / 60_000 * 60_000
+    } else {
+        step
+    }
+}
+
+/// The range and step of a range query over `[start_ms, end_ms]` given no step. A step
+/// of whole minutes also moves both ends back to a multiple of the step, as Grafana does:
+/// every evaluation then falls on a minute (or hour) boundary, and the aggregator
+/// answers from its rollups instead of reading every sample.
+pub fn auto_range(start_ms: i64, end_ms: i64) -> (i64, i64, i64) {
+    let step = auto_step_ms(end_ms - start_ms);
+    if step % 60_000 == 0 {
+        (
+            start_ms.div_euclid(step) * step,
+            end_ms.div_euclid(step) * step,
+            step,
+        )
+    } else {
+        (start_ms, end_ms, step)
+    }
 }
 
 /// A label set as PromQL writes it: `name{a="b", ...}`.
@@ -160,7 +182,20 @@ mod tests {
     fn steps_aim_at_a_readable_number_of_points() {
         assert_eq!(auto_step_ms(600_000), 2_000);
         assert_eq!(auto_step_ms(10_000), 1_000);
-        assert_eq!(auto_step_ms(7 * 86_400_000), 2_419_000);
+        assert_eq!(auto_step_ms(7 * 86_400_000), 2_460_000);
+        assert_eq!(auto_step_ms(3 * 3_600_000), 43_000);
+        assert_eq!(auto_step_ms(5 * 3_600_000), 120_000);
+    }
+
+    #[test]
+    fn long_ranges_fall_on_whole_steps_and_short_ones_stay() {
+        let now = 1_795_000_123_456;
+        let (start, end, step) = auto_range(now - 7 * 86_400_000, now);
+        assert_eq!(step, 2_460_000);
+        assert_eq!((start % step, end % step), (0, 0));
+        assert!(end <= now && now - end < step);
+        assert!(start <= now - 7 * 86_400_000);
+        assert_eq!(auto_range(now - 600_000, now), (now - 600_000, now, 2_000));
     }
 
     #[test]

@@ -17,6 +17,8 @@ mod expr;
 mod inspect;
 mod render;
 mod status;
+#[cfg(test)]
+mod stub;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -106,7 +108,8 @@ enum Command {
         #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
         until: Duration,
         /// Time between two evaluations of EXPR [default: about 250 points over the
-        /// range, at least 1s].
+        /// range, at least 1s; from 1m up, whole minutes, with the range moved back to
+        /// whole steps so that long ranges are answered from rollups].
         #[arg(long, value_parser = humantime::parse_duration)]
         step: Option<Duration>,
         /// Evaluate EXPR once, at --until (an instant query).
@@ -342,13 +345,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .into());
                 }
                 let (start_ms, end_ms) = (ms_before(now, since), ms_before(now, until));
-                let step_ms = match (instant, step) {
-                    (true, _) => 0,
-                    (false, Some(step)) if step.as_millis() > 0 => step.as_millis() as i64,
+                let (start_ms, end_ms, step_ms) = match (instant, step) {
+                    (true, _) => (start_ms, end_ms, 0),
+                    (false, Some(step)) if step.as_millis() > 0 => {
+                        (start_ms, end_ms, step.as_millis() as i64)
+                    }
                     (false, Some(_)) => {
                         return Err(UsageError("--step must be positive".into()).into());
                     }
-                    (false, None) => expr::auto_step_ms(end_ms - start_ms),
+                    (false, None) => expr::auto_range(start_ms, end_ms),
                 };
                 let mut client = client::connect(&settings).await?;
                 let response = client

@@ -15,8 +15,9 @@
 //!
 //! `GOROSCOPE_LOAD_COLLECTORS` (1000), `GOROSCOPE_LOAD_SERIES` (100),
 //! `GOROSCOPE_LOAD_POINTS` (10), `GOROSCOPE_LOAD_INTERVAL_MS` (1000),
-//! `GOROSCOPE_LOAD_SECONDS` (30) and `GOROSCOPE_LOAD_WORKERS` (the runtime's threads, 2)
-//! shape the run.
+//! `GOROSCOPE_LOAD_SECONDS` (30), `GOROSCOPE_LOAD_WORKERS` (the runtime's threads, 2)
+//! and `GOROSCOPE_LOAD_HEAD_MAX_BYTES` (the aggregator's `storage.head_max_bytes`, 512
+//! MiB) shape the run.
 
 mod common;
 
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TICK, cpu_ticks, env_or, memory, mib};
+use common::{TICK, cpu_ticks, env_or, load_points, memory, mib};
 use goroscope_proto::v1;
 use goroscope_tests::raw::{RawIngest, decl, upsert};
 use goroscope_tests::*;
@@ -36,6 +37,7 @@ fn main() {
     let interval = Duration::from_millis(env_or("GOROSCOPE_LOAD_INTERVAL_MS", 1000));
     let secs: u64 = env_or("GOROSCOPE_LOAD_SECONDS", 30);
     let workers: usize = env_or("GOROSCOPE_LOAD_WORKERS", 2);
+    let head_max: u64 = env_or("GOROSCOPE_LOAD_HEAD_MAX_BYTES", 512 << 20);
 
     let hosts: Vec<String> = (0..collectors).map(|i| format!("load-{i:05}")).collect();
     eprintln!("issuing {collectors} collector certificates");
@@ -47,7 +49,12 @@ fn main() {
         &certs,
         &db,
         0,
-        "[limits]\nmax_sample_future = \"1h\"\n[detection]\nenabled = false\n",
+        // Every simulated collector connects from 127.0.0.1: one peer.
+        &format!(
+            "[limits]\nmax_sample_future = \"1h\"\nmax_connections_per_peer = {}\n\
+             [detection]\nenabled = false\n[storage]\nhead_max_bytes = {head_max}\n",
+            collectors + 16
+        ),
     );
     let url = agg.url();
 
@@ -103,21 +110,13 @@ fn main() {
                     },
                     samples: (0..series)
                         .map(|r| {
-                            let base = now - step * points as i64;
                             let mut deltas = Vec::with_capacity(points);
                             let mut values = Vec::with_capacity(points);
                             let mut prev = 0;
-                            for p in 0..points {
-                                let t = base + step * p as i64 + (p as i64 * 7 + r as i64) % 5;
+                            for (t, v) in load_points(now, step, points, seq, r) {
                                 deltas.push(t - prev);
                                 prev = t;
-                                // Counters for even series, gauges for odd ones.
-                                let k = seq as f64 * points as f64 + p as f64;
-                                values.push(if r % 2 == 0 {
-                                    k * 4096.0
-                                } else {
-                                    (k * 0.1).sin() * 1e6
-                                });
+                                values.push(v);
                             }
                             v1::SeriesSamples {
                                 series_ref: r,

@@ -98,19 +98,9 @@ struct Api {
 
 impl Api {
     fn new(certs: &Certs, port: u16, leaf: &str) -> Api {
-        let (cert, key) = certs.leaf(leaf);
         Api {
             url: format!("https://localhost:{port}"),
-            args: vec![
-                "--cacert".into(),
-                certs.ca().display().to_string(),
-                "--cert".into(),
-                cert.display().to_string(),
-                "--key".into(),
-                key.display().to_string(),
-                "--resolve".into(),
-                format!("localhost:{port}:127.0.0.1"),
-            ],
+            args: certs.curl_args(leaf, port),
         }
     }
 

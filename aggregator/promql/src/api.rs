@@ -37,18 +37,46 @@ pub fn format_value(v: f64) -> String {
 /// A timestamp in milliseconds as Prometheus writes it: seconds, and when not whole, a
 /// three-digit fraction.
 pub fn format_timestamp(t_ms: i64) -> String {
-    let neg = t_ms < 0;
-    let abs = t_ms.unsigned_abs();
     let mut s = String::new();
-    if neg {
-        s.push('-');
+    write_timestamp(&mut s, t_ms);
+    s
+}
+
+fn write_timestamp(out: &mut String, t_ms: i64) {
+    if t_ms < 0 {
+        out.push('-');
     }
-    let _ = write!(s, "{}", abs / 1000);
+    let abs = t_ms.unsigned_abs();
+    out.push_str(itoa::Buffer::new().format(abs / 1000));
     let frac = abs % 1000;
     if frac != 0 {
-        let _ = write!(s, ".{frac:03}");
+        let digit = |d: u64| char::from(b'0' + d as u8);
+        out.push('.');
+        out.push(digit(frac / 100));
+        out.push(digit(frac / 10 % 10));
+        out.push(digit(frac % 10));
     }
-    s
+}
+
+/// [`format_value`] as a JSON string, written in place (its characters need no
+/// escaping).
+fn write_value(out: &mut String, v: f64) {
+    out.push('"');
+    let abs = v.abs();
+    if v.is_finite() && (abs == 0.0 || (1e-6..1e21).contains(&abs)) {
+        // The shortest digits that read back as `v`, as Go's 'f' format with precision
+        // -1 writes them; zmij uses an exponent from 1e16 up and below 1e-4.
+        let mut buffer = zmij::Buffer::new();
+        let digits = buffer.format_finite(v);
+        if digits.contains('e') {
+            let _ = write!(out, "{v}");
+        } else {
+            out.push_str(digits.strip_suffix(".0").unwrap_or(digits));
+        }
+    } else {
+        out.push_str(&format_value(v));
+    }
+    out.push('"');
 }
 
 fn write_str(out: &mut String, s: &str) {
@@ -69,25 +97,35 @@ fn write_labels(out: &mut String, labels: &Labels) {
     out.push('}');
 }
 
-fn write_point(out: &mut String, t_ms: i64, value: &str) {
+fn write_point(out: &mut String, t_ms: i64, value: f64) {
     out.push('[');
-    out.push_str(&format_timestamp(t_ms));
+    write_timestamp(out, t_ms);
     out.push(',');
-    write_str(out, value);
+    write_value(out, value);
     out.push(']');
 }
 
 /// The success body for a query result.
 pub fn success_json(value: &QueryValue) -> String {
-    let mut out = String::from(r#"{"status":"success","data":{"resultType":"#);
+    // About 30 bytes a point.
+    let points = match value {
+        QueryValue::Vector(v) => v.len(),
+        QueryValue::Matrix(m) => m.iter().map(|s| s.samples.len() + 1).sum(),
+        _ => 1,
+    };
+    let mut out = String::with_capacity(64 + points.saturating_mul(32).min(1 << 30));
+    out.push_str(r#"{"status":"success","data":{"resultType":"#);
     match value {
         QueryValue::Scalar { t_ms, value } => {
             out.push_str(r#""scalar","result":"#);
-            write_point(&mut out, *t_ms, &format_value(*value));
+            write_point(&mut out, *t_ms, *value);
         }
         QueryValue::String { t_ms, value } => {
-            out.push_str(r#""string","result":"#);
-            write_point(&mut out, *t_ms, value);
+            out.push_str(r#""string","result":["#);
+            write_timestamp(&mut out, *t_ms);
+            out.push(',');
+            write_str(&mut out, value);
+            out.push(']');
         }
         QueryValue::Vector(v) => {
             out.push_str(r#""vector","result":["#);
@@ -98,7 +136,7 @@ pub fn success_json(value: &QueryValue) -> String {
                 out.push_str(r#"{"metric":"#);
                 write_labels(&mut out, &s.labels);
                 out.push_str(r#","value":"#);
-                write_point(&mut out, s.t_ms, &format_value(s.value));
+                write_point(&mut out, s.t_ms, s.value);
                 out.push('}');
             }
             out.push(']');
@@ -116,7 +154,7 @@ pub fn success_json(value: &QueryValue) -> String {
                     if j > 0 {
                         out.push(',');
                     }
-                    write_point(&mut out, *t, &format_value(*v));
+                    write_point(&mut out, *t, *v);
                 }
                 out.push_str("]}");
             }
@@ -395,6 +433,46 @@ mod tests {
 
     #[test]
     fn values_are_formatted_as_prometheus_does() {
+        // The fast path of the JSON writer agrees with the formatting above.
+        let mut bits: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut values = vec![
+            0.0,
+            -0.0,
+            1.0,
+            100.0,
+            0.1,
+            1e-6,
+            9.99e20,
+            1e16,
+            123456789.0,
+            1e-5,
+        ];
+        for _ in 0..100_000 {
+            bits ^= bits << 13;
+            bits ^= bits >> 7;
+            bits ^= bits << 17;
+            values.push(f64::from_bits(bits));
+            values.push((bits % 1_000_000_000) as f64 / 1000.0);
+        }
+        for v in values {
+            let mut out = String::new();
+            write_value(&mut out, v);
+            let expected = format!("\"{}\"", format_value(v));
+            // The same bits back, in as few digits (where two shortest forms are as near,
+            // the last digit may differ).
+            let back: f64 = out.trim_matches('"').parse().unwrap();
+            if v.is_nan() {
+                assert_eq!(out, "\"NaN\"");
+                continue;
+            }
+            assert_eq!(back.to_bits(), v.to_bits(), "{out} for {v:e}");
+            assert_eq!(out.len(), expected.len(), "{out} vs {expected}");
+            assert_eq!(
+                out.contains('e'),
+                expected.contains('e'),
+                "{out} vs {expected}"
+            );
+        }
         assert_eq!(format_value(f64::NAN), "NaN");
         assert_eq!(format_value(f64::INFINITY), "+Inf");
         assert_eq!(format_value(f64::NEG_INFINITY), "-Inf");

@@ -2,9 +2,12 @@
 //! `max_samples_per_send` samples into a request, sends it and acks on a 2xx answer.
 //! What may succeed later (no answer, a timeout, 5xx, 429, 401/403/404/408) is sent
 //! again, unchanged, after a backoff, for as long as it takes: nothing is acked, so
-//! nothing is lost while the receiver is down. A permanent refusal (any other 4xx)
-//! is logged once, counted as dropped, and acked past. One request is in flight at a
-//! time, so each series reaches the receiver in timestamp order.
+//! nothing is lost while the receiver is down. A permanent refusal (any other 4xx) of
+//! a request holding several queue entries sends those entries again one per request,
+//! so that one bad entry (or one the receiver already stored, as after a request whose
+//! answer was lost) costs only itself; a refused single entry is logged, counted as
+//! dropped, and acked past. One request is in flight at a time, so each series reaches
+//! the receiver in timestamp order.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -136,11 +139,12 @@ struct Sender {
     poll_interval: Duration,
     backoff: Backoff,
     cancel: CancellationToken,
-    /// Until the first request accepted after the start, each entry goes in a request
-    /// of its own. The previous sender may have stopped after the receiver stored a
-    /// request but before the ack persisted; those entries come again, and a strict
-    /// receiver (Prometheus) refuses a whole request for one repeated sample as out of
-    /// order. Alone, a repeated entry costs only itself: refused, yet already stored.
+    /// Until the first request accepted after the start, and after a refused request
+    /// of several entries, each entry goes in a request of its own. The previous
+    /// sender may have stopped after the receiver stored a request but before the ack
+    /// persisted; those entries come again, and a strict receiver (Prometheus) refuses
+    /// a whole request for one repeated sample as out of order (and stores none of
+    /// it). Alone, a repeated entry costs only itself: refused, yet already stored.
     recovering: bool,
 }
 
@@ -151,12 +155,17 @@ pub(crate) struct Batch {
     pub series: Vec<TimeSeries>,
     pub samples: usize,
     pub through: Option<u64>,
+    /// How many queue entries it holds (whole or in part).
+    pub entries: usize,
 }
 
 /// Whether the sender goes on.
 enum Flow {
     Continue,
     Stop,
+    /// The receiver refused a request of several entries for good: send them again
+    /// one per request.
+    Split,
 }
 
 impl Sender {
@@ -202,8 +211,15 @@ impl Sender {
             }
             for batch in batches {
                 let through = batch.through;
-                if let Flow::Stop = self.deliver(batch).await {
-                    return;
+                match self.deliver(batch).await {
+                    Flow::Continue => {}
+                    Flow::Stop => return,
+                    // Read again from the cursor, which has not moved past the refused
+                    // request: its entries come back, each in a request of its own.
+                    Flow::Split => {
+                        self.recovering = true;
+                        break;
+                    }
                 }
                 if let Some(through) = through {
                     self.ack(through).await;
@@ -277,6 +293,17 @@ impl Sender {
                 Err(e) => e,
             };
             self.shared.stats.failed(e.reason);
+            if !e.reason.retried() && batch.entries > 1 {
+                tracing::info!(
+                    url = %e.url,
+                    status = e.status.map(|s| s.as_u16()),
+                    entries = batch.entries,
+                    error = %e.detail,
+                    "remote-write receiver refused a request; sending its queue entries one per request"
+                );
+                self.backoff.reset();
+                return Flow::Split;
+            }
             if !e.reason.retried() {
                 self.refused(&batch_summary(batch.samples, batch.through), &e);
                 self.shared
@@ -375,11 +402,13 @@ pub(crate) fn pack(
         if !current.series.is_empty() && current.samples + size > max_samples {
             batches.push(std::mem::take(&mut current));
         }
+        current.entries += 1;
         for (labels, samples) in series {
             let mut samples = samples.as_slice();
             while !samples.is_empty() {
                 if current.samples == max_samples {
                     batches.push(std::mem::take(&mut current));
+                    current.entries = 1;
                 }
                 let take = samples.len().min(max_samples - current.samples);
                 current.series.push(TimeSeries {

@@ -19,58 +19,49 @@ pub fn decode(bytes: &[u8]) -> Result<Points, String> {
     Ok(c.timestamps.into_iter().zip(c.values).collect())
 }
 
-/// Pre-aggregated samples of one series over one bucket of time: bucket `end` covers
-/// `(end - resolution, end]`. Staleness markers are not counted in min, max, sum and
-/// count (all 0 when the bucket holds nothing else), but are the `last` sample when
-/// they come last: a series read from rollups ends where it ended.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Rollup {
-    pub end: i64,
-    /// NaN only when every sample was NaN (as Prometheus' `min_over_time` has it).
-    pub min: f64,
-    pub max: f64,
-    pub sum: f64,
-    pub count: u64,
-    pub last: f64,
-    pub last_ts: i64,
-}
+/// Pre-aggregated samples of one series over one bucket of time, the query engine's
+/// own bucket type: bucket `end_ms` covers `(end_ms - resolution, end_ms]`. Staleness
+/// markers are not counted in min, max, sum and count (all 0 when the bucket holds
+/// nothing else), but are the `last` sample when they come last: a series read from
+/// rollups ends where it ended. `min` is NaN only when every sample was NaN (as
+/// Prometheus' `min_over_time` has it).
+pub use goroscope_promql::RollupBucket as Rollup;
 
 /// Prometheus' staleness marker: a NaN with this payload ends a series.
 pub const STALE_NAN: u64 = 0x7ff0_0000_0000_0002;
 
-impl Rollup {
-    fn of(end: i64, ts: i64, v: f64) -> Rollup {
-        let stale = v.to_bits() == STALE_NAN;
-        let counted = if stale { 0.0 } else { v };
-        Rollup {
-            end,
-            min: counted,
-            max: counted,
-            sum: counted,
-            count: u64::from(!stale),
-            last: v,
-            last_ts: ts,
-        }
+/// The rollup of one sample.
+fn rollup_of(end_ms: i64, ts: i64, v: f64) -> Rollup {
+    let stale = v.to_bits() == STALE_NAN;
+    let counted = if stale { 0.0 } else { v };
+    Rollup {
+        end_ms,
+        min: counted,
+        max: counted,
+        sum: counted,
+        count: u64::from(!stale),
+        last: v,
+        last_ms: ts,
     }
+}
 
-    /// Folds in another rollup of the same bucket.
-    pub fn merge(&mut self, o: &Rollup) {
-        if self.count == 0 {
-            (self.min, self.max, self.sum) = (o.min, o.max, o.sum);
-        } else if o.count > 0 {
-            if o.min < self.min || self.min.is_nan() {
-                self.min = o.min;
-            }
-            if o.max > self.max || self.max.is_nan() {
-                self.max = o.max;
-            }
-            self.sum += o.sum;
+/// Folds `o` into `into`, a rollup of the same bucket.
+pub fn merge(into: &mut Rollup, o: &Rollup) {
+    if into.count == 0 {
+        (into.min, into.max, into.sum) = (o.min, o.max, o.sum);
+    } else if o.count > 0 {
+        if o.min < into.min || into.min.is_nan() {
+            into.min = o.min;
         }
-        self.count += o.count;
-        if o.last_ts >= self.last_ts {
-            self.last = o.last;
-            self.last_ts = o.last_ts;
+        if o.max > into.max || into.max.is_nan() {
+            into.max = o.max;
         }
+        into.sum += o.sum;
+    }
+    into.count += o.count;
+    if o.last_ms >= into.last_ms {
+        into.last = o.last;
+        into.last_ms = o.last_ms;
     }
 }
 
@@ -89,9 +80,9 @@ pub fn rollups(points: &[(i64, f64)], resolution: i64) -> Vec<Rollup> {
     let mut out: Vec<Rollup> = Vec::new();
     for &(ts, v) in points {
         let end = bucket_end(ts, resolution);
-        let one = Rollup::of(end, ts, v);
+        let one = rollup_of(end, ts, v);
         match out.last_mut() {
-            Some(r) if r.end == end => r.merge(&one),
+            Some(r) if r.end_ms == end => merge(r, &one),
             _ => out.push(one),
         }
     }
@@ -102,7 +93,7 @@ pub fn rollups(points: &[(i64, f64)], resolution: i64) -> Vec<Rollup> {
 /// columns min, max, sum, count, last and the last sample's time (counts and times are
 /// whole numbers well within a double's 53 bits).
 pub fn encode_rollups(rows: &[Rollup]) -> Vec<u8> {
-    let ends: Vec<i64> = rows.iter().map(|r| r.end).collect();
+    let ends: Vec<i64> = rows.iter().map(|r| r.end_ms).collect();
     let col = |f: fn(&Rollup) -> f64| rows.iter().map(f).collect::<Vec<f64>>();
     let cols = [
         col(|r| r.min),
@@ -110,7 +101,7 @@ pub fn encode_rollups(rows: &[Rollup]) -> Vec<u8> {
         col(|r| r.sum),
         col(|r| r.count as f64),
         col(|r| r.last),
-        col(|r| r.last_ts as f64),
+        col(|r| r.last_ms as f64),
     ];
     let refs: Vec<&[f64]> = cols.iter().map(Vec::as_slice).collect();
     goroscope_chunk::encode_columns(&ends, &refs)
@@ -127,14 +118,14 @@ pub fn decode_rollups(bytes: &[u8]) -> Result<Vec<Rollup>, String> {
     Ok(c.timestamps
         .iter()
         .enumerate()
-        .map(|(i, &end)| Rollup {
-            end,
+        .map(|(i, &end_ms)| Rollup {
+            end_ms,
             min: min[i],
             max: max[i],
             sum: sum[i],
             count: count[i].max(0.0) as u64,
             last: last[i],
-            last_ts: last_ts[i] as i64,
+            last_ms: last_ts[i] as i64,
         })
         .collect())
 }
@@ -166,11 +157,11 @@ mod tests {
         assert_eq!(r.len(), 2);
         // The marker at 61 s is the last of nothing: the next sample follows it.
         assert_eq!(
-            (r[0].end, r[0].min, r[0].max, r[0].count),
+            (r[0].end_ms, r[0].min, r[0].max, r[0].count),
             (60_000, 1.0, 3.0, 3)
         );
         assert!(r[0].sum.is_nan());
-        assert_eq!((r[0].last, r[0].last_ts), (1.0, 60_000));
+        assert_eq!((r[0].last, r[0].last_ms), (1.0, 60_000));
         assert_eq!(
             (r[1].min, r[1].max, r[1].sum, r[1].count, r[1].last),
             (-2.0, 5.0, 3.0, 2, -2.0)
@@ -180,7 +171,7 @@ mod tests {
         assert_eq!(back[1], r[1]);
         // Folding two halves gives the whole.
         let mut a = rollups(&pts[..2], 60_000)[0];
-        a.merge(&rollups(&pts[2..3], 60_000)[0]);
+        merge(&mut a, &rollups(&pts[2..3], 60_000)[0]);
         assert_eq!((a.min, a.max, a.count, a.last), (1.0, 3.0, 3, 1.0));
         assert!(decode_rollups(&encode(&[(1, 1.0)])).is_err());
         assert!(decode(&encode_rollups(&r)).is_err());
@@ -192,6 +183,6 @@ mod tests {
             (1, 1.0, STALE_NAN)
         );
         let r = rollups(&[(20, stale)], 60_000);
-        assert_eq!((r[0].count, r[0].sum, r[0].last_ts), (0, 0.0, 20));
+        assert_eq!((r[0].count, r[0].sum, r[0].last_ms), (0, 0.0, 20));
     }
 }

@@ -91,6 +91,7 @@ impl Ctx {
         let mut carried: HashMap<u64, Points> = HashMap::new();
         let mut touched: BTreeMap<i64, u64> = BTreeMap::new();
         let mut stats = FlushStats::default();
+        let mut latest: Vec<(u64, (i64, f64))> = Vec::new();
         for (&id, points) in frozen.series.iter() {
             let mut newest = None;
             let runs = points
@@ -109,7 +110,7 @@ impl Ctx {
                         if let Some(first) = rows.first() {
                             set.put(
                                 CF_ROLLUPS,
-                                keys::rollup_key(res, p, id, first.end, serial),
+                                keys::rollup_key(res, p, id, first.end_ms, serial),
                                 chunk::encode_rollups(&rows),
                             );
                         }
@@ -123,15 +124,20 @@ impl Ctx {
                     carried.entry(id).or_default().extend_from_slice(run);
                 }
             }
-            if let Some((ts, v)) = newest {
-                // A late sample may be older than what an earlier flush recorded.
-                let stored = self
-                    .engine
-                    .get(CF_LATEST, &keys::series_key(id))?
-                    .and_then(|b| keys::decode_latest_value(&b));
-                if stored.is_none_or(|(t, _)| t <= ts) {
-                    set.put(CF_LATEST, keys::series_key(id), keys::latest_value(ts, v));
-                }
+            if let Some(point) = newest {
+                latest.push((id, point));
+            }
+        }
+        // A late sample may be older than what an earlier flush recorded: one batched
+        // read of what is recorded for every series flushed.
+        let stored = self.engine.multi_get(
+            CF_LATEST,
+            latest.iter().map(|(id, _)| keys::series_key(*id)),
+        )?;
+        for ((id, (ts, v)), stored) in latest.into_iter().zip(stored) {
+            let stored = stored.and_then(|b| keys::decode_latest_value(&b));
+            if stored.is_none_or(|(t, _)| t <= ts) {
+                set.put(CF_LATEST, keys::series_key(id), keys::latest_value(ts, v));
             }
         }
         if stats.chunks == 0 {

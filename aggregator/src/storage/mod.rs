@@ -338,7 +338,8 @@ pub struct StorageOptions {
     pub block: Duration,
     /// How long after its partition ended a sample is compacted into a chunk.
     pub flush_grace: Duration,
-    /// Memory the head may hold before it is compacted early.
+    /// Memory the head may hold before it is compacted early; at twice this, ingest
+    /// waits for compaction.
     pub head_max_bytes: usize,
     /// How often the compaction thread looks at the head.
     pub flush_check: Duration,
@@ -359,7 +360,7 @@ impl Default for StorageOptions {
         StorageOptions {
             sync_writes: true,
             write_queue: 256,
-            max_query_samples: 1_000_000,
+            max_query_samples: 10_000_000,
             retention: Duration::from_secs(15 * 24 * 3600),
             block: Duration::from_secs(2 * 3600),
             flush_grace: Duration::from_secs(5 * 60),
@@ -518,6 +519,13 @@ impl Storage {
             });
         }
         let shard = shard_of(&write.host, self.writers.len());
+        // Back-pressure on memory: while the head holds twice `head_max_bytes` (ingest
+        // outruns compaction), the session waits and stops reading its stream; the
+        // collector keeps the data in its spool.
+        let head_bound = self.options.head_max_bytes.saturating_mul(2);
+        while self.head.bytes() > head_bound {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         if let Some(export) = &self.export {
             // Back-pressure: while the shard's export queue is over its bound (the
             // remote is down or slow), the session waits and stops reading its stream;
@@ -598,6 +606,18 @@ impl Storage {
     /// Memory the head holds (estimated) and bytes of the database's files.
     pub fn usage(&self) -> (usize, u64) {
         (self.head.bytes(), self.engine.disk_bytes())
+    }
+
+    /// Bytes of each column family's table files on disk.
+    pub fn disk_bytes_by_family(&self) -> Vec<(&'static str, u64)> {
+        self.engine.disk_bytes_by_family()
+    }
+
+    /// Rewrites the whole database down to RocksDB's bottom level, as it settles over
+    /// time: what a long-running store's files hold. Blocking and long on a large
+    /// database; for benchmarks and maintenance.
+    pub fn compact_files(&self) -> Result<(), StorageError> {
+        self.engine.compact_all()
     }
 
     /// One export queue per writer shard, when export is on.

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use goroscope_proto::v1;
 
@@ -347,18 +347,9 @@ impl Storage {
             return Ok(Vec::new());
         }
         let first_sample = start_ms.saturating_sub(resolution).saturating_add(1);
-        let mut buckets: BTreeMap<i64, Rollup> = BTreeMap::new();
-        let mut fold = |r: Rollup| {
-            if r.end >= start_ms && r.end <= end_ms {
-                buckets
-                    .entry(r.end)
-                    .and_modify(|b| b.merge(&r))
-                    .or_insert(r);
-            }
-        };
-        for r in chunk::rollups(&self.head.read(id, first_sample, end_ms), resolution) {
-            fold(r);
-        }
+        let in_range = |r: &Rollup| r.end_ms >= start_ms && r.end_ms <= end_ms;
+        // Stored chunks in partition order, each sorted; then the head's.
+        let mut rows: Vec<Rollup> = Vec::new();
         let partitions: Vec<i64> = self
             .partitions
             .read()
@@ -374,17 +365,51 @@ impl Storage {
                 CF_ROLLUPS,
                 &keys::rollup_prefix(res, p, id),
                 |key, value| {
-                    let rows =
+                    let decoded =
                         chunk::decode_rollups(value).map_err(|reason| StorageError::Corrupt {
                             cf: CF_ROLLUPS,
                             reason: format!("rollups {key:02x?}: {reason}"),
                         })?;
-                    rows.into_iter().for_each(&mut fold);
+                    rows.extend(decoded.into_iter().filter(in_range));
                     Ok(())
                 },
             )?;
         }
-        Ok(buckets.into_values().collect())
+        rows.extend(
+            chunk::rollups(&self.head.read(id, first_sample, end_ms), resolution)
+                .into_iter()
+                .filter(in_range),
+        );
+        Ok(merge_buckets(rows))
+    }
+
+    /// Whether reading rollups at `resolution` for `[start_ms, end_ms]` (bucket ends)
+    /// beats reading the raw samples: the first matching series with buckets there
+    /// holds at least [`MIN_SAMPLES_PER_BUCKET`] samples a bucket over the range's
+    /// newest 24 buckets. A bucket costs seven
+    /// decoded columns and a raw sample two, and each chunk read has a fixed cost, so
+    /// 1-minute rollups of a series sampled every 10 s (6 a bucket) read slower than
+    /// its samples; those of one sampled every second (60) are much faster.
+    pub fn rollups_pay(
+        &self,
+        matchers: &[LabelMatcher],
+        resolution: i64,
+        start_ms: i64,
+        end_ms: i64,
+        cancel: &Cancel,
+    ) -> Result<bool, StorageError> {
+        // The newest 24 buckets of the range tell, at a small cost.
+        let start_ms = start_ms.max(end_ms.saturating_sub(24 * resolution));
+        for Matched { id, .. } in self.matching(matchers, start_ms - resolution) {
+            let buckets = self.read_rollups(id, resolution, start_ms, end_ms, cancel)?;
+            if buckets.is_empty() {
+                continue;
+            }
+            let first = start_ms.saturating_sub(resolution).saturating_add(1);
+            let samples = self.read_series(id, first, end_ms, cancel)?.len();
+            return Ok(samples >= MIN_SAMPLES_PER_BUCKET * buckets.len());
+        }
+        Ok(false)
     }
 
     /// The rollups at `resolution` of the series every matcher holds on, whose bucket
@@ -397,7 +422,7 @@ impl Storage {
         end_ms: i64,
         cancel: &Cancel,
     ) -> Result<Vec<RollupSeries>, StorageError> {
-        let mut by_labels: BTreeMap<Vec<(String, String)>, BTreeMap<i64, Rollup>> = BTreeMap::new();
+        let mut by_labels: BTreeMap<LabelSet, (Vec<Rollup>, usize)> = BTreeMap::new();
         let mut total = 0usize;
         for Matched { id, labels, .. } in self.matching(matchers, start_ms - resolution) {
             let rows = self.read_rollups(id, resolution, start_ms, end_ms, cancel)?;
@@ -410,20 +435,53 @@ impl Storage {
                     limit: self.options.max_query_samples,
                 });
             }
-            let merged = by_labels.entry(labels).or_default();
-            for r in rows {
-                merged.entry(r.end).and_modify(|b| b.merge(&r)).or_insert(r);
-            }
+            let (merged, parts) = by_labels.entry(labels).or_default();
+            merged.extend(rows);
+            *parts += 1;
         }
         Ok(by_labels
             .into_iter()
-            .map(|(labels, rows)| RollupSeries {
+            .map(|(labels, (rows, parts))| RollupSeries {
                 labels,
-                rollups: rows.into_values().collect(),
+                // Series of the same labels (rare) fold bucket by bucket.
+                rollups: if parts > 1 { merge_buckets(rows) } else { rows },
             })
             .collect())
     }
 }
+
+/// Sorts buckets by their end and folds those of the same end together.
+fn merge_buckets(mut rows: Vec<Rollup>) -> Vec<Rollup> {
+    if !rows.is_sorted_by_key(|r| r.end_ms) {
+        rows.sort_by_key(|r| r.end_ms);
+    }
+    let mut out: Vec<Rollup> = Vec::with_capacity(rows.len());
+    for r in rows {
+        match out.last_mut() {
+            Some(last) if last.end_ms == r.end_ms => chunk::merge(last, &r),
+            _ => out.push(r),
+        }
+    }
+    out
+}
+
+/// A series' points in time order.
+type Points = Vec<(i64, f64)>;
+/// A series' label pairs, sorted by name.
+type LabelSet = Vec<(String, String)>;
+
+/// Threads that read the series of one query: one per core (at most 4), and one alone
+/// below 64 series, where starting threads costs more than it saves.
+fn query_threads(series: usize) -> usize {
+    if series < 64 {
+        return 1;
+    }
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// Samples a rollup bucket must stand for, on average, for rollups to be read instead
+/// of raw samples ([`Storage::rollups_pay`]).
+pub const MIN_SAMPLES_PER_BUCKET: usize = 20;
 
 /// The resolutions rollups are kept at, milliseconds: 1 minute and 1 hour.
 pub const ROLLUP_RESOLUTIONS: [i64; 2] = [keys::ROLLUPS[0].1, keys::ROLLUPS[1].1];
@@ -493,21 +551,72 @@ impl Storage {
         cancel: &Cancel,
     ) -> Result<Vec<LabeledSeries>, StorageError> {
         let picked = self.matching(matchers, start_ms);
-        let mut by_labels: BTreeMap<Vec<(String, String)>, Vec<(i64, f64)>> = BTreeMap::new();
-        let mut total = 0usize;
-        for Matched { id, labels, .. } in picked {
-            if cancel.is_cancelled() {
-                return Err(StorageError::Cancelled);
+        // Reading and decoding the series is most of a large query: it is split over
+        // the cores, each thread taking a contiguous part of the series.
+        let total = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let read = |part: &[Matched]| -> Result<Vec<Points>, StorageError> {
+            let mut out = Vec::with_capacity(part.len());
+            for m in part {
+                if cancel.is_cancelled() || failed.load(Ordering::Relaxed) {
+                    return Err(StorageError::Cancelled);
+                }
+                let points = self
+                    .read_series(m.id, start_ms, end_ms, cancel)
+                    .inspect_err(|_| failed.store(true, Ordering::Relaxed))?;
+                let n = points.len();
+                if total.fetch_add(n, Ordering::Relaxed) + n > self.options.max_query_samples {
+                    failed.store(true, Ordering::Relaxed);
+                    return Err(StorageError::TooManySamples {
+                        limit: self.options.max_query_samples,
+                    });
+                }
+                out.push(points);
             }
-            let points = self.read_series(id, start_ms, end_ms, cancel)?;
+            Ok(out)
+        };
+        let threads = query_threads(picked.len());
+        let parts: Vec<Result<Vec<Points>, StorageError>> = if threads <= 1 {
+            vec![read(&picked)]
+        } else {
+            let size = picked.len().div_ceil(threads);
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = picked
+                    .chunks(size)
+                    .map(|part| scope.spawn(|| read(part)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(StorageError::Engine("a query thread panicked".into()))
+                        })
+                    })
+                    .collect()
+            })
+        };
+        // The first error that is not another thread's stop.
+        let mut read_points = Vec::with_capacity(picked.len());
+        let mut error = None;
+        for part in parts {
+            match part {
+                Ok(points) => read_points.extend(points),
+                Err(StorageError::Cancelled) if !cancel.is_cancelled() => {}
+                Err(e) => {
+                    error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = error {
+            return Err(e);
+        }
+        if read_points.len() != picked.len() {
+            return Err(StorageError::Cancelled);
+        }
+        let mut by_labels: BTreeMap<LabelSet, Points> = BTreeMap::new();
+        for (Matched { labels, .. }, points) in picked.into_iter().zip(read_points) {
             if points.is_empty() {
                 continue;
-            }
-            total += points.len();
-            if total > self.options.max_query_samples {
-                return Err(StorageError::TooManySamples {
-                    limit: self.options.max_query_samples,
-                });
             }
             let merged = by_labels.entry(labels).or_default();
             let sorted = merged.last().is_none_or(|l| l.0 < points[0].0);

@@ -257,19 +257,60 @@ impl Engine {
             .map_err(|e| StorageError::Engine(format!("delete files in {cf}: {}", e.into_string())))
     }
 
-    /// Bytes of the database's files on disk (SST files and blob files of every
-    /// column family, plus the WAL).
+    /// Bytes of the database's table files on disk, over every column family.
     pub fn disk_bytes(&self) -> u64 {
+        self.disk_bytes_by_family().iter().map(|(_, b)| b).sum()
+    }
+
+    /// Bytes of each column family's table files on disk.
+    pub fn disk_bytes_by_family(&self) -> Vec<(&'static str, u64)> {
         ALL_CFS
             .iter()
             .filter_map(|name| {
                 let cf = self.db.cf_handle(name)?;
-                self.db
+                let bytes = self
+                    .db
                     .property_int_value_cf(cf, "rocksdb.total-sst-files-size")
                     .ok()
-                    .flatten()
+                    .flatten()?;
+                Some((*name, bytes))
             })
-            .sum()
+            .collect()
+    }
+
+    /// Rewrites every column family down to its bottom level (flushing the memtables
+    /// first), so that its files hold no overwritten or deleted data and carry the
+    /// bottom level's compression. Blocking, and as long as the data is large.
+    pub fn compact_all(&self) -> Result<(), StorageError> {
+        let mut options = rocksdb::CompactOptions::default();
+        options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::Force);
+        for name in ALL_CFS {
+            let cf = self.cf(name)?;
+            self.db
+                .flush_cf(cf)
+                .map_err(|e| StorageError::Engine(format!("flush {name}: {}", e.into_string())))?;
+            self.db
+                .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &options);
+        }
+        Ok(())
+    }
+
+    /// Reads many keys of a column family at once (one batched lookup), in order.
+    pub fn multi_get<K: AsRef<[u8]>>(
+        &self,
+        cf: &str,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<Vec<Option<Vec<u8>>>, StorageError> {
+        let handle = self.cf(cf)?;
+        let keys: Vec<K> = keys.into_iter().collect();
+        self.db
+            .batched_multi_get_cf(handle, keys.iter().map(AsRef::as_ref), false)
+            .into_iter()
+            .map(|r| {
+                r.map(|v| v.map(|v| v.to_vec()))
+                    .map_err(|e| StorageError::Engine(format!("get {cf}: {}", e.into_string())))
+            })
+            .collect()
     }
 
     /// Reads one key of a column family.

@@ -969,7 +969,7 @@ async fn rollups_of_compacted_and_head_samples_fold_per_bucket() {
     let rows: Vec<(i64, f64, f64, f64, u64, f64)> = got[0]
         .rollups
         .iter()
-        .map(|r| (r.end, r.min, r.max, r.sum, r.count, r.last))
+        .map(|r| (r.end_ms, r.min, r.max, r.sum, r.count, r.last))
         .collect();
     assert_eq!(
         rows,
@@ -990,6 +990,24 @@ async fn rollups_of_compacted_and_head_samples_fold_per_bucket() {
         .select_rollups(&m, 60_000, 100_000, 150_000, &Cancel::new())
         .unwrap();
     assert_eq!(some[0].rollups.len(), 1);
+    // Six samples a minute: reading them beats reading 1-minute buckets; 18 in the
+    // hour's one bucket do not reach the 20 a bucket must stand for either.
+    let pays = |res, start, end| s.rollups_pay(&m, res, start, end, &Cancel::new()).unwrap();
+    assert!(!pays(60_000, 0, 180_000));
+    assert!(!pays(3_600_000, 0, 3_600_000));
+    // Another 12 samples in the hour: 30 for its bucket.
+    let more: Vec<(i64, f64)> = (19..=30).map(|i| (i * 10_000, i as f64)).collect();
+    s.write(batch("node-a", 1, 3, 42, &more)).await.unwrap();
+    assert!(pays(3_600_000, 0, 3_600_000));
+    assert!(
+        !pays(3_600_000, 0, 3_600_000 - 1),
+        "no bucket ends in the range"
+    );
+    let none = [LabelMatcher::equal("__name__", "no_such_metric")];
+    assert!(
+        !s.rollups_pay(&none, 60_000, 0, 180_000, &Cancel::new())
+            .unwrap()
+    );
 }
 
 #[tokio::test]
@@ -1096,4 +1114,36 @@ async fn a_first_batch_of_old_samples_is_found_by_time() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].points, vec![(100, 1.0), (200, 2.0)]);
     assert_eq!(s.series_labels(&m, 0, 10).len(), 1);
+}
+
+#[tokio::test]
+async fn ingest_waits_while_the_head_holds_twice_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = StorageOptions {
+        head_max_bytes: 1,
+        ..small_blocks(1)
+    };
+    let (s, _guard, _) = Storage::open(dir.path(), opts).unwrap();
+    let pts: Vec<(i64, f64)> = (1..=20).map(|i| (i * 1000, i as f64)).collect();
+    // An empty head takes the first batch.
+    s.write(batch("node-a", 1, 1, 42, &pts[..10]))
+        .await
+        .unwrap();
+    let second = tokio::spawn({
+        let s = s.clone();
+        let rest = pts[10..].to_vec();
+        async move { s.write(batch("node-a", 1, 2, 42, &rest)).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "waits while the head is over its bound"
+    );
+    s.flush(true).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), second)
+        .await
+        .expect("stored once the head was compacted")
+        .unwrap()
+        .unwrap();
+    assert_eq!(points_of(&s, 0, 100_000).len(), 20);
 }

@@ -760,6 +760,7 @@ func TestCertificateUsagesAndNetworkSettingsAgree(t *testing.T) {
 		{"collector.toml", "metrics_listen", "metrics", spec.Containers[0]},
 		{"aggregator.toml", "metrics_listen", "metrics", one[appsv1.StatefulSet](t, objs).Spec.Template.Spec.Containers[0]},
 		{"aggregator.toml", "listen", "grpc", one[appsv1.StatefulSet](t, objs).Spec.Template.Spec.Containers[0]},
+		{"aggregator.toml", "http_listen", "api", one[appsv1.StatefulSet](t, objs).Spec.Template.Spec.Containers[0]},
 	} {
 		m := regexp.MustCompile(`(?m)^` + c.key + ` = "[^"]*:(\d+)"`).FindStringSubmatch(readFile(t, c.file))
 		ok := false

@@ -230,3 +230,22 @@ pub fn load1() -> f64 {
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(f64::NAN)
 }
+
+/// The load generators' samples of series `r` in batch `seq`: `points` samples `step_ms`
+/// apart ending before `now_ms`, a few milliseconds of jitter, counters for even series
+/// and gauges for odd ones.
+pub fn load_points(now_ms: i64, step_ms: i64, points: usize, seq: u64, r: u32) -> Vec<(i64, f64)> {
+    let base = now_ms - step_ms * points as i64;
+    (0..points)
+        .map(|p| {
+            let t = base + step_ms * p as i64 + (p as i64 * 7 + i64::from(r)) % 5;
+            let k = seq as f64 * points as f64 + p as f64;
+            let v = if r.is_multiple_of(2) {
+                k * 4096.0
+            } else {
+                (k * 0.1).sin() * 1e6
+            };
+            (t, v)
+        })
+        .collect()
+}

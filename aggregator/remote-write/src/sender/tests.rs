@@ -19,6 +19,14 @@ fn config(url: String) -> Config {
     }
 }
 
+/// Polling the queue once an hour: the sender reads it when woken.
+fn hourly(url: String) -> Config {
+    Config {
+        poll_interval: Duration::from_secs(3600),
+        ..config(url)
+    }
+}
+
 fn series(name: &str, start: i64, n: usize) -> TimeSeries {
     TimeSeries {
         labels: vec![Label::new("job", "api"), Label::new(METRIC_NAME, name)],
@@ -204,6 +212,45 @@ async fn a_permanent_refusal_drops_that_request_only_and_moves_on() {
     assert_eq!(stats.requests_failed(FailReason::Status4xx), 1);
     assert_eq!(stats.retries(), 0);
     assert_eq!(stats.samples_sent(), 20);
+}
+
+#[tokio::test]
+async fn a_refused_request_of_several_entries_is_sent_again_entry_by_entry() {
+    // The second request holds three entries, one of which the receiver refuses
+    // (as Prometheus refuses a whole request for one sample it already holds): the
+    // other two still arrive, each alone, and only the bad one is dropped.
+    let server = Server::start(vec![
+        Reply::status(200),
+        Reply::status(400).body("out of order sample"),
+        Reply::status(200),
+        Reply::status(400).body("out of order sample"),
+        Reply::status(200),
+    ])
+    .await;
+    let queue = Arc::new(MemoryQueue::new(usize::MAX, 100));
+    // Entries are read when the test wakes the sender.
+    let exporter = spawn(&hourly(server.url()), queue.clone()).unwrap();
+    let a = series("a", 0, 3);
+    queue.push(vec![a.clone()]).unwrap();
+    exporter.wake();
+    eventually("the first entry", || queue.acked() == 1).await;
+    let (b, c, d) = (series("b", 0, 3), series("c", 0, 3), series("d", 0, 3));
+    for s in [&b, &c, &d] {
+        queue.push(vec![s.clone()]).unwrap();
+    }
+    exporter.wake();
+    eventually("the queue to drain", || queue.acked() == 4).await;
+    let sizes: Vec<usize> = server
+        .received()
+        .iter()
+        .map(|r| r.request.as_ref().unwrap().timeseries.len())
+        .collect();
+    assert_eq!(sizes, [1, 3, 1, 1, 1], "b, c and d together, then alone");
+    assert_eq!(accepted_samples(&server), expected_samples(&[a, b, d]));
+    let stats = exporter.stats();
+    assert_eq!(stats.samples_dropped(DropReason::Refused), 3);
+    assert_eq!(stats.requests_failed(FailReason::Status4xx), 2);
+    assert_eq!(stats.samples_sent(), 9);
 }
 
 #[tokio::test]
@@ -420,6 +467,8 @@ fn pack_splits_long_series_and_acks_only_completed_entries() {
     ];
     let (batches, invalid) = pack(entries.clone(), 5, false);
     assert_eq!(invalid, 0);
+    let held: Vec<usize> = batches.iter().map(|b| b.entries).collect();
+    assert_eq!(held, [1, 1, 1, 2, 1]);
     let shape: Vec<(usize, Option<u64>)> = batches.iter().map(|b| (b.samples, b.through)).collect();
     // a4 | b5 | b4+c1 | c1 (completes 2 and 3) | d5 (completes 4): entry 2 does not
     // fit after a4, so it starts a request, and is cut every 5 samples.
@@ -435,6 +484,7 @@ fn pack_splits_long_series_and_acks_only_completed_entries() {
     );
     // One entry a request: the same cuts inside entry 2.
     let (alone, _) = pack(entries, 5, true);
+    assert!(alone.iter().all(|b| b.entries == 1));
     let shape: Vec<(usize, Option<u64>)> = alone.iter().map(|b| (b.samples, b.through)).collect();
     assert_eq!(
         shape,
@@ -569,15 +619,8 @@ async fn queue_reads_and_acks_run_off_the_async_threads() {
 async fn new_entries_are_found_by_a_wake_or_by_the_next_poll() {
     let server = Server::start(vec![]).await;
     let queue = Arc::new(MemoryQueue::new(usize::MAX, 100));
-    // Polling once an hour: only a wake can find the entry in time.
-    let exporter = spawn(
-        &Config {
-            poll_interval: Duration::from_secs(3600),
-            ..config(server.url())
-        },
-        queue.clone(),
-    )
-    .unwrap();
+    // Only a wake can find the entry in time.
+    let exporter = spawn(&hourly(server.url()), queue.clone()).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await; // the sender waits, queue empty
     queue.push(vec![series("m", 0, 1)]).unwrap();
     exporter.wake();
