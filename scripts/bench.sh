@@ -6,8 +6,13 @@
 #              prometheus-node-exporter scraped at the same interval (window
 #              GOROSCOPE_FOOTPRINT_SECONDS, default 240);
 #   observer   a Go service under load, watched and unwatched (arms of
-#              GOROSCOPE_BENCH_ARM_SECONDS, default 60).
-# Name the benches to run as arguments (default: all three), e.g. `bench.sh footprint`.
+#              GOROSCOPE_BENCH_ARM_SECONDS, default 60);
+#   ingest     1,000 simulated collectors over mTLS gRPC into one aggregator, then the
+#              same load into Prometheus' remote-write receiver (GOROSCOPE_LOAD_*);
+#   store      bytes per sample and query times, goroscope beside Prometheus on the
+#              same samples.
+# Name the benches to run as arguments (default: the first three), e.g.
+# `bench.sh footprint`.
 # With GOROSCOPE_BENCH_ISOLATE=1 (root) they run in a network namespace of their own
 # with loopback only, so that no other collector on the host (a test run) reaches their
 # processes, and theirs reaches nothing outside. Not part of scripts/test.sh: together
@@ -32,10 +37,13 @@ for bench in "${benches[@]}"; do
         footprint)
             GOROSCOPE_BENCH_SECONDS="${GOROSCOPE_FOOTPRINT_SECONDS:-240}" \
                 "${run[@]}" cargo bench -p goroscope-tests --bench footprint --locked --offline ;;
-        fleet | observer)
+        fleet | observer | store)
             "${run[@]}" cargo bench -p goroscope-tests --bench "$bench" --locked --offline ;;
+        ingest)
+            "${run[@]}" cargo bench -p goroscope-tests --bench ingest --locked --offline
+            "${run[@]}" cargo bench -p goroscope-tests --bench ingest_prometheus --locked --offline ;;
         *)
-            echo "unknown bench $bench (fleet, footprint, observer)" >&2
+            echo "unknown bench $bench (fleet, footprint, observer, ingest, store)" >&2
             exit 64 ;;
     esac
 done
