@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 pub mod alertmanager;
+pub mod prometheus;
 pub mod raw;
 
 pub use alertmanager::Alertmanager;
+pub use prometheus::Prometheus;
 
 /// The directory holding the workspace's binaries.
 pub fn bin_dir() -> PathBuf {

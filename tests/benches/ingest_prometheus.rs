@@ -13,7 +13,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -32,27 +31,11 @@ fn main() {
     let workers: usize = env_or("GOROSCOPE_LOAD_WORKERS", 2);
 
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = data.path().join("prometheus.yml");
-    std::fs::write(&config, "global:\n  scrape_interval: 1h\n").unwrap();
-    let prom = Proc::spawn(
-        "prometheus",
-        Command::new("/usr/bin/prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                data.path().join("tsdb").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--web.enable-remote-write-receiver"),
+    let prom = Prometheus::start(
+        data.path(),
+        &data.path().join("tsdb"),
+        &["--web.enable-remote-write-receiver"],
     );
-    eventually(Duration::from_secs(60), "prometheus ready", || {
-        let out = Command::new("curl")
-            .args(["-sf", &format!("http://127.0.0.1:{port}/-/ready")])
-            .output()
-            .ok()?;
-        out.status.success().then_some(())
-    });
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -62,7 +45,7 @@ fn main() {
     let client = rt.block_on(async {
         Arc::new(
             Client::new(&goroscope_remote_write::Config {
-                remote_write_url: Some(format!("http://127.0.0.1:{port}/api/v1/write")),
+                remote_write_url: Some(format!("{}/api/v1/write", prom.url())),
                 timeout: Duration::from_secs(30),
                 ..Default::default()
             })

@@ -190,13 +190,15 @@ fn main() {
              [limits]\nquery_timeout = \"60s\"\n[storage]\nmax_query_samples = 50000000\n"
         ),
     );
-    let prom = Prometheus::start(&prom_q, dir.path());
+    let prom = Prometheus::start(dir.path(), &prom_q, &["--storage.tsdb.retention.time=30d"]);
+    // Let it open (and, if it wants, compact) the blocks before timing.
+    std::thread::sleep(Duration::from_secs(10));
     let ours_http = Http {
         base: format!("https://localhost:{http_port}"),
         args: certs.curl_args("operator-alice", http_port),
     };
     let theirs_http = Http {
-        base: format!("http://127.0.0.1:{}", prom.port),
+        base: prom.url(),
         args: vec![],
     };
     println!(
@@ -788,36 +790,4 @@ fn same_answer(a: &Value, b: &Value) -> String {
         }
     }
     format!("yes ({} series, {points} points)", ra.len())
-}
-
-/// Debian's Prometheus serving the blocks in `data`.
-struct Prometheus {
-    _proc: Proc,
-    port: u16,
-}
-
-impl Prometheus {
-    fn start(data: &Path, scratch: &Path) -> Prometheus {
-        let port = free_port();
-        let config = scratch.join("prometheus.yml");
-        std::fs::write(&config, "global:\n  scrape_interval: 1h\n").unwrap();
-        let proc = Proc::spawn(
-            "prometheus",
-            Command::new("/usr/bin/prometheus")
-                .arg(format!("--config.file={}", config.display()))
-                .arg(format!("--storage.tsdb.path={}", data.display()))
-                .arg("--storage.tsdb.retention.time=30d")
-                .arg(format!("--web.listen-address=127.0.0.1:{port}")),
-        );
-        eventually(Duration::from_secs(120), "prometheus ready", || {
-            let out = Command::new("curl")
-                .args(["-sf", &format!("http://127.0.0.1:{port}/-/ready")])
-                .output()
-                .ok()?;
-            out.status.success().then_some(())
-        });
-        // Let it open (and, if it wants, compact) the blocks before timing.
-        std::thread::sleep(Duration::from_secs(10));
-        Prometheus { _proc: proc, port }
-    }
 }
