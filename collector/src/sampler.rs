@@ -500,7 +500,6 @@ impl Sampler {
                 }
                 state.meta = Arc::new(meta);
             }
-            let series = without_catalogue_names(series, &metrics);
             scrape.samples.push(TargetSample {
                 meta: state.meta.clone(),
                 metrics,
@@ -1251,57 +1250,9 @@ fn reachable(addr: SocketAddr, ns: &Namespace) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// The target's `/metrics` series without those that repeat one of the catalogue's: a
-/// series without labels named like a catalogue metric (client_golang's
-/// `go_goroutines`, `process_resident_memory_bytes`, ...) is the same quantity read a
-/// moment apart, and one series cannot hold two values at one timestamp. The
-/// catalogue's reading is kept.
-fn without_catalogue_names(series: Vec<Labeled>, metrics: &Metrics) -> Vec<Labeled> {
-    if series.is_empty() || metrics.is_empty() {
-        return series;
-    }
-    let names: HashSet<&str> = metrics.iter().map(|(n, _)| *n).collect();
-    series
-        .into_iter()
-        .filter(|(id, _)| !(id.labels.is_empty() && names.contains(&*id.name)))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn exposition_series_named_like_the_catalogue_are_left_to_it() {
-        let id = |name: &str, labels: &[(&str, &str)]| {
-            Arc::new(crate::model::SeriesId::new(
-                name.into(),
-                labels
-                    .iter()
-                    .map(|(k, v)| ((*k).into(), (*v).into()))
-                    .collect(),
-            ))
-        };
-        let series = vec![
-            (id("go_goroutines", &[]), 7.0),
-            (id("go_goroutines", &[("instance", "a")]), 8.0),
-            (id("go_gc_duration_seconds", &[("quantile", "0.5")]), 0.1),
-            (id("http_requests_total", &[]), 3.0),
-        ];
-        let metrics: Metrics = vec![("go_goroutines", 6.0), ("process_threads", 9.0)];
-        let kept: Vec<(String, usize)> = without_catalogue_names(series, &metrics)
-            .iter()
-            .map(|(id, _)| (id.name.to_string(), id.labels.len()))
-            .collect();
-        assert_eq!(
-            kept,
-            [
-                ("go_goroutines".to_owned(), 1),
-                ("go_gc_duration_seconds".to_owned(), 1),
-                ("http_requests_total".to_owned(), 0)
-            ]
-        );
-    }
     use crate::discovery::tests::{FakeProc, go_binary};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
